@@ -1,0 +1,133 @@
+"""Daemon settings from ``etc/contactsync.toml``, with environment overrides.
+
+The config folder is ``./etc`` unless ``--etc`` or ``CONTACTSYNC_ETC`` says otherwise. Every
+mistake is a :class:`ConfigError` that names the file, the key and the reason, so an operator
+never has to guess which line to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SETTINGS_FILE = "contactsync.toml"
+
+
+class ConfigError(Exception):
+    """A configuration file is invalid. ``str()`` names the file, the key and the reason."""
+
+    def __init__(self, path: Path | str, key: str, reason: str) -> None:
+        self.path = str(path)
+        self.key = key
+        self.reason = reason
+        where = f"{self.path}: {key}: " if key else f"{self.path}: "
+        super().__init__(where + reason)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Strict):
+    """``[database]``: where the hub lives."""
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Default: an SQLite file in the state folder.",
+    )
+
+
+class HubSettings(_Strict):
+    """``[hub]``: how incoming values are normalised."""
+
+    default_region: str = Field(
+        default="US", description="Region for phones written without a country code."
+    )
+    batch_size: int = Field(default=1000, ge=1, le=50_000, description="Rows per commit.")
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        value = value.upper()
+        if value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown phone region {value!r} (use an ISO code such as US)")
+        return value
+
+
+class Settings(_Strict):
+    """The whole of ``etc/contactsync.toml``."""
+
+    state_dir: Path | None = Field(
+        default=None, description="Folder for the SQLite file and other state."
+    )
+    database: DatabaseSettings = DatabaseSettings()
+    hub: HubSettings = HubSettings()
+
+    # Not read from the file: where it came from, for resolving relative paths.
+    etc_dir: Path = Field(default=Path("etc"), exclude=True)
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        """The state folder: env overrides, then systemd's ``STATE_DIRECTORY``, then the file."""
+        env = os.environ.get("CONTACTSYNC_STATE_DIR") or os.environ.get("STATE_DIRECTORY")
+        if env:
+            # systemd may pass several colon-separated folders; the first is ours.
+            return Path(env.split(":")[0])
+        if self.state_dir is None:
+            return self.etc_dir.parent / "var"
+        return self.state_dir if self.state_dir.is_absolute() else self.etc_dir / self.state_dir
+
+    @property
+    def database_url(self) -> str:
+        """The hub's URL: ``CONTACTSYNC_DATABASE_URL``, then the file, then embedded SQLite."""
+        url = os.environ.get("CONTACTSYNC_DATABASE_URL") or self.database.url
+        if url:
+            return url
+        return f"sqlite:///{self.resolved_state_dir / 'contactsync.db'}"
+
+
+def etc_dir(explicit: str | Path | None = None) -> Path:
+    """The config folder: ``--etc``, then ``CONTACTSYNC_ETC``, then ``./etc``."""
+    return Path(explicit or os.environ.get("CONTACTSYNC_ETC") or "etc")
+
+
+def _describe(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, turning every failure into a :class:`ConfigError`."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot be read: {exc.strerror}") from None
+
+
+def validation_error(path: Path, exc: ValidationError) -> ConfigError:
+    """The first problem in a pydantic error, as a :class:`ConfigError`."""
+    first = exc.errors()[0]
+    reason = first["msg"]
+    if first["type"] == "extra_forbidden":
+        reason = "unknown key"
+    return ConfigError(path, _describe(first["loc"]), reason)
+
+
+def load_settings(etc: str | Path | None = None) -> Settings:
+    """Load ``contactsync.toml`` from the config folder; a missing file means all defaults."""
+    folder = etc_dir(etc)
+    path = folder / SETTINGS_FILE
+    data = read_toml(path) if path.exists() else {}
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(path, exc) from None
+    settings.etc_dir = folder
+    return settings

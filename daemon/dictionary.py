@@ -1,0 +1,210 @@
+"""The error dictionary: every code a sync-log row can carry.
+
+Codes are stable, kebab-case strings. Staff look them up (``contactsync errors CODE``), log
+aggregation tools alert on them, and tests assert them, so a code is never renamed once
+released; add a new one instead. The first four come from Mainstay's own Import Error
+Dictionary and keep its spelling (``duplicate-unique-id-crmId`` included).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Code(StrEnum):
+    """The stable error codes. ``str(Code.X)`` is the code as written to logs."""
+
+    BLANK_REQUIRED_DATA = "blank-required-data-in-record"
+    CONTACT_OUT_OF_SYNC = "contact-out-of-sync"
+    DUPLICATE_CONTACT = "duplicate-contact"
+    DUPLICATE_CRM_ID = "duplicate-unique-id-crmId"
+    UNKNOWN_CONTACT_ID = "unknown-contact-id"
+    UNSET_NOT_ALLOWED = "unset-not-allowed"
+    INVALID_PHONE = "invalid-phone"
+    INVALID_EMAIL = "invalid-email"
+    INVALID_VALUE = "invalid-value"
+    VALUE_TOO_LONG = "value-too-long"
+    INVALID_CUSTOM_FIELD_VALUE = "invalid-custom-field-value"
+    UNKNOWN_CUSTOM_FIELD = "unknown-custom-field"
+    FILE_MALFORMED = "file-malformed"
+    CONFIG_INVALID = "config-invalid"
+    REMOTE_REJECTED = "remote-rejected"
+    REMOTE_AUTH_FAILED = "remote-auth-failed"
+    REMOTE_RATE_LIMITED = "remote-rate-limited"
+    REMOTE_UNAVAILABLE = "remote-unavailable"
+    REMOTE_MALFORMED = "remote-malformed-response"
+    MISSING_REMOTE_REQUIRED_FIELD = "missing-remote-required-field"
+    DUPLICATE_REMOTE_KEY = "duplicate-remote-key"
+    SYNC_CONFLICT = "sync-conflict"
+    INTERNAL_ERROR = "internal-error"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One dictionary entry: what a code means and what staff should do about it."""
+
+    code: Code
+    meaning: str
+    next_step: str
+    effect: str
+
+
+_ENTRIES: tuple[Entry, ...] = (
+    Entry(
+        Code.BLANK_REQUIRED_DATA,
+        "A new contact needs a first name, a last name and a phone, and the record lacks "
+        "at least one of them (or its value was invalid).",
+        "Fill in the missing field on the source record; it is picked up on the next sync.",
+        "record skipped",
+    ),
+    Entry(
+        Code.CONTACT_OUT_OF_SYNC,
+        "The incoming phone equals the contact's previous phone, so applying it would undo "
+        "a newer phone change made in the hub.",
+        "Update the phone on the source record to the contact's current phone.",
+        "phone kept; other fields applied",
+    ),
+    Entry(
+        Code.DUPLICATE_CONTACT,
+        "Another contact already has this phone; a phone is unique in the hub.",
+        "Find both contacts (contactsync contacts list --search PHONE), then merge or correct "
+        "the source record.",
+        "record skipped",
+    ),
+    Entry(
+        Code.DUPLICATE_CRM_ID,
+        "More than one record in this run or file, or more than one contact, shares this "
+        "CRM id; the first record wins.",
+        "Remove the duplicate rows from the source, or correct the CRM id.",
+        "record skipped",
+    ),
+    Entry(
+        Code.UNKNOWN_CONTACT_ID,
+        "The record names a hub id that matches no contact; records with a hub id are never "
+        "used to create contacts.",
+        "Correct or remove the hub id on the source record.",
+        "record skipped",
+    ),
+    Entry(
+        Code.UNSET_NOT_ALLOWED,
+        "The value UNSET clears a field, but this field cannot be cleared.",
+        "Send a real value, or leave the field blank to keep the current one.",
+        "field skipped; other fields applied",
+    ),
+    Entry(
+        Code.INVALID_PHONE,
+        "The phone is not a valid number for the configured default region.",
+        "Correct the phone on the source record (include the country code for "
+        "international numbers).",
+        "field skipped; a new contact is skipped",
+    ),
+    Entry(
+        Code.INVALID_EMAIL,
+        "The email address is not syntactically valid.",
+        "Correct the email on the source record.",
+        "field skipped; other fields applied",
+    ),
+    Entry(
+        Code.INVALID_VALUE,
+        "The value does not fit the field's type (for example Active must be true or false).",
+        "Correct the value on the source record.",
+        "field skipped; other fields applied",
+    ),
+    Entry(
+        Code.VALUE_TOO_LONG,
+        "The value is longer than the field allows (names: 64 characters).",
+        "Shorten the value on the source record.",
+        "field skipped; other fields applied",
+    ),
+    Entry(
+        Code.INVALID_CUSTOM_FIELD_VALUE,
+        "The value does not fit the custom field's type (number, date or boolean).",
+        "Correct the value, or change the custom field's type (contactsync fields list).",
+        "field skipped; other fields applied",
+    ),
+    Entry(
+        Code.UNKNOWN_CUSTOM_FIELD,
+        "The record or file names a custom field that the hub does not define.",
+        "Define it (contactsync fields add NAME --type TYPE) or fix the column name.",
+        "column ignored",
+    ),
+    Entry(
+        Code.FILE_MALFORMED,
+        "The file cannot be read as the expected CSV: wrong encoding, no header, an unknown "
+        "column, or a row with the wrong number of cells.",
+        "Fix the file and upload it again; the details name the file, row or column.",
+        "file (or row) not imported",
+    ),
+    Entry(
+        Code.CONFIG_INVALID,
+        "A configuration file is invalid; the details name the file, the key and the reason.",
+        "Fix the file; the last good configuration keeps running meanwhile.",
+        "instance keeps its last good config",
+    ),
+    Entry(
+        Code.REMOTE_REJECTED,
+        "The platform rejected the record; the message is the platform's own.",
+        "Fix the data the platform complains about; the record is retried on later cycles.",
+        "record retried, then parked",
+    ),
+    Entry(
+        Code.REMOTE_AUTH_FAILED,
+        "The platform refused the credentials.",
+        "Check the instance's credentials and the API user's permissions.",
+        "cycle stopped",
+    ),
+    Entry(
+        Code.REMOTE_RATE_LIMITED,
+        "The platform's rate limit or daily quota was reached.",
+        "Nothing; the instance resumes when the quota resets. Lower the schedule if it recurs.",
+        "cycle paused",
+    ),
+    Entry(
+        Code.REMOTE_UNAVAILABLE,
+        "The platform could not be reached or answered with a server error.",
+        "Nothing unless it persists; the cycle is retried.",
+        "cycle retried",
+    ),
+    Entry(
+        Code.REMOTE_MALFORMED,
+        "The platform sent a response or record that could not be understood.",
+        "Report it with the details; the rest of the data keeps syncing.",
+        "record or page skipped",
+    ),
+    Entry(
+        Code.MISSING_REMOTE_REQUIRED_FIELD,
+        "The platform requires a field to create a record, and the contact has no value for it.",
+        "Fill in the field on the contact in the hub.",
+        "record not created remotely",
+    ),
+    Entry(
+        Code.DUPLICATE_REMOTE_KEY,
+        "The platform keys records on a field (e.g. HubSpot's email) that several hub "
+        "contacts share.",
+        "Give each contact its own value, or link the records by hand.",
+        "record not created remotely",
+    ),
+    Entry(
+        Code.SYNC_CONFLICT,
+        "Both sides changed the same field since the last exchange; the instance's conflict "
+        "policy chose the winner.",
+        "Check the contact if the winning value is wrong.",
+        "one side's value kept",
+    ),
+    Entry(
+        Code.INTERNAL_ERROR,
+        "An unexpected error in contactsync or a plugin.",
+        "Report it with the log line; other records and instances carry on.",
+        "record or cycle skipped",
+    ),
+)
+
+ENTRIES: dict[str, Entry] = {str(e.code): e for e in _ENTRIES}
+
+assert set(ENTRIES) == {str(c) for c in Code}, "every code needs a dictionary entry"
+
+
+def explain(code: str) -> Entry:
+    """Return the entry for ``code``; raise ``KeyError`` for an unknown code."""
+    return ENTRIES[code]

@@ -1,0 +1,113 @@
+"""Structured logging: one JSON object per line, with secrets redacted.
+
+Every line carries ``schema_version``, an RFC 3339 UTC ``timestamp``, ``level`` and ``event``.
+Standard-library loggers (httpx, paramiko, APScheduler) go through the same pipeline. Secrets
+are scrubbed twice: values registered with :func:`register_secret` are replaced wherever they
+appear, and keys that name a secret (``password``, ``token`` …) are masked whatever their value.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+SCHEMA_VERSION = 1
+REDACTED = "***"
+_SECRET_KEYS = ("password", "passphrase", "secret", "token", "api_key", "apikey", "authorization")
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Never print ``value``: every later log line has it replaced by ``***``."""
+    if value and len(value) >= 4:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every registered secret replaced."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """A copy of ``value`` (str, list or dict, nested) with secrets masked."""
+    if key and any(marker in key.lower() for marker in _SECRET_KEYS):
+        return REDACTED if value not in (None, "") else value
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+def _redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in list(event.items()):
+        event[key] = redact(value, key)
+    return event
+
+
+def _schema(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event.setdefault("schema_version", SCHEMA_VERSION)
+    return event
+
+
+def _processors() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        _schema,
+        structlog.processors.format_exc_info,
+        _redact_processor,
+    ]
+
+
+def configure(level: str = "info", stream: TextIO | None = None, json: bool | None = None) -> None:
+    """Send every log line, structlog's and the standard library's, to ``stream``.
+
+    ``json`` defaults to JSON unless the stream is a terminal. CLI commands log to stderr so
+    that ``--json`` output on stdout stays parseable.
+    """
+    stream = stream or sys.stderr
+    if json is None:
+        json = not (hasattr(stream, "isatty") and stream.isatty()) or "NO_COLOR" in os.environ
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=False)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    shared = _processors()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str = "contactsync") -> Any:
+    """A structlog logger bound to ``name``."""
+    return structlog.get_logger(name)
