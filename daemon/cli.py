@@ -447,9 +447,14 @@ def fields_list(app: App, as_json: bool) -> None:
 @click.option(
     "--type", "field_type", type=click.Choice(CUSTOM_TYPES), default="text", show_default=True
 )
+@click.option("--exist-ok", is_flag=True, help="Succeed if a field of that name and type exists.")
 @pass_app
-def fields_add(app: App, name: str, field_type: str) -> None:
+def fields_add(app: App, name: str, field_type: str, exist_ok: bool) -> None:
     """Define a custom field NAME (its display name, e.g. "Class Year")."""
+    existing = load_schema(app.engine).custom_field(name.strip())
+    if existing is not None and exist_ok and existing.type == field_type:
+        console.print(f"custom field {existing.name!r} ({existing.type}) already exists")
+        return
     try:
         definition = add_custom_field(app.engine, name, field_type)
     except HubError as exc:

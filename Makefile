@@ -1,0 +1,37 @@
+# The two commands of the quick start: `make run` and `make test`.
+# Everything else here is what those two need. Python 3.11+ is the only prerequisite.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: setup run test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The main job on the embedded default (an SQLite hub in ./var): import the sample contacts
+# through the incoming rules, then show the hub and the sync log.
+run: setup
+	$(BIN)/contactsync fields add "Class Year" --type number --exist-ok
+	$(BIN)/contactsync fields add "Application Status" --type text --exist-ok
+	$(BIN)/contactsync import examples/contacts.csv
+	$(BIN)/contactsync contacts list --limit 10
+	$(BIN)/contactsync log --limit 10
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python bench/import_csv.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis
