@@ -111,13 +111,27 @@ def read_header(path: Path, delimiter: str = ",") -> list[str]:
             raise FileMalformed("the file has no header row")
         for _ in rows:
             pass
-    except UnicodeDecodeError as exc:
-        raise FileMalformed(f"the file is not UTF-8 (byte {exc.start} cannot be decoded)") from None
+    except UnicodeDecodeError:
+        # The error's own offset is within the chunk being decoded, not the file: find the line.
+        line = _first_undecodable_line(path)
+        raise FileMalformed(f"the file is not UTF-8 (line {line} cannot be decoded)") from None
     except csv.Error as exc:
         raise FileMalformed(f"the file is not valid CSV: {exc}") from None
     finally:
         rows.close()
     return header
+
+
+def _first_undecodable_line(path: Path) -> int | None:
+    """The number of the first line that is not UTF-8. Splitting at b"\\n" is safe: no
+    multi-byte UTF-8 sequence contains that byte."""
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
 
 
 def iter_records(
@@ -132,9 +146,9 @@ def iter_records(
     rows = _reader(path, delimiter)
     next(rows)  # the header, already mapped
     for row_number, row in enumerate(rows, start=2):
+        if not any(cell.strip() for cell in row):
+            continue  # a blank line, or a row of empty cells as spreadsheets export, is no record
         if len(row) != width:
-            if not any(cell.strip() for cell in row):
-                continue  # a blank line is not a record
             if on_bad_row is not None:
                 on_bad_row(row_number, f"row has {len(row)} cells; the header has {width}")
             continue

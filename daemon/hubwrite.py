@@ -23,6 +23,16 @@ _RUN_KEY = RunKey.__table__
 def write_changes(conn: Connection, changes: Changes) -> None:
     """Apply ``changes`` inside the caller's transaction."""
     dialect = conn.dialect.name
+    # Within a batch one contact may take the phone or CRM id another gave up earlier. The
+    # plan is unique row by row, but the statements below run grouped, not in plan order, so
+    # first release every unique value that changes; the UPDATEs then write the final ones.
+    for column in ("phone", "crm_id"):
+        moving = [row["id"] for row in changes.updated.values() if column in row]
+        if moving:
+            conn.execute(
+                update(_CONTACT).where(_CONTACT.c.id == bindparam("_id")).values({column: None}),
+                [{"_id": contact_id} for contact_id in moving],
+            )
     if changes.created:
         conn.execute(insert(_CONTACT), list(changes.created.values()))
     # Rows with the same set of changed columns share one UPDATE statement.

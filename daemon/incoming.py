@@ -285,7 +285,10 @@ def _plan_create(prepared: Prepared, state: BatchState, problems: list[Problem])
         "updated_at": state.now,
         "changed_at": {},
     }
-    plans = [_against_last_exchanged(p, record) for p in prepared.fields]
+    # Rule 10: the first sync of a record applies every mapped field. Values a link remembers
+    # describe a contact the hub does not hold, so they must not drop any (rule 4 was checked
+    # on all of them).
+    plans = list(prepared.fields)
     for plan in plans:
         if plan.action is not Action.SET:
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -23,6 +23,7 @@ CUSTOM_TEXT_MAX = 1024
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
 _US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+_GROUPED = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
 
 
 class InvalidValue(ValueError):
@@ -77,13 +78,24 @@ def boolean(value: str | bool, *, code: Code = Code.INVALID_VALUE) -> bool:
 
 def number(value: str | int | float | Decimal) -> str:
     """The shortest decimal text of a finite number: ``1.50`` → ``1.5``, ``1e2`` → ``100``."""
+    raw = str(value).strip()
+    if "," in raw:
+        # Only as a thousands separator: "1,5" or "1,50" must not silently become 15 or 150.
+        if not _GROUPED.match(raw):
+            raise InvalidValue(Code.INVALID_CUSTOM_FIELD_VALUE, "value is not a number")
+        raw = raw.replace(",", "")
     try:
-        dec = Decimal(str(value).strip().replace(",", ""))
+        dec = Decimal(raw)
     except InvalidOperation:
         raise InvalidValue(Code.INVALID_CUSTOM_FIELD_VALUE, "value is not a number") from None
     if not dec.is_finite():
         raise InvalidValue(Code.INVALID_CUSTOM_FIELD_VALUE, "value is not a finite number")
-    text_form = format(dec.normalize(), "f")
+    if dec and abs(dec.adjusted()) >= CUSTOM_TEXT_MAX:
+        # 1e999999999 would otherwise be written out as a billion-character string.
+        raise InvalidValue(Code.INVALID_CUSTOM_FIELD_VALUE, "value is too large or too small")
+    # Normalise exactly: the default context would round to 28 significant digits.
+    exact = Context(prec=max(len(dec.as_tuple().digits), 1))
+    text_form = format(dec.normalize(exact), "f")
     return "0" if text_form in ("-0", "0") else text_form
 
 

@@ -20,7 +20,8 @@ from daemon.log import redact
 
 # Off a terminal rich would wrap at 80 columns; a pipe or a log file reads better wide.
 console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, highlight=False)
+# Errors are never wrapped: a path or code split across lines defeats grep and the journal.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _default(value: Any) -> Any:
