@@ -1,0 +1,77 @@
+"""Walking a platform's pages without trusting its cursors.
+
+A connector describes one request with ``fetch_page(token) -> (items, next_token)``; the
+helpers here call it until the platform stops sending a token. A token seen before means the
+platform's cursor is not advancing, and following it would loop forever re-reading the same
+records, so that is a :class:`MalformedResponse` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from daemon.clock import check_cancel
+from daemon.connector import MalformedResponse
+
+Item = TypeVar("Item")
+Token = Any  # a string, a number or a small dict; compared by value
+FetchPage = Callable[[Token | None], tuple[Sequence[Item], Token | None]]
+
+
+def pages(
+    fetch_page: FetchPage[Item],
+    start: Token | None = None,
+    *,
+    max_pages: int | None = None,
+    cancel: threading.Event | None = None,
+) -> Iterator[tuple[Sequence[Item], Token | None]]:
+    """Yield ``(items, next_token)`` per page, from ``start`` until no next token comes.
+
+    The next token is what a connector checkpoints once the page is committed. Raises
+    :class:`MalformedResponse` when a token repeats or after ``max_pages`` pages, and
+    :class:`daemon.clock.Cancelled` between pages once ``cancel`` is set.
+    """
+    seen: set[Hashable] = set()
+    token = start
+    if token is not None:
+        seen.add(_key(token))
+    count = 0
+    while True:
+        check_cancel(cancel)
+        items, next_token = fetch_page(token)
+        count += 1
+        yield items, next_token
+        if next_token is None or next_token == "":
+            return
+        key = _key(next_token)
+        if key in seen:
+            raise MalformedResponse(
+                f"the platform's paging cursor did not advance (page {count} pointed back to "
+                "an earlier page); stopped to avoid an endless loop"
+            )
+        if max_pages is not None and count >= max_pages:
+            raise MalformedResponse(f"more than {max_pages} pages; stopped")
+        seen.add(key)
+        token = next_token
+
+
+def paginate(
+    fetch_page: FetchPage[Item],
+    start: Token | None = None,
+    *,
+    max_pages: int | None = None,
+    cancel: threading.Event | None = None,
+) -> Iterator[Item]:
+    """Yield every item of every page (see :func:`pages` for the arguments and the guard)."""
+    for items, _ in pages(fetch_page, start, max_pages=max_pages, cancel=cancel):
+        yield from items
+
+
+def _key(token: Token) -> Hashable:
+    if isinstance(token, Hashable):
+        return (type(token).__name__, token)
+    # A dict or list cursor (an offset plus a filter, say) is compared by its JSON text.
+    return ("json", json.dumps(token, sort_keys=True, default=str))
