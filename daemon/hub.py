@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from daemon import outbox
 from daemon.database import READ_ONLY, upsert
 from daemon.dictionary import Code
 from daemon.fields import (
@@ -187,9 +188,13 @@ def save_contact(
         with engine.begin() as conn:
             if contact_id is None:
                 contact_id = _insert(conn, columns, now, custom_names)
+                touched = [*columns, *custom_names]
             else:
-                _update(conn, contact_id, columns, now, custom_names)
+                touched = _update(conn, contact_id, columns, now, custom_names)
             _write_custom(conn, contact_id, custom_set, custom_clear)
+            if touched:
+                # A staff edit goes out to every connection, in the same transaction.
+                outbox.fan_out(conn, {contact_id: touched}, "hub", now)
     except IntegrityError as exc:
         raise _explain_integrity(exc) from None
     return contact_id
@@ -215,7 +220,7 @@ def _insert(conn: Any, columns: dict[str, Any], now: datetime, custom_names: lis
 
 def _update(
     conn: Any, contact_id: str, columns: dict[str, Any], now: datetime, custom_names: list[str]
-) -> None:
+) -> list[str]:
     current = conn.execute(select(_CONTACT).where(_CONTACT.c.id == contact_id)).mappings().first()
     if current is None:
         raise HubError(Code.UNKNOWN_CONTACT_ID, f"no contact has id {contact_id}")
@@ -233,6 +238,11 @@ def _update(
         .where(_CONTACT.c.id == contact_id)
         .values(updated_at=now, changed_at=changed_at, **changed)
     )
+    return [name for name in changed if name not in _HUB_OWN] + custom_names
+
+
+# Changing these is bookkeeping, not news for the platforms.
+_HUB_OWN = frozenset({"previous_phone", "invalid_phone"})
 
 
 def _write_custom(conn: Any, contact_id: str, values: dict[int, str], clear: list[int]) -> None:

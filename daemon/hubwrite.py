@@ -7,21 +7,31 @@ million-row import at tens of thousands of rows a second.
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, insert, update
 
+from daemon import outbox
 from daemon.database import insert_ignore, upsert
 from daemon.incoming import Changes
-from daemon.store import Contact, CustomValue, RunKey
+from daemon.store import Contact, CustomValue, RunKey, utcnow
 
 _CONTACT = Contact.__table__
 _CUSTOM_VALUE = CustomValue.__table__
 _RUN_KEY = RunKey.__table__
 
 
-def write_changes(conn: Connection, changes: Changes) -> None:
-    """Apply ``changes`` inside the caller's transaction."""
+def write_changes(
+    conn: Connection,
+    changes: Changes,
+    *,
+    origin: str = "hub",
+    exclude_connection: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Apply ``changes`` inside the caller's transaction, and queue the changed contacts for
+    every outgoing connection but ``exclude_connection`` (where the change came from)."""
     dialect = conn.dialect.name
     # Within a batch one contact may take the phone or CRM id another gave up earlier. The
     # plan is unique row by row, but the statements below run grouped, not in plan order, so
@@ -66,6 +76,10 @@ def write_changes(conn: Connection, changes: Changes) -> None:
         )
     if changes.run_keys:
         conn.execute(insert_ignore(_RUN_KEY, dialect), changes.run_keys)
+    if changes.changed_fields:
+        outbox.fan_out(
+            conn, changes.changed_fields, origin, now or utcnow(), exclude=exclude_connection
+        )
 
 
 def forget_run(conn: Connection, run_id: str) -> None:

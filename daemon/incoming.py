@@ -9,7 +9,7 @@ first one did. Nothing here writes; :mod:`daemon.hubwrite` does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -31,9 +31,10 @@ from daemon.fields import (
     is_blank,
     plan_field,
 )
-from daemon.store import Contact, CustomValue, RunKey, new_contact_id
+from daemon.store import Contact, CustomValue, Link, RunKey, new_contact_id
 
 _CONTACT = Contact.__table__
+_LINK = Link.__table__
 _CUSTOM_VALUE = CustomValue.__table__
 _RUN_KEY = RunKey.__table__
 CRM_KIND = "crm_id"
@@ -55,6 +56,7 @@ class IncomingRecord:
     linked_contact_id: str | None = None
     last_exchanged: Mapping[str, Any] | None = None
     modified_at: datetime | None = None
+    problems: list[Problem] = field(default_factory=list)  # found before the rules (mapping)
 
 
 class Outcome(StrEnum):
@@ -116,7 +118,7 @@ def prepare(record: IncomingRecord, schema: Schema) -> Prepared:
     """Validate each field of ``record`` on its own; no database access."""
     hub_id: str | None = None
     plans: list[FieldPlan] = []
-    problems: list[Problem] = []
+    problems: list[Problem] = list(record.problems)
     for name, raw in record.fields.items():
         if name == HUB_ID:
             if not is_blank(raw):
@@ -138,16 +140,41 @@ class Changes:
     custom_set: dict[tuple[str, int], str] = field(default_factory=dict)
     custom_clear: set[tuple[str, int]] = field(default_factory=set)
     run_keys: list[dict[str, str]] = field(default_factory=list)
+    # Hub field names changed per contact: what the outbox fans out.
+    changed_fields: dict[str, set[str]] = field(default_factory=dict)
+
+    def touched(self, contact_id: str, field_name: str) -> None:
+        self.changed_fields.setdefault(contact_id, set()).add(field_name)
+
+
+ConflictResolver = Callable[..., str | None]
+"""``(contact_id, field, hub_value, hub_changed_at, remote_value, remote_modified_at,
+policy) -> "hub" | "remote" | None``: a plugin's say over a conflict (``None``: the policy)."""
 
 
 class BatchState:
     """The hub as one batch sees it: contacts loaded in bulk, then updated as records plan."""
 
-    def __init__(self, conn: Connection, schema: Schema, run_id: str, now: datetime) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        schema: Schema,
+        run_id: str,
+        now: datetime,
+        *,
+        connection: str | None = None,
+        conflict_policy: str = "newest",
+        resolve_conflict: ConflictResolver | None = None,
+    ) -> None:
         self.conn = conn
         self.schema = schema
         self.run_id = run_id
         self.now = now
+        self.connection = connection
+        self.conflict_policy = conflict_policy
+        self.resolve_conflict = resolve_conflict
+        # contact id -> the remote id it is linked to on this connection
+        self.linked_remote: dict[str, str] = {}
         self.by_id: dict[str, dict[str, Any]] = {}
         self.by_crm: dict[str, str] = {}
         self.by_phone: dict[str, str] = {}
@@ -180,6 +207,13 @@ class BatchState:
             query = select(_CUSTOM_VALUE).where(_CUSTOM_VALUE.c.contact_id.in_(self.by_id))
             for row in self.conn.execute(query):
                 self.custom.setdefault(row.contact_id, {})[row.field_id] = row.value
+            if self.connection is not None:
+                query = select(_LINK.c.contact_id, _LINK.c.remote_id).where(
+                    _LINK.c.connection == self.connection, _LINK.c.contact_id.in_(self.by_id)
+                )
+                self.linked_remote.update(
+                    {r.contact_id: r.remote_id for r in self.conn.execute(query)}
+                )
         if crms:
             query = select(_RUN_KEY.c.key).where(
                 _RUN_KEY.c.run_id == self.run_id,
@@ -211,7 +245,9 @@ def plan_record(prepared: Prepared, state: BatchState) -> RecordPlan:
     # Rule 11: within a run or file the first record with a CRM id wins.
     if crm is not None:
         if crm in state.seen_crm:
-            return skipped(Code.DUPLICATE_CRM_ID, "an earlier record in this run has this CRM id")
+            return skipped(
+                Code.DUPLICATE_CRM_ID, "an earlier record in this run has this CRM id", "crm_id"
+            )
         state.mark_crm_seen(crm)
 
     # Rule 3: the link, then the hub id, then the CRM id; otherwise a new contact.
@@ -225,11 +261,21 @@ def plan_record(prepared: Prepared, state: BatchState) -> RecordPlan:
     if contact is None and crm is not None and crm in state.by_crm:
         contact = state.by_id[state.by_crm[crm]]
 
-    # Rule 7: test users are left alone.
+    # Rule 7: test users are left alone, bad values and all.
     if contact is not None and contact["test_user"]:
-        return RecordPlan(record, Outcome.IGNORED, contact["id"], prepared.fields, problems)
+        return RecordPlan(record, Outcome.IGNORED, contact["id"], prepared.fields, [])
 
     contact_id = contact["id"] if contact is not None else None
+    # One contact, one record per connection: a second remote record that matches a contact
+    # already linked elsewhere on the connection must not take it over.
+    if contact_id is not None and record.remote_id is not None:
+        linked = state.linked_remote.get(contact_id)
+        if linked is not None and linked != record.remote_id:
+            return skipped(
+                Code.DUPLICATE_CRM_ID,
+                "the matching contact is linked to another record of this platform",
+                "crm_id",
+            )
     # Rule 5: a phone or CRM id held by another contact skips the whole record.
     # (An incoming phone equal to the contact's previous phone is rule 6's case, not this one.)
     phone = prepared.set_value("phone")
@@ -300,7 +346,10 @@ def _plan_create(prepared: Prepared, state: BatchState, problems: list[Problem])
             row[column] = value
         row["changed_at"][plan.field] = stamp
     state.changes.created[contact_id] = row
+    state.changes.changed_fields[contact_id] = {p.field for p in plans if p.action is Action.SET}
     state._remember(row)
+    if record.remote_id is not None:
+        state.linked_remote[contact_id] = record.remote_id
     return RecordPlan(record, Outcome.CREATED, contact_id, plans, problems)
 
 
@@ -318,6 +367,8 @@ def _plan_update(
             if plan.field in ("active", "archived"):
                 explicit_archive = True
             plan = _against_current(plan, contact, custom, state.schema)
+        if plan.action in (Action.SET, Action.CLEAR) and record.last_exchanged is not None:
+            plan = _resolve_conflict(plan, record, contact, custom, state, problems)
         if (
             plan.action is Action.SET
             and plan.field == "phone"
@@ -328,7 +379,11 @@ def _plan_update(
                 Problem(Code.CONTACT_OUT_OF_SYNC, "phone equals the previous phone; kept", "phone")
             )
             plan = FieldPlan(
-                plan.field, Action.SKIP, code=Code.CONTACT_OUT_OF_SYNC, reason="previous phone"
+                plan.field,
+                Action.SKIP,
+                plan.value,
+                code=Code.CONTACT_OUT_OF_SYNC,
+                reason="previous phone",
             )
         plans.append(plan)
 
@@ -347,6 +402,7 @@ def _plan_update(
     changed_at = dict(contact.get("changed_at") or {})
     for plan in changes:
         changed_at[plan.field] = stamp
+        state.changes.touched(contact_id, plan.field)
         if plan.field.startswith(CUSTOM_PREFIX):
             field_id = state.schema.custom[plan.field[len(CUSTOM_PREFIX) :]].id
             key = (contact_id, field_id)
@@ -410,3 +466,71 @@ def _against_current(
     if incoming == current:
         return FieldPlan(plan.field, Action.SKIP, plan.value, reason="unchanged")
     return plan
+
+
+def _hub_value(
+    plan: FieldPlan, contact: Mapping[str, Any], custom: Mapping[int, str], schema: Schema
+) -> Any:
+    if plan.field.startswith(CUSTOM_PREFIX):
+        return custom.get(schema.custom[plan.field[len(CUSTOM_PREFIX) :]].id)
+    return current_value(contact, plan.field)
+
+
+def _resolve_conflict(
+    plan: FieldPlan,
+    record: IncomingRecord,
+    contact: Mapping[str, Any],
+    custom: Mapping[int, str],
+    state: BatchState,
+    problems: list[Problem],
+) -> FieldPlan:
+    """Both sides changed the field since the last exchange: the policy (or a plugin) picks.
+
+    The platform changed it (``plan`` survived the last-exchanged check); the hub changed it
+    too when its value differs from the last exchanged one as well.
+    """
+    last = record.last_exchanged or {}
+    if plan.field not in last:
+        return plan
+    hub_value = _hub_value(plan, contact, custom, state.schema)
+    if hub_value == last[plan.field]:
+        return plan
+    remote_value = plan.value if plan.action is Action.SET else None
+    stamp = (contact.get("changed_at") or {}).get(plan.field)
+    hub_time = datetime.fromisoformat(stamp) if stamp else None
+    remote_time = record.modified_at or state.now  # no platform time: the time it was pulled
+    winner = None
+    if state.resolve_conflict is not None:
+        winner = state.resolve_conflict(
+            contact["id"],
+            plan.field,
+            hub_value,
+            hub_time,
+            remote_value,
+            remote_time,
+            state.conflict_policy,
+        )
+    if winner is None:
+        if state.conflict_policy == "hub":
+            winner = "hub"
+        elif state.conflict_policy == "platform":
+            winner = "remote"
+        else:
+            winner = "remote" if hub_time is None or remote_time > hub_time else "hub"
+    kept = "the platform's" if str(winner) == "remote" else "the hub's"
+    problems.append(
+        Problem(
+            Code.SYNC_CONFLICT,
+            f"both sides changed {plan.field}; {kept} value kept ({state.conflict_policy})",
+            plan.field,
+        )
+    )
+    if str(winner) == "remote":
+        return plan
+    return FieldPlan(
+        plan.field,
+        Action.SKIP,
+        plan.value,
+        code=Code.SYNC_CONFLICT,
+        reason="conflict: the hub's value wins",
+    )

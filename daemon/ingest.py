@@ -20,6 +20,7 @@ from daemon.fields import Schema
 from daemon.hubwrite import forget_run, write_changes
 from daemon.incoming import (
     BatchState,
+    ConflictResolver,
     IncomingRecord,
     Outcome,
     RecordPlan,
@@ -75,11 +76,16 @@ def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-class Ingestor:
-    """Applies incoming records to the hub, batch by batch.
+BatchHook = Callable[[Connection, Any], None]
 
-    ``on_plan`` sees every record's plan after its batch commits (the engine uses it to update
-    links; the CLI to print a dry run).
+
+class Ingestor:
+    """Applies incoming records to the hub, batch by batch, one transaction per batch.
+
+    Use it as a context manager and call :meth:`batch` per page (pulls), or call :meth:`run`
+    with any iterable (imports). ``on_plan`` sees every record's plan after its batch
+    commits; the CLI prints dry runs from it. Pulls also give ``connection`` (links and echo
+    suppression) and the conflict policy.
     """
 
     def __init__(
@@ -92,6 +98,9 @@ class Ingestor:
         dry_run: bool = False,
         on_plan: Callable[[RecordPlan], None] | None = None,
         report: IngestReport | None = None,
+        connection: str | None = None,
+        conflict_policy: str = "newest",
+        resolve_conflict: ConflictResolver | None = None,
     ) -> None:
         self.engine = engine
         self.schema = schema
@@ -100,35 +109,71 @@ class Ingestor:
         self.dry_run = dry_run
         self.on_plan = on_plan
         self.report = report or IngestReport(context.run_id, dry_run)
+        self.connection = connection
+        self.conflict_policy = conflict_policy
+        self.resolve_conflict = resolve_conflict
+        self._conn: Connection | None = None
+        self._outer: Any = None
+
+    def __enter__(self) -> Ingestor:
+        self._conn = self.engine.connect()
+        if self.dry_run:
+            # One transaction rolled back at the end: later batches still see what the
+            # earlier ones would have done, and nothing is kept.
+            self._outer = self._conn.begin()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        conn, self._conn = self._conn, None
+        assert conn is not None
+        try:
+            if self.dry_run:
+                self._outer.rollback()
+            else:
+                with conn.begin():
+                    forget_run(conn, self.context.run_id)
+        finally:
+            conn.close()
 
     def run(self, records: Iterable[IncomingRecord]) -> IngestReport:
         """Apply every record; return the report."""
-        with self.engine.connect() as conn:
-            if self.dry_run:
-                # One transaction rolled back at the end: later batches still see what the
-                # earlier ones would have done, and nothing is kept.
-                outer = conn.begin()
-                try:
-                    for batch in chunked(records, self.batch_size):
-                        self._batch(conn, batch)
-                finally:
-                    outer.rollback()
-            else:
-                try:
-                    for batch in chunked(records, self.batch_size):
-                        self._batch(conn, batch)
-                finally:
-                    with conn.begin():
-                        forget_run(conn, self.context.run_id)
+        with self:
+            for batch in chunked(records, self.batch_size):
+                self.batch(batch)
         return self.report
 
-    def _batch(self, conn: Connection, batch: list[IncomingRecord]) -> None:
+    def batch(
+        self,
+        batch: list[IncomingRecord],
+        *,
+        before: BatchHook | None = None,
+        after: BatchHook | None = None,
+    ) -> list[RecordPlan]:
+        """Plan and apply one batch in one transaction.
+
+        ``before(conn, records)`` runs first inside the transaction (the engine attaches
+        links there); ``after(conn, plans)`` runs last, before the commit (links, checkpoint).
+        """
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("use the Ingestor as a context manager")
         prepared = [prepare(record, self.schema) for record in batch]
         for attempt in range(1, MAX_BATCH_ATTEMPTS + 1):
             buffer = SyncLogBuffer(self.context)
             transaction = conn.begin_nested() if self.dry_run else conn.begin()
             try:
-                state = BatchState(conn, self.schema, self.context.run_id, utcnow())
+                now = utcnow()
+                if before is not None:
+                    before(conn, batch)
+                state = BatchState(
+                    conn,
+                    self.schema,
+                    self.context.run_id,
+                    now,
+                    connection=self.connection,
+                    conflict_policy=self.conflict_policy,
+                    resolve_conflict=self.resolve_conflict,
+                )
                 state.load(prepared)
                 plans = [plan_record(p, state) for p in prepared]
                 for plan in plans:
@@ -143,7 +188,15 @@ class Ingestor:
                         )
                 # In a dry run this writes into the savepoint of a transaction that is rolled
                 # back, so the next batch plans against what this one would have done.
-                write_changes(conn, state.changes)
+                write_changes(
+                    conn,
+                    state.changes,
+                    origin=self.context.instance or self.context.integration,
+                    exclude_connection=self.connection,
+                    now=now,
+                )
+                if after is not None:
+                    after(conn, plans)
                 if not self.dry_run:
                     buffer.write(conn)
                 transaction.commit()
@@ -160,6 +213,7 @@ class Ingestor:
         if not self.dry_run:
             buffer.emit()
         self._count(plans)
+        return plans
 
     def _count(self, plans: list[RecordPlan]) -> None:
         report = self.report

@@ -139,3 +139,123 @@ class RunKey(SQLModel, table=True):
     run_id: str = Field(primary_key=True, max_length=32)
     kind: str = Field(primary_key=True, max_length=16)
     key: str = Field(primary_key=True, max_length=255)
+
+
+# --- sync state ---------------------------------------------------------------------------
+
+
+class InstanceRow(SQLModel, table=True):
+    """An instance known to the daemon, mirrored from ``etc/instances`` by its stable name."""
+
+    __tablename__ = "instance"
+
+    name: str = Field(primary_key=True, max_length=64)
+    type: str = Field(max_length=64)
+    connection: str = Field(max_length=64, index=True)
+    direction: str = Field(max_length=8)
+    enabled: bool = True
+    updated_at: datetime = _ts(nullable=False)
+
+
+class InstanceState(SQLModel, table=True):
+    """What the daemon knows of an instance between runs: back-off, next runs, status."""
+
+    __tablename__ = "instance_state"
+
+    instance: str = Field(primary_key=True, max_length=64)
+    backoff_until: datetime | None = _ts(nullable=True)
+    next_pull_at: datetime | None = _ts(nullable=True)
+    next_push_at: datetime | None = _ts(nullable=True)
+    last_run_id: str | None = Field(default=None, max_length=32)
+    # Set once the first sync queued every unlinked contact for the push.
+    seeded_at: datetime | None = _ts(nullable=True)
+    status: str | None = Field(default=None, sa_column=Column(Text))
+    # Rotated credentials (refresh tokens) a connector must keep; never written to config.
+    connector_state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class SyncCursor(SQLModel, table=True):
+    """The checkpoint of one pull stream of one instance, committed with each page."""
+
+    __tablename__ = "sync_cursor"
+
+    instance: str = Field(primary_key=True, max_length=64)
+    stream: str = Field(primary_key=True, max_length=32)
+    value: str | None = Field(default=None, sa_column=Column(Text))
+    updated_at: datetime = _ts(nullable=False)
+
+
+class Link(SQLModel, table=True):
+    """A contact's record on one connection, and the last values exchanged with it.
+
+    ``values`` holds canonical hub-form values per hub field: echo suppression and "apply
+    only what changed" both compare against it.
+    """
+
+    __tablename__ = "link"
+    __table_args__ = (
+        Index("ux_link_remote", "connection", "remote_id", unique=True),
+        Index("ux_link_contact", "connection", "contact_id", unique=True),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    connection: str = Field(max_length=64)
+    remote_id: str = Field(max_length=255)
+    contact_id: str = Field(foreign_key="contact.id", max_length=32, ondelete="CASCADE")
+    state: str = Field(default="active", max_length=16)  # active | pending | deleted
+    values: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    remote_modified_at: datetime | None = _ts(nullable=True)
+    updated_at: datetime = _ts(nullable=False)
+
+
+class Outbox(SQLModel, table=True):
+    """One coalesced row per (connection, contact) waiting to be pushed.
+
+    Values are read at push time, so the row holds only which fields changed. ``version``
+    grows with every coalesced write; a push deletes the row only if it is unchanged.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ux_outbox_connection_contact", "connection", "contact_id", unique=True),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    connection: str = Field(max_length=64)
+    contact_id: str = Field(foreign_key="contact.id", max_length=32, ondelete="CASCADE")
+    fields: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    origin: str = Field(max_length=64)
+    version: int = 1
+    attempts: int = 0
+    state: str = Field(default="pending", max_length=16)  # pending | parked
+    next_attempt_at: datetime = _ts(nullable=False, index=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+
+
+class SyncRun(SQLModel, table=True):
+    """One cycle of one instance: its counts and how it ended."""
+
+    __tablename__ = "sync_run"
+
+    id: str = Field(primary_key=True, max_length=32)
+    instance: str = Field(max_length=64, index=True)
+    direction: str = Field(max_length=8)
+    started_at: datetime = _ts(nullable=False, index=True)
+    finished_at: datetime | None = _ts(nullable=True)
+    outcome: str = Field(default="running", max_length=16)  # running|ok|failed|interrupted
+    counts: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class SyncLease(SQLModel, table=True):
+    """Who may run cycles of a connection now. Keyed by connection, not instance: an incoming
+    and an outgoing instance on one account must not interleave, or a record the push just
+    created could be pulled back as a new contact before its link is written."""
+
+    __tablename__ = "sync_lease"
+
+    name: str = Field(primary_key=True, max_length=64)
+    owner: str | None = Field(default=None, max_length=128)
+    expires_at: datetime | None = _ts(nullable=True)

@@ -1,0 +1,272 @@
+"""The sync engine: one pull or push cycle of one instance, start to finish.
+
+This module is the frame around :mod:`daemon.pull` and :mod:`daemon.push`: it takes the
+connection's lease, builds the connector, records the run, turns every failure into a coded
+sync-log row, backs the instance off when the platform says so, and always gives the lease
+back. A plugin's exception ends its own cycle and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from threading import Event
+from typing import Any
+
+from sqlalchemy import Engine, exists, select, update
+
+from daemon import lease, outbox, runs
+from daemon.clock import Cancelled
+from daemon.connector import Connector, ConnectorContext, ConnectorError
+from daemon.database import insert_ignore
+from daemon.dictionary import Code
+from daemon.fields import Schema
+from daemon.hub import load_schema
+from daemon.instances import Instance
+from daemon.log import get_logger
+from daemon.mapping import Mapper, MappingError, Transform
+from daemon.pull import pull_cycle
+from daemon.push import push_cycle
+from daemon.store import InstanceRow, InstanceState, SyncRun, utcnow
+from daemon.synclog import SyncContext, new_run_id, record
+
+log = get_logger("contactsync.engine")
+_STATE = InstanceState.__table__
+_INSTANCE = InstanceRow.__table__
+_RUN = SyncRun.__table__
+
+PULL = "pull"
+PUSH = "push"
+DEFAULT_BACKOFF = timedelta(minutes=1)
+
+
+@dataclass
+class CycleContext:
+    """Everything one cycle needs, built fresh for each cycle."""
+
+    engine: Engine
+    instance: Instance
+    connector: Connector
+    mapper: Mapper
+    schema: Schema
+    owner: str
+    sync_context: SyncContext
+    dry_run: bool = False
+    on_plan: Callable[[Any], None] | None = None
+    resolve_conflict: Callable[..., str | None] | None = None
+
+
+@dataclass
+class CycleReport:
+    """How a cycle ended: ``ok``, ``failed``, ``interrupted``, ``busy`` or ``backoff``."""
+
+    run_id: str
+    instance: str
+    direction: str
+    outcome: str
+    counts: dict[str, int] = field(default_factory=dict)
+    code: str | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def mirror_instances(engine: Engine, instances: Mapping[str, Instance]) -> None:
+    """Mirror the configured instances into the ``instance`` table (the outbox fans out to
+    the connections it lists); instances no longer configured are disabled, not deleted."""
+    now = utcnow()
+    with engine.begin() as conn:
+        existing = {r.name for r in conn.execute(select(_INSTANCE.c.name))}
+        for instance in instances.values():
+            values = {
+                "type": instance.config.type,
+                "connection": instance.connection,
+                "direction": str(instance.direction),
+                "enabled": instance.config.enabled,
+                "updated_at": now,
+            }
+            if instance.name in existing:
+                conn.execute(
+                    update(_INSTANCE).where(_INSTANCE.c.name == instance.name).values(**values)
+                )
+            else:
+                conn.execute(_INSTANCE.insert().values(name=instance.name, **values))
+        gone = existing - set(instances)
+        if gone:
+            conn.execute(
+                update(_INSTANCE)
+                .where(_INSTANCE.c.name.in_(gone))
+                .values(enabled=False, updated_at=now)
+            )
+
+
+class SyncEngine:
+    """Runs cycles. One per process; safe to call from several threads for different
+    connections (each cycle holds its connection's lease)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        transforms: Mapping[str, Transform] | None = None,
+        *,
+        region: str = "US",
+        owner: str | None = None,
+        resolve_conflict: Callable[..., str | None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.transforms = dict(transforms or {})
+        self.region = region
+        self.owner = owner or lease.owner_id()
+        self.resolve_conflict = resolve_conflict
+
+    def run(
+        self,
+        instance: Instance,
+        direction: str,
+        *,
+        full: bool = False,
+        dry_run: bool = False,
+        cancel: Event | None = None,
+        on_plan: Callable[[Any], None] | None = None,
+        respect_backoff: bool = True,
+    ) -> CycleReport:
+        """Run one cycle; never raises for a platform or plugin failure."""
+        run_id = new_run_id()
+        sync_direction = "incoming" if direction == PULL else "outgoing"
+        context = SyncContext(instance.config.type, sync_direction, run_id, instance.name)
+        report = CycleReport(run_id, instance.name, direction, "ok")
+        now = utcnow()
+        if respect_backoff and not dry_run and self._backing_off(instance.name, now):
+            report.outcome = "backoff"
+            return report
+        if not lease.acquire(self.engine, instance.connection, self.owner, now):
+            report.outcome = "busy"
+            return report
+        connector: Connector | None = None
+        counts: Counter[str] = Counter()
+        self._ensure_state(instance.name)
+        state = self._connector_state(instance.name)
+        try:
+            connector = instance.connector_class(
+                instance.settings, ConnectorContext(instance.name, state)
+            )
+            ctx = CycleContext(
+                self.engine,
+                instance,
+                connector,
+                Mapper(instance, self.transforms),
+                load_schema(self.engine, self.region),
+                self.owner,
+                context,
+                dry_run=dry_run,
+                on_plan=on_plan,
+                resolve_conflict=self.resolve_conflict,
+            )
+            if not dry_run:
+                runs.start(self.engine, run_id, instance.name, direction, now)
+            if direction == PULL:
+                counts = pull_cycle(ctx, full=full, cancel=cancel)
+            else:
+                if not dry_run:
+                    counts["seeded"] = self._seed(instance)
+                counts += push_cycle(ctx, cancel=cancel)
+        except ConnectorError as exc:
+            report.outcome, report.code, report.error = "failed", str(exc.code), exc.message
+            self._back_off(instance.name, exc.retry_after)
+        except (Cancelled, lease.LeaseLost) as exc:
+            report.outcome, report.error = "interrupted", str(exc) or "cancelled"
+        except MappingError as exc:
+            report.outcome, report.code, report.error = "failed", str(Code.CONFIG_INVALID), str(exc)
+        except Exception as exc:  # a plugin's bug must not kill the daemon
+            log.exception("cycle_crashed", instance=instance.name, run_id=run_id)
+            report.outcome, report.code = "failed", str(Code.INTERNAL_ERROR)
+            report.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if connector is not None:
+                try:
+                    connector.close()
+                except Exception:
+                    log.exception("connector_close_failed", instance=instance.name)
+            if not dry_run:
+                self._save_connector_state(instance.name, state)
+            lease.release(self.engine, instance.connection, self.owner)
+        report.counts = dict(counts)
+        if report.code and not dry_run:
+            record(self.engine, context, Code(report.code), report.error or report.code)
+        if not dry_run:
+            runs.finish(self.engine, run_id, report.outcome, report.counts, utcnow(), report.error)
+        log.info(
+            "sync_cycle",
+            instance=instance.name,
+            run_id=run_id,
+            direction=direction,
+            outcome=report.outcome,
+            dry_run=dry_run,
+            **report.counts,
+        )
+        return report
+
+    # --- instance state -------------------------------------------------------------------
+
+    def _backing_off(self, name: str, now: datetime) -> bool:
+        with self.engine.connect() as conn:
+            until = conn.execute(
+                select(_STATE.c.backoff_until).where(_STATE.c.instance == name)
+            ).scalar()
+        return until is not None and until > now
+
+    def _back_off(self, name: str, retry_after: float | None) -> None:
+        delay = timedelta(seconds=retry_after) if retry_after else DEFAULT_BACKOFF
+        self._update_state(name, backoff_until=utcnow() + delay)
+
+    def _connector_state(self, name: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(_STATE.c.connector_state).where(_STATE.c.instance == name)
+            ).scalar()
+        return dict(value or {})
+
+    def _save_connector_state(self, name: str, state: dict[str, Any]) -> None:
+        self._update_state(name, connector_state=dict(state))
+
+    def _ensure_state(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert_ignore(_STATE, conn.dialect.name),
+                [{"instance": name, "connector_state": {}}],
+            )
+
+    def _update_state(self, name: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(_STATE).where(_STATE.c.instance == name).values(**values))
+
+    def _seed(self, instance: Instance) -> int:
+        """The first sync's push half: queue every contact the connection has no link for,
+        once, after the first full pull linked what already existed."""
+        with self.engine.begin() as conn:
+            seeded = conn.execute(
+                select(_STATE.c.seeded_at).where(_STATE.c.instance == instance.name)
+            ).scalar()
+            if seeded is not None:
+                return 0
+            if instance.direction.pulls:
+                pulled = conn.execute(
+                    select(
+                        exists().where(
+                            _RUN.c.instance == instance.name,
+                            _RUN.c.direction == PULL,
+                            _RUN.c.outcome == "ok",
+                        )
+                    )
+                ).scalar()
+                if not pulled:
+                    return 0
+            now = utcnow()
+            count = outbox.seed_unlinked(conn, instance.connection, f"seed:{instance.name}", now)
+            conn.execute(
+                update(_STATE).where(_STATE.c.instance == instance.name).values(seeded_at=now)
+            )
+            return count

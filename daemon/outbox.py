@@ -1,0 +1,190 @@
+"""The outbox: contacts waiting to be pushed, one coalesced row per (connection, contact).
+
+Every hub write fans out to the outgoing connections in the same transaction, so a change is
+never lost between the write and the push. The row only says *that* a contact needs a push;
+the values are read, and compared with the link's last exchanged values, at push time. That
+keeps a burst of writes one push, and makes a lost field name impossible under concurrency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from daemon.store import Contact, InstanceRow, Link, Outbox
+
+_OUTBOX = Outbox.__table__
+_INSTANCE = InstanceRow.__table__
+_CONTACT = Contact.__table__
+_LINK = Link.__table__
+
+PENDING = "pending"
+PARKED = "parked"
+
+
+def outgoing_connections(conn: Connection) -> list[str]:
+    """Connections with an enabled instance that pushes."""
+    query = (
+        select(_INSTANCE.c.connection)
+        .where(_INSTANCE.c.enabled.is_(True), _INSTANCE.c.direction.in_(("outgoing", "both")))
+        .distinct()
+    )
+    return sorted(conn.execute(query).scalars())
+
+
+def fan_out(
+    conn: Connection,
+    changed: Mapping[str, Iterable[str]],
+    origin: str,
+    now: datetime,
+    *,
+    exclude: str | None = None,
+) -> int:
+    """Queue each changed contact for every outgoing connection but ``exclude`` (the one the
+    change came from: a pulled change is never pushed back through its own connection)."""
+    if not changed:
+        return 0
+    targets = [c for c in outgoing_connections(conn) if c != exclude]
+    rows = [
+        {
+            "connection": connection,
+            "contact_id": contact_id,
+            "fields": sorted(set(field_names)),
+            "origin": origin,
+            "version": 1,
+            "attempts": 0,
+            "state": PENDING,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for connection in targets
+        for contact_id, field_names in changed.items()
+    ]
+    if rows:
+        _coalesce(conn, rows)
+    return len(rows)
+
+
+def _coalesce(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(_OUTBOX)
+    # A new write re-arms a parked or backed-off row and bumps its version, so a push that
+    # was in flight when it happened does not delete it.
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["connection", "contact_id"],
+        set_={
+            "fields": stmt.excluded.fields,
+            "origin": stmt.excluded.origin,
+            "state": PENDING,
+            "attempts": 0,
+            "last_error": None,
+            "next_attempt_at": stmt.excluded.next_attempt_at,
+            "updated_at": stmt.excluded.updated_at,
+            "version": _OUTBOX.c.version + 1,
+        },
+    )
+    conn.execute(stmt, rows)
+
+
+def seed_unlinked(conn: Connection, connection: str, origin: str, now: datetime) -> int:
+    """Queue every contact with no link on ``connection`` (the first sync's push half)."""
+    linked = select(_LINK.c.contact_id).where(_LINK.c.connection == connection)
+    queued = select(_OUTBOX.c.contact_id).where(_OUTBOX.c.connection == connection)
+    contact_ids = (
+        conn.execute(
+            select(_CONTACT.c.id).where(
+                _CONTACT.c.test_user.is_(False),
+                _CONTACT.c.id.not_in(linked),
+                _CONTACT.c.id.not_in(queued),
+            )
+        )
+        .scalars()
+        .all()
+    )
+    rows = [
+        {
+            "connection": connection,
+            "contact_id": cid,
+            "fields": [],
+            "origin": origin,
+            "version": 1,
+            "attempts": 0,
+            "state": PENDING,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for cid in contact_ids
+    ]
+    for start in range(0, len(rows), 1000):
+        conn.execute(insert(_OUTBOX), rows[start : start + 1000])
+    return len(rows)
+
+
+def claim(
+    conn: Connection, connection: str, now: datetime, limit: int, *, after_id: int = 0
+) -> list[dict[str, Any]]:
+    """The next due rows of a connection with an id above ``after_id``, oldest first; locked
+    on PostgreSQL so that a second worker skips them instead of waiting."""
+    query = (
+        select(_OUTBOX)
+        .where(
+            _OUTBOX.c.connection == connection,
+            _OUTBOX.c.state == PENDING,
+            _OUTBOX.c.next_attempt_at <= now,
+            _OUTBOX.c.id > after_id,
+        )
+        .order_by(_OUTBOX.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def done(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Delete pushed rows, unless a newer write coalesced into them meanwhile."""
+    params = [{"rid": r["id"], "ver": r["version"]} for r in rows]
+    if params:
+        conn.execute(
+            delete(_OUTBOX).where(
+                and_(_OUTBOX.c.id == bindparam("rid"), _OUTBOX.c.version == bindparam("ver"))
+            ),
+            params,
+        )
+
+
+def retry_delay(attempts: int, base: float = 30.0, cap: float = 3600.0) -> timedelta:
+    """Back-off before the next attempt: 30 s, 1 min, 2 min … at most an hour."""
+    return timedelta(seconds=min(cap, base * 2 ** max(0, attempts - 1)))
+
+
+def failed(
+    conn: Connection,
+    row: Mapping[str, Any],
+    error: str,
+    now: datetime,
+    max_attempts: int,
+    *,
+    park_now: bool = False,
+) -> bool:
+    """Record a failed attempt; park the row after ``max_attempts``. Returns whether parked."""
+    attempts = row["attempts"] + 1
+    parked = park_now or attempts >= max_attempts
+    conn.execute(
+        update(_OUTBOX)
+        .where(_OUTBOX.c.id == row["id"], _OUTBOX.c.version == row["version"])
+        .values(
+            attempts=attempts,
+            state=PARKED if parked else PENDING,
+            last_error=error,
+            next_attempt_at=now + retry_delay(attempts),
+            updated_at=now,
+        )
+    )
+    return parked

@@ -1,0 +1,161 @@
+"""One pull cycle: platform pages through the incoming rules into the hub.
+
+Each page is one transaction: the hub writes, the outbox fan-out, the links, the sync-log rows
+and the cursor checkpoint commit together, after the lease is renewed. A crash anywhere
+re-reads at most the page in flight, and re-reading it changes nothing (links hold the last
+exchanged values).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from threading import Event
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection
+
+from daemon import lease, links, runs
+from daemon.clock import Cancelled
+from daemon.connector import Page, RemoteRecord
+from daemon.fields import Action
+from daemon.incoming import IncomingRecord, Outcome, RecordPlan
+from daemon.ingest import Ingestor
+from daemon.store import utcnow
+
+if TYPE_CHECKING:
+    from daemon.engine import CycleContext
+
+
+@dataclass(slots=True)
+class _Tagged:
+    """A page record with the link it had when the page was planned."""
+
+    record: RemoteRecord
+    link: links.LinkRow | None
+
+
+def pull_cycle(ctx: CycleContext, *, full: bool = False, cancel: Event | None = None) -> Counter:
+    """Pull every page since the instance's checkpoint (or everything with ``full``)."""
+    counts: Counter[str] = Counter()
+    with ctx.engine.connect() as conn:
+        cursor = None if full else runs.get_cursor(conn, ctx.instance.name)
+    ingestor = Ingestor(
+        ctx.engine,
+        ctx.schema,
+        ctx.sync_context,
+        dry_run=ctx.dry_run,
+        connection=ctx.instance.connection,
+        conflict_policy=ctx.instance.config.conflict,
+        resolve_conflict=ctx.resolve_conflict,
+        on_plan=ctx.on_plan,
+    )
+    with ingestor:
+        for page in ctx.connector.pull(cursor):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled
+            _page(ctx, ingestor, page, counts)
+    counts.update(ingestor.report.counts)
+    counts["errors"] += ingestor.report.problem_count
+    return counts
+
+
+def _page(ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter) -> None:
+    connection = ctx.instance.connection
+    counts["read"] += len(page.records)
+    tagged: dict[str, _Tagged] = {}
+    incoming: list[IncomingRecord] = []
+    deleted: list[RemoteRecord] = []
+    for record in page.records:
+        if record.deleted:
+            deleted.append(record)
+            continue
+        values, problems = ctx.mapper.to_hub(record)
+        incoming.append(
+            IncomingRecord(
+                values,
+                remote_id=record.remote_id,
+                modified_at=record.modified_at,
+                problems=problems,
+            )
+        )
+        tagged[record.remote_id] = _Tagged(record, None)
+
+    def before(conn: Connection, records: list[IncomingRecord]) -> None:
+        now = utcnow()
+        lease.renew(conn, connection, ctx.owner, now)
+        known = links.by_remote_ids(conn, connection, [r.remote_id or "" for r in records])
+        for item in records:
+            link = known.get(item.remote_id or "")
+            if link is not None:
+                item.linked_contact_id = link.contact_id
+                item.last_exchanged = link.values
+                tagged[link.remote_id].link = link
+
+    def after(conn: Connection, plans: list[RecordPlan]) -> None:
+        now = utcnow()
+        _save_links(conn, ctx, plans, tagged, now)
+        if deleted:
+            _tombstone(conn, ctx, deleted, now, counts)
+        runs.set_cursor(conn, ctx.instance.name, page.cursor, now)
+
+    if incoming or deleted:
+        ingestor.batch(incoming, before=before, after=after)
+    elif not ctx.dry_run:
+        with ctx.engine.begin() as conn:
+            lease.renew(conn, connection, ctx.owner, utcnow())
+            runs.set_cursor(conn, ctx.instance.name, page.cursor, utcnow())
+
+
+def _save_links(
+    conn: Connection,
+    ctx: CycleContext,
+    plans: list[RecordPlan],
+    tagged: dict[str, _Tagged],
+    now: datetime,
+) -> None:
+    rows = []
+    for plan in plans:
+        remote_id = plan.record.remote_id
+        if plan.contact_id is None or remote_id is None:
+            continue
+        if plan.outcome not in (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED):
+            continue
+        previous = tagged[remote_id].link
+        values = dict(previous.values) if previous else {}
+        for field_plan in plan.fields:
+            # Remember what the platform holds now, applied or not (a conflict the hub won
+            # included): the next pull then sees only the platform's next change.
+            if field_plan.action is Action.CLEAR:
+                values[field_plan.field] = None
+            elif field_plan.action is Action.SET or (
+                field_plan.action is Action.SKIP and field_plan.value is not None
+            ):
+                values[field_plan.field] = field_plan.value
+        rows.append(
+            links.LinkRow(
+                ctx.instance.connection,
+                remote_id,
+                plan.contact_id,
+                links.ACTIVE,
+                values,
+                tagged[remote_id].record.modified_at,
+            )
+        )
+    links.save(conn, rows, now)
+
+
+def _tombstone(
+    conn: Connection, ctx: CycleContext, deleted: list[RemoteRecord], now: datetime, counts: Counter
+) -> None:
+    known = links.by_remote_ids(conn, ctx.instance.connection, [r.remote_id for r in deleted])
+    stones = []
+    for record in deleted:
+        link = known.get(record.remote_id)
+        if link is None or link.state == links.DELETED:
+            continue
+        link.state = links.DELETED
+        stones.append(link)
+        counts["tombstoned"] += 1
+    links.save(conn, stones, now)

@@ -1,0 +1,79 @@
+"""Helpers for engine tests: instance files, a memory connector registry, table snapshots."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlmodel import SQLModel
+
+from daemon.engine import SyncEngine, mirror_instances
+from daemon.instances import Instance, load_instance
+from daemon.plugins import Registry, get_plugin_manager
+from tests.memremote import MemoryConnector, MemoryRemote
+
+CONNECTORS = {"memory": MemoryConnector}
+
+FIELDS = """
+[[fields]]
+hub = "first_name"
+remote = "FirstName"
+[[fields]]
+hub = "last_name"
+remote = "LastName"
+[[fields]]
+hub = "phone"
+remote = "Phone"
+[[fields]]
+hub = "email"
+remote = "Email"
+[[fields]]
+hub = "crm_id"
+remote = "StudentId"
+"""
+
+
+def write_instance(
+    etc: Path,
+    name: str,
+    *,
+    remote: str = "default",
+    extra: str = "",
+    fields: str = FIELDS,
+    settings: str = "",
+) -> Instance:
+    """Write ``etc/instances/<name>.toml`` for the memory connector and load it."""
+    folder = etc / "instances"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    body = f'type = "memory"\n{textwrap.dedent(extra)}\n'
+    body += f'[settings]\nremote = "{remote}"\n{textwrap.dedent(settings)}\n'
+    body += textwrap.dedent(fields)
+    path.write_text(body)
+    return load_instance(path, CONNECTORS)
+
+
+def fresh_remote(name: str = "default") -> MemoryRemote:
+    """A new, empty remote under ``name``."""
+    remote = MemoryRemote()
+    MemoryConnector.REMOTES[name] = remote
+    return remote
+
+
+def sync_engine(engine: Engine, *instances: Instance) -> SyncEngine:
+    """A sync engine with the built-in transforms, and the instances mirrored."""
+    registry = Registry.from_plugin_manager(get_plugin_manager())
+    mirror_instances(engine, {i.name: i for i in instances})
+    return SyncEngine(engine, registry.transforms)
+
+
+def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, for "nothing changed" assertions."""
+    out = {}
+    with engine.connect() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            rows = conn.execute(select(table)).all()
+            out[table.name] = sorted(tuple(map(repr, r)) for r in rows)
+    return out

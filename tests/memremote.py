@@ -1,0 +1,184 @@
+"""A platform in memory, and the connector that talks to it: the engine's test double.
+
+The remote is real enough to catch engine bugs: it keeps records with modification ticks,
+pages through them by a (tick, id) cursor, creates idempotently by the hub id (as a
+connector upserting on an external-id field would), keeps deletes, and can be told to reject
+records or fail whole calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from pydantic import SecretStr
+
+from daemon.connector import (
+    Capabilities,
+    Connector,
+    ConnectorConfig,
+    Page,
+    PushItem,
+    PushResult,
+    PushStatus,
+    RemoteField,
+    RemoteRecord,
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+CATALOGUE = [
+    RemoteField("FirstName", required=True),
+    RemoteField("LastName", required=True),
+    RemoteField("Phone"),
+    RemoteField("Email", unique=False),
+    RemoteField("StudentId"),
+    RemoteField("ClassYear"),
+    RemoteField("Status"),
+    RemoteField("CreatedBy", read_only=True),
+]
+
+
+@dataclass
+class RemoteRow:
+    """One record on the fake platform."""
+
+    id: str
+    fields: dict[str, Any]
+    tick: int
+    deleted: bool = False
+    created_for: str | None = None
+    modified: datetime = field(default_factory=_now)
+
+    def touch(self, tick: int) -> None:
+        self.tick = tick
+        self.modified = _now()
+
+
+@dataclass
+class MemoryRemote:
+    """The fake platform's state."""
+
+    rows: dict[str, RemoteRow] = field(default_factory=dict)
+    ticks: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    reject: Callable[[PushItem], str | None] = lambda item: None
+    fail_pull: Exception | None = None
+    fail_push: Exception | None = None
+    push_calls: int = 0
+    pushed_items: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, **fields: Any) -> str:
+        """Create a record as a platform user would."""
+        with self.lock:
+            rid = f"R{next(self.ids):06d}"
+            self.rows[rid] = RemoteRow(rid, dict(fields), next(self.ticks))
+            return rid
+
+    def edit(self, rid: str, **fields: Any) -> None:
+        """Change a record as a platform user would."""
+        with self.lock:
+            row = self.rows[rid]
+            row.fields.update(fields)
+            row.touch(next(self.ticks))
+
+    def delete(self, rid: str) -> None:
+        with self.lock:
+            row = self.rows[rid]
+            row.deleted = True
+            row.touch(next(self.ticks))
+
+    def live(self) -> list[RemoteRow]:
+        return [r for r in self.rows.values() if not r.deleted]
+
+
+class MemoryConfig(ConnectorConfig):
+    """Settings of the memory connector: which remote, and its page size."""
+
+    remote: str = "default"
+    page_size: int = 3
+    api_key: SecretStr | None = None
+
+
+class MemoryConnector(Connector):
+    """A connector for :class:`MemoryRemote`."""
+
+    type = "memory"
+    Config = MemoryConfig
+    capabilities = Capabilities(deletes=True)
+    REMOTES: ClassVar[dict[str, MemoryRemote]] = {}
+
+    @property
+    def remote(self) -> MemoryRemote:
+        return self.REMOTES.setdefault(self.config.remote, MemoryRemote())  # type: ignore[attr-defined]
+
+    def describe(self) -> list[RemoteField]:
+        return list(CATALOGUE)
+
+    def pull(self, cursor: str | None) -> Iterator[Page]:
+        if self.remote.fail_pull is not None:
+            raise self.remote.fail_pull
+        after = tuple(json.loads(cursor)) if cursor else (0, "")
+        with self.remote.lock:
+            rows = sorted(
+                (r for r in self.remote.rows.values() if (r.tick, r.id) > after),
+                key=lambda r: (r.tick, r.id),
+            )
+            snapshot = [(r.id, dict(r.fields), r.tick, r.deleted, r.modified) for r in rows]
+        size = self.config.page_size  # type: ignore[attr-defined]
+        for start in range(0, len(snapshot), size):
+            chunk = snapshot[start : start + size]
+            records = [
+                RemoteRecord(rid, fields, modified, deleted)
+                for rid, fields, _tick, deleted, modified in chunk
+            ]
+            last = chunk[-1]
+            yield Page(records, json.dumps([last[2], last[0]]))
+
+    def push(self, batch: Sequence[PushItem]) -> list[PushResult]:
+        remote = self.remote
+        if remote.fail_push is not None:
+            raise remote.fail_push
+        remote.push_calls += 1
+        results = []
+        with remote.lock:
+            for item in batch:
+                remote.pushed_items += 1
+                problem = remote.reject(item)
+                if problem:
+                    results.append(
+                        PushResult(item.contact_id, PushStatus.REJECTED, message=problem)
+                    )
+                    continue
+                if item.remote_id is None:
+                    existing = next(
+                        (r for r in remote.rows.values() if r.created_for == item.contact_id),
+                        None,
+                    )
+                    if existing is None:
+                        rid = f"R{next(remote.ids):06d}"
+                        existing = RemoteRow(rid, {}, 0, created_for=item.contact_id)
+                        remote.rows[rid] = existing
+                    row = existing
+                else:
+                    row = remote.rows.get(item.remote_id)
+                    if row is None or row.deleted:
+                        results.append(
+                            PushResult(
+                                item.contact_id, PushStatus.REJECTED, message="ENTITY_IS_DELETED"
+                            )
+                        )
+                        continue
+                row.fields.update(item.fields)
+                row.touch(next(remote.ticks))
+                results.append(PushResult(item.contact_id, PushStatus.OK, remote_id=row.id))
+        return results
