@@ -17,6 +17,8 @@ from daemon.fields import UNSET, is_blank
 from daemon.incoming import Problem
 from daemon.instances import Direction, FieldMap, Instance
 
+_SCALARS = (str, int, float, bool, type(None))
+
 
 class Transform(Protocol):
     """A pair of conversions between a hub value and a remote value."""
@@ -70,6 +72,17 @@ class Mapper:
             if remote not in record.fields:
                 continue
             value = record.fields[remote]
+            if not isinstance(value, _SCALARS):
+                # A list or an object where a value belongs: the platform sent something this
+                # mapping cannot read. That field is rejected; the record goes on.
+                problems.append(
+                    Problem(
+                        Code.REMOTE_MALFORMED,
+                        f"{remote}: expected a single value, got {type(value).__name__}",
+                        rule.field.hub,
+                    )
+                )
+                continue
             if rule.transform is not None and not is_blank(value) and value != UNSET:
                 try:
                     value = rule.transform.to_hub(value)
