@@ -6,16 +6,20 @@ Exit codes: 0 done, 1 refused (a file, an edit), 2 usage or configuration error.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
+import pluggy
 from sqlalchemy import Engine
 
-from daemon import __version__
+from daemon import __version__, cli_sync
 from daemon import log as logging_setup
+from daemon.cli_plugins import add_plugin_commands, plugins_command
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.csv_import import import_csv
 from daemon.dictionary import ENTRIES, explain
@@ -28,9 +32,14 @@ from daemon.hub import (
     save_contact,
 )
 from daemon.incoming import RecordPlan
+from daemon.instances import LoadResult, load_instances
 from daemon.normalize import CUSTOM_TYPES
 from daemon.output import cell, console, fail, print_json, print_table
+from daemon.plugins import PluginError, Registry, get_plugin_manager
 from daemon.synclog_query import parse_when, query_log
+
+log = logging_setup.get_logger("contactsync.cli")
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -39,7 +48,10 @@ class App:
 
     etc: str | None = None
     database_url: str | None = None
+    pm: pluggy.PluginManager | None = field(default=None, repr=False)  # tests inject one
     _engine: Engine | None = field(default=None, repr=False)
+    _registry: Registry | None = field(default=None, repr=False)
+    _loaded: LoadResult | None = field(default=None, repr=False)
 
     @cached_property
     def settings(self) -> Settings:
@@ -62,12 +74,80 @@ class App:
                 fail(f"cannot open the hub database: {type(exc).__name__}", "config-invalid", 2)
         return self._engine
 
+    def load_plugins(self) -> pluggy.PluginManager:
+        """The given plugin manager, else the installed plugins less those blocked in
+        ``CONTACTSYNC_BLOCK_PLUGINS``; raises :class:`PluginError`."""
+        if self.pm is None:
+            self.pm = get_plugin_manager()
+        return self.pm
+
+    def load_registry(self) -> Registry:
+        """The connectors and transforms the plugins register; raises :class:`PluginError`."""
+        if self._registry is None:
+            self._registry = Registry.from_plugin_manager(self.load_plugins())
+        return self._registry
+
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        """:meth:`load_plugins`, exiting 2 with the plugin error."""
+        return _or_exit(self.load_plugins)
+
+    @property
+    def registry(self) -> Registry:
+        """:meth:`load_registry`, exiting 2 with the plugin error (a clash, say)."""
+        return _or_exit(self.load_registry)
+
+    def instances(self, *, required: bool = True) -> LoadResult:
+        """``etc/instances/*.toml`` loaded, the valid ones mirrored into the hub.
+
+        Hub writes call it with ``required=False`` before writing, so the outbox fans out to
+        the connections configured now: an invalid file or a plugin problem is then a warning
+        on stderr and never stops the write (the mirror keeps what it had).
+        """
+        if self._loaded is not None:
+            return self._loaded
+        try:
+            registry = self.load_registry()
+        except PluginError as exc:
+            if required:
+                fail(str(exc), str(PluginError.code), exit_code=2)
+            log.warning("instances_not_loaded", code=str(PluginError.code), reason=str(exc))
+            return LoadResult({}, {})
+        loaded = load_instances(self.settings.etc_dir, registry.connectors)
+        cli_sync.mirror_configured(self.engine, loaded)
+        if not required:
+            for error in loaded.errors.values():
+                log.warning(
+                    "instance_file_invalid", file=error.path, key=error.key, reason=error.reason
+                )
+        self._loaded = loaded
+        return loaded
+
+
+def _or_exit(build: Callable[[], _T]) -> _T:
+    try:
+        return build()
+    except PluginError as exc:
+        fail(str(exc), str(PluginError.code), exit_code=2)
+
 
 pass_app = click.make_pass_decorator(App)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _RootGroup(click.Group):
+    """The ``contactsync`` group. Plugins add their commands (``register_commands``) before
+    the arguments are read, so that ``--help`` lists them and they can be invoked."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # A broken plugin set must not take --help and the hub commands down with it; the
+        # commands that need plugins say what is wrong.
+        with contextlib.suppress(PluginError):
+            add_plugin_commands(self, ctx.ensure_object(App).load_plugins())
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--etc",
     envvar="CONTACTSYNC_ETC",
@@ -85,7 +165,17 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 def cli(ctx: click.Context, etc: str | None, database_url: str | None, log_level: str) -> None:
     """contactsync keeps contacts in step between the hub and CRMs."""
     logging_setup.configure(level=log_level)
-    ctx.obj = App(etc=etc, database_url=database_url)
+    # Keep an App given as ``obj`` (tests inject a plugin manager); the options still apply.
+    app = ctx.ensure_object(App)
+    if etc is not None:
+        app.etc = etc
+    if database_url is not None:
+        app.database_url = database_url
+
+
+cli.add_command(plugins_command)
+for _command in cli_sync.COMMANDS:
+    cli.add_command(_command)
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -145,6 +235,8 @@ def import_cmd(
     delimiter = "\t" if delimiter in ("\\t", "tab") else delimiter
     if len(delimiter) != 1:
         fail("--delimiter must be one character", exit_code=2)
+    if not dry_run:
+        app.instances(required=False)  # so the import fans out to today's connections
     plans: list[dict[str, Any]] = []
 
     def keep(plan: RecordPlan) -> None:
@@ -373,6 +465,7 @@ def _values(kwargs: dict[str, Any]) -> dict[str, str]:
 
 
 def _save(app: App, values: dict[str, str], **kwargs: Any) -> str:
+    app.instances(required=False)  # so the edit fans out to today's connections
     try:
         return save_contact(app.engine, values, region=app.settings.hub.default_region, **kwargs)
     except HubError as exc:

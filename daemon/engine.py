@@ -9,7 +9,7 @@ back. A plugin's exception ends its own cycle and nothing else.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from threading import Event
@@ -25,7 +25,7 @@ from daemon.dictionary import Code
 from daemon.fields import Schema
 from daemon.hub import load_schema
 from daemon.instances import Instance
-from daemon.log import get_logger
+from daemon.log import get_logger, redact_text
 from daemon.mapping import Mapper, MappingError, Transform
 from daemon.pull import pull_cycle
 from daemon.push import push_cycle
@@ -74,27 +74,40 @@ class CycleReport:
         return dict(self.__dict__)
 
 
-def mirror_instances(engine: Engine, instances: Mapping[str, Instance]) -> None:
+def mirror_instances(
+    engine: Engine, instances: Mapping[str, Instance], *, keep: Iterable[str] = ()
+) -> None:
     """Mirror the configured instances into the ``instance`` table (the outbox fans out to
-    the connections it lists); instances no longer configured are disabled, not deleted."""
+    the connections it lists). Instances no longer configured are disabled, not deleted;
+    names in ``keep`` (files that are broken right now) stay as they were last mirrored, so
+    changes made meanwhile still queue for their connection."""
     now = utcnow()
+    keep = set(keep)
     with engine.begin() as conn:
-        existing = {r.name for r in conn.execute(select(_INSTANCE.c.name))}
+        existing = {row["name"]: row for row in conn.execute(select(_INSTANCE)).mappings()}
         for instance in instances.values():
             values = {
                 "type": instance.config.type,
                 "connection": instance.connection,
                 "direction": str(instance.direction),
                 "enabled": instance.config.enabled,
-                "updated_at": now,
             }
-            if instance.name in existing:
+            row = existing.get(instance.name)
+            if row is None:
                 conn.execute(
-                    update(_INSTANCE).where(_INSTANCE.c.name == instance.name).values(**values)
+                    _INSTANCE.insert().values(name=instance.name, updated_at=now, **values)
                 )
-            else:
-                conn.execute(_INSTANCE.insert().values(name=instance.name, **values))
-        gone = existing - set(instances)
+            elif any(row[k] != v for k, v in values.items()):
+                conn.execute(
+                    update(_INSTANCE)
+                    .where(_INSTANCE.c.name == instance.name)
+                    .values(updated_at=now, **values)
+                )
+        gone = {
+            name
+            for name, row in existing.items()
+            if name not in instances and name not in keep and row["enabled"]
+        }
         if gone:
             conn.execute(
                 update(_INSTANCE)
@@ -142,14 +155,18 @@ class SyncEngine:
         if respect_backoff and not dry_run and self._backing_off(instance.name, now):
             report.outcome = "backoff"
             return report
-        if not lease.acquire(self.engine, instance.connection, self.owner, now):
+        # The lease is held per cycle, not per engine: a scheduled pull, a push and a manual
+        # sync of one connection in this process must exclude each other as two daemons do.
+        holder = f"{self.owner}/{run_id[:12]}"
+        if not lease.acquire(self.engine, instance.connection, holder, now):
             report.outcome = "busy"
             return report
         connector: Connector | None = None
         counts: Counter[str] = Counter()
-        self._ensure_state(instance.name)
-        state = self._connector_state(instance.name)
+        state: dict[str, Any] = {}
         try:
+            self._ensure_state(instance.name)
+            state = self._connector_state(instance.name)
             connector = instance.connector_class(
                 instance.settings, ConnectorContext(instance.name, state)
             )
@@ -159,13 +176,16 @@ class SyncEngine:
                 connector,
                 Mapper(instance, self.transforms),
                 load_schema(self.engine, self.region),
-                self.owner,
+                holder,
                 context,
                 dry_run=dry_run,
                 on_plan=on_plan,
                 resolve_conflict=self.resolve_conflict,
             )
             if not dry_run:
+                # Holding the lease, any run of this instance still marked running died
+                # with its process (a crash, a kill): close it before starting ours.
+                runs.abandon(self.engine, instance.name, now)
                 runs.start(self.engine, run_id, instance.name, direction, now)
             if direction == PULL:
                 counts = pull_cycle(ctx, full=full, cancel=cancel)
@@ -190,9 +210,14 @@ class SyncEngine:
                     connector.close()
                 except Exception:
                     log.exception("connector_close_failed", instance=instance.name)
-            if not dry_run:
-                self._save_connector_state(instance.name, state)
-            lease.release(self.engine, instance.connection, self.owner)
+            if not dry_run and connector is not None:
+                # Only a connector that ran can have rotated a token worth keeping.
+                self._save_connector_state(instance, holder, state)
+            lease.release(self.engine, instance.connection, holder)
+        if report.error:
+            # A platform or a plugin may quote a credential in its error; the report goes to
+            # the run history, the sync log and the CLI.
+            report.error = redact_text(report.error)
         report.counts = dict(counts)
         if report.code and not dry_run:
             record(self.engine, context, Code(report.code), report.error or report.code)
@@ -229,8 +254,19 @@ class SyncEngine:
             ).scalar()
         return dict(value or {})
 
-    def _save_connector_state(self, name: str, state: dict[str, Any]) -> None:
-        self._update_state(name, connector_state=dict(state))
+    def _save_connector_state(self, instance: Instance, holder: str, state: dict[str, Any]) -> None:
+        # Fenced like a page: a run that lost its lease must not overwrite the state (a
+        # rotated refresh token, say) that the run which took over has saved since.
+        with self.engine.begin() as conn:
+            try:
+                lease.renew(conn, instance.connection, holder, utcnow())
+            except lease.LeaseLost:
+                return
+            conn.execute(
+                update(_STATE)
+                .where(_STATE.c.instance == instance.name)
+                .values(connector_state=dict(state))
+            )
 
     def _ensure_state(self, name: str) -> None:
         with self.engine.begin() as conn:

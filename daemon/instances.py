@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from daemon.config import ConfigError, read_toml, validation_error
 from daemon.connector import Connector, RemoteField
-from daemon.fields import CUSTOM_PREFIX, DEFAULT_FIELDS, READABLE_FIELDS
+from daemon.fields import CUSTOM_PREFIX, DEFAULT_FIELDS, HUB_ID, READABLE_FIELDS
 from daemon.secrets import SecretError, resolve_tree
 
 INSTANCE_DIR = "instances"
@@ -193,7 +193,7 @@ def load_instance(path: Path, connectors: Mapping[str, type[Connector]]) -> Inst
     try:
         config = InstanceConfig.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(path, exc) from None
+        raise _invalid(path, exc) from None
     connector_class = connectors.get(config.type)
     if connector_class is None:
         known = ", ".join(sorted(connectors)) or "none installed"
@@ -209,8 +209,7 @@ def load_instance(path: Path, connectors: Mapping[str, type[Connector]]) -> Inst
     try:
         settings = connector_class.Config.model_validate(raw_settings)
     except ValidationError as exc:
-        error = validation_error(path, exc)
-        raise ConfigError(path, f"settings.{error.key}", error.reason) from None
+        raise _invalid(path, exc, "settings.") from None
     for key, value in settings:
         if isinstance(value, SecretStr) and f"settings.{key}" not in references:
             raise ConfigError(
@@ -220,6 +219,16 @@ def load_instance(path: Path, connectors: Mapping[str, type[Connector]]) -> Inst
                 'or { credential = "name" }',
             )
     return Instance(name, path, config, settings, connector_class)
+
+
+def _invalid(path: Path, exc: ValidationError, prefix: str = "") -> ConfigError:
+    """The first problem of a pydantic error, keyed the way the other checks of this file
+    spell keys (``fields[1].hub``, not pydantic's ``fields.1.hub``), without pydantic's
+    "Value error, " prefix."""
+    error = validation_error(path, exc)
+    key = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", error.key)
+    reason = error.reason.removeprefix("Value error, ")
+    return ConfigError(path, prefix + key, reason)
 
 
 def _check_directions(path: Path, config: InstanceConfig) -> None:
@@ -233,16 +242,22 @@ def _check_directions(path: Path, config: InstanceConfig) -> None:
                 f"{field_map.direction} does not fit an {config.direction} instance",
             )
         hub_name = field_map.hub
-        hub_own = hub_name not in DEFAULT_FIELDS and not hub_name.startswith(CUSTOM_PREFIX)
+        # The hub id may come in (it is a match key: design §2 rule 3); test_user,
+        # invalid_phone and the timestamps are set by the hub alone.
+        hub_own = (
+            hub_name not in DEFAULT_FIELDS
+            and hub_name != HUB_ID
+            and not hub_name.startswith(CUSTOM_PREFIX)
+        )
         if hub_own and field_map.direction.pulls:
             # id, test_user, timestamps…: the hub sets these, a platform never does.
             raise ConfigError(
                 path, f"{key}.direction", f"{hub_name} is the hub's own; map it outgoing"
             )
         for side in (("hub", hub_name), ("remote", field_map.remote)):
-            for direction in ("in", "out"):
-                pulls = direction == "in" and field_map.direction.pulls
-                pushes = direction == "out" and field_map.direction.pushes
+            for direction in ("incoming", "outgoing"):
+                pulls = direction == "incoming" and field_map.direction.pulls
+                pushes = direction == "outgoing" and field_map.direction.pushes
                 if not (pulls or pushes):
                     continue
                 marker = (f"{side[0]}:{direction}", side[1])
@@ -250,7 +265,7 @@ def _check_directions(path: Path, config: InstanceConfig) -> None:
                     raise ConfigError(
                         path,
                         f"{key}.{side[0]}",
-                        f"{side[1]!r} is already mapped {direction}going by fields[{seen[marker]}]",
+                        f"{side[1]!r} is already mapped {direction} by fields[{seen[marker]}]",
                     )
                 seen[marker] = index
 

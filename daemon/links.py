@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, func, or_, select
 
 from daemon.database import upsert
 from daemon.store import Link
@@ -103,3 +103,47 @@ def drop_contact_links(conn: Connection, connection: str, contact_ids: Iterable[
         conn.execute(
             delete(_LINK).where(_LINK.c.connection == connection, _LINK.c.contact_id.in_(ids))
         )
+
+
+# --- operator repairs (``contactsync links``) ---------------------------------------------------
+
+
+def find(conn: Connection, key: str, connection: str | None = None) -> list[dict[str, Any]]:
+    """Links whose hub contact id or remote id is ``key``, as full rows."""
+    query = (
+        select(_LINK)
+        .where(or_(_LINK.c.contact_id == key, _LINK.c.remote_id == key))
+        .order_by(_LINK.c.connection, _LINK.c.id)
+    )
+    if connection is not None:
+        query = query.where(_LINK.c.connection == connection)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def reset(
+    conn: Connection,
+    connection: str,
+    *,
+    contact_id: str | None = None,
+    remote_id: str | None = None,
+) -> int:
+    """Delete links of a connection: one contact's, one remote record's, or (neither given)
+    all of them. Tombstones go too, so a deleted record may be linked or created again.
+    Returns how many were deleted."""
+    query = delete(_LINK).where(_LINK.c.connection == connection)
+    if contact_id is not None:
+        query = query.where(_LINK.c.contact_id == contact_id)
+    if remote_id is not None:
+        query = query.where(_LINK.c.remote_id == remote_id)
+    return conn.execute(query).rowcount
+
+
+def counts(conn: Connection) -> dict[str, dict[str, int]]:
+    """Links per connection and state: ``{"mem": {"active": 10, "deleted": 1}}``."""
+    query = select(_LINK.c.connection, _LINK.c.state, func.count()).group_by(
+        _LINK.c.connection, _LINK.c.state
+    )
+    out: dict[str, dict[str, int]] = {}
+    for connection, state, count in conn.execute(query):
+        out.setdefault(connection, {})[state] = count
+    return out

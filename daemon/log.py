@@ -75,6 +75,17 @@ def _processors() -> list[Any]:
     ]
 
 
+class _BoundLogger(structlog.stdlib.BoundLogger):
+    """structlog's stdlib logger, except that ``exception()`` leaves no live exception on the
+    ``LogRecord``: the standard library's ``Logger.exception`` would put it there, and any
+    handler but ours (pytest's, a library's) would print its message unredacted. structlog
+    renders the traceback into the ``exception`` field instead, where it is redacted."""
+
+    def exception(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", True)
+        return self.error(event, *args, **kw)
+
+
 def configure(level: str = "info", stream: TextIO | None = None, json: bool | None = None) -> None:
     """Send every log line, structlog's and the standard library's, to ``stream``.
 
@@ -103,7 +114,7 @@ def configure(level: str = "info", stream: TextIO | None = None, json: bool | No
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=_BoundLogger,
         cache_logger_on_first_use=False,
     )
 

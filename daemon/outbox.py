@@ -12,9 +12,20 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
+from daemon.log import redact_text
 from daemon.store import Contact, InstanceRow, Link, Outbox
 
 _OUTBOX = Outbox.__table__
@@ -176,6 +187,8 @@ def failed(
     """Record a failed attempt; park the row after ``max_attempts``. Returns whether parked."""
     attempts = row["attempts"] + 1
     parked = park_now or attempts >= max_attempts
+    # The platform's own words may quote a credential; staff read last_error in the CLI.
+    error = redact_text(error)
     conn.execute(
         update(_OUTBOX)
         .where(_OUTBOX.c.id == row["id"], _OUTBOX.c.version == row["version"])
@@ -188,3 +201,94 @@ def failed(
         )
     )
     return parked
+
+
+# --- operator repairs (``contactsync outbox``) --------------------------------------------------
+
+
+def _selection(
+    ids: Iterable[int] | None, connection: str | None, all_parked: bool
+) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of an operator's selection: some ids, or every parked row."""
+    where: list[ColumnElement[bool]] = []
+    if ids is not None:
+        where.append(_OUTBOX.c.id.in_(list(ids)))
+    if all_parked:
+        where.append(_OUTBOX.c.state == PARKED)
+    if connection is not None:
+        where.append(_OUTBOX.c.connection == connection)
+    if ids is None and not all_parked:
+        raise ValueError("name the rows: ids, or all_parked")
+    return where
+
+
+def list_rows(
+    conn: Connection,
+    *,
+    connection: str | None = None,
+    state: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Outbox rows, oldest first, optionally of one connection or in one state."""
+    query = select(_OUTBOX).order_by(_OUTBOX.c.id).limit(limit)
+    if connection is not None:
+        query = query.where(_OUTBOX.c.connection == connection)
+    if state is not None:
+        query = query.where(_OUTBOX.c.state == state)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def rearm(
+    conn: Connection,
+    now: datetime,
+    *,
+    ids: Iterable[int] | None = None,
+    connection: str | None = None,
+    all_parked: bool = False,
+) -> list[int]:
+    """Make the selected rows due now with a fresh attempt count; returns their ids.
+
+    The version is bumped like a hub write does, so a push that has one of them in flight
+    neither deletes nor re-parks it when it finishes.
+    """
+    where = _selection(ids, connection, all_parked)
+    found = sorted(conn.execute(select(_OUTBOX.c.id).where(*where)).scalars())
+    if found:
+        conn.execute(
+            update(_OUTBOX)
+            .where(_OUTBOX.c.id.in_(found))
+            .values(
+                state=PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                updated_at=now,
+                version=_OUTBOX.c.version + 1,
+            )
+        )
+    return found
+
+
+def drop(
+    conn: Connection,
+    *,
+    ids: Iterable[int] | None = None,
+    connection: str | None = None,
+    all_parked: bool = False,
+) -> list[int]:
+    """Delete the selected rows (their changes will not be pushed); returns their ids."""
+    where = _selection(ids, connection, all_parked)
+    found = sorted(conn.execute(select(_OUTBOX.c.id).where(*where)).scalars())
+    if found:
+        conn.execute(delete(_OUTBOX).where(_OUTBOX.c.id.in_(found)))
+    return found
+
+
+def counts(conn: Connection) -> dict[str, dict[str, int]]:
+    """Rows per connection and state: ``{"mem": {"pending": 3, "parked": 1}}``."""
+    query = select(_OUTBOX.c.connection, _OUTBOX.c.state, func.count()).group_by(
+        _OUTBOX.c.connection, _OUTBOX.c.state
+    )
+    out: dict[str, dict[str, int]] = {}
+    for connection, state, count in conn.execute(query):
+        out.setdefault(connection, {})[state] = count
+    return out

@@ -11,10 +11,11 @@ import sys
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from daemon.log import redact
 
@@ -59,11 +60,12 @@ def print_table(
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(cell(v) for v in row))
+        # Text, not str: a value such as "[b]" is data, not rich markup (nor a markup error).
+        table.add_row(*(Text(cell(v)) for v in row))
     console.print(table)
 
 
-def fail(message: str, code: str | None = None, exit_code: int = 1) -> None:
+def fail(message: str, code: str | None = None, exit_code: int = 1) -> NoReturn:
     """Print an error on stderr and exit."""
     prefix = f"contactsync: {code}: " if code else "contactsync: "
     err_console.print(prefix + redact(message), markup=False)

@@ -3,22 +3,26 @@
 The remote is real enough to catch engine bugs: it keeps records with modification ticks,
 pages through them by a (tick, id) cursor, creates idempotently by the hub id (as a
 connector upserting on an external-id field would), keeps deletes, and can be told to reject
-records or fail whole calls.
+records or fail whole calls. With the ``persist`` setting it lives in a JSON file, written
+atomically after every change, so it survives a process killed mid-push (tests/test_crash.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
 from daemon.connector import (
+    AuthFailed,
     Capabilities,
     Connector,
     ConnectorConfig,
@@ -100,6 +104,53 @@ class MemoryRemote:
     def live(self) -> list[RemoteRow]:
         return [r for r in self.rows.values() if not r.deleted]
 
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the records to ``path`` atomically (a temporary file, then a rename): a
+        process killed at any moment leaves the old file or the new one, never half of one.
+        The caller holds :attr:`lock` or is the remote's only user."""
+        data = {
+            "rows": [
+                {
+                    "id": r.id,
+                    "fields": r.fields,
+                    "tick": r.tick,
+                    "deleted": r.deleted,
+                    "created_for": r.created_for,
+                    "modified": r.modified.isoformat(),
+                }
+                for r in self.rows.values()
+            ]
+        }
+        target = Path(path)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(temporary, target)
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Replace the records with those :meth:`save` wrote to ``path`` (if it exists); ticks
+        and ids continue after the highest saved ones, as the platform's own counters would.
+        Hooks (``reject``, ``fail_*``) and call counts stay as they are."""
+        target = Path(path)
+        if not target.exists():
+            return
+        data = json.loads(target.read_text(encoding="utf-8"))
+        self.rows = {
+            r["id"]: RemoteRow(
+                r["id"],
+                r["fields"],
+                r["tick"],
+                r["deleted"],
+                r["created_for"],
+                datetime.fromisoformat(r["modified"]),
+            )
+            for r in data["rows"]
+        }
+        # Every tick ever handed out is some row's tick or below it, and ids only grow.
+        last_tick = max((r.tick for r in self.rows.values()), default=0)
+        last_id = max((int(rid[1:]) for rid in self.rows if rid[1:].isdigit()), default=0)
+        self.ticks = itertools.count(last_tick + 1)
+        self.ids = itertools.count(last_id + 1)
+
 
 class MemoryConfig(ConnectorConfig):
     """Settings of the memory connector: which remote, and its page size."""
@@ -107,6 +158,9 @@ class MemoryConfig(ConnectorConfig):
     remote: str = "default"
     page_size: int = 3
     api_key: SecretStr | None = None
+    # A JSON file the remote lives in, so that it survives a killed process (crash tests).
+    persist: str | None = None
+    fail_check: bool = False
 
 
 class MemoryConnector(Connector):
@@ -121,10 +175,30 @@ class MemoryConnector(Connector):
     def remote(self) -> MemoryRemote:
         return self.REMOTES.setdefault(self.config.remote, MemoryRemote())  # type: ignore[attr-defined]
 
+    def check(self) -> None:
+        """Refuse the credentials when the settings say ``fail_check``. The message quotes
+        the key, as a careless connector's might, so tests prove the CLI redacts it."""
+        if self.config.fail_check:  # type: ignore[attr-defined]
+            key = self.config.api_key  # type: ignore[attr-defined]
+            shown = key.get_secret_value() if key else "(none)"
+            raise AuthFailed(f"401 the platform refused API key {shown}")
+
     def describe(self) -> list[RemoteField]:
         return list(CATALOGUE)
 
+    def _load(self) -> None:
+        """With ``persist``, read the remote's state as the last process left it."""
+        if self.config.persist:  # type: ignore[attr-defined]
+            with self.remote.lock:
+                self.remote.load(self.config.persist)  # type: ignore[attr-defined]
+
+    def _save(self) -> None:
+        """With ``persist``, write the remote's state after a change (lock held)."""
+        if self.config.persist:  # type: ignore[attr-defined]
+            self.remote.save(self.config.persist)  # type: ignore[attr-defined]
+
     def pull(self, cursor: str | None) -> Iterator[Page]:
+        self._load()
         if self.remote.fail_pull is not None:
             raise self.remote.fail_pull
         after = tuple(json.loads(cursor)) if cursor else (0, "")
@@ -145,6 +219,7 @@ class MemoryConnector(Connector):
             yield Page(records, json.dumps([last[2], last[0]]))
 
     def push(self, batch: Sequence[PushItem]) -> list[PushResult]:
+        self._load()
         remote = self.remote
         if remote.fail_push is not None:
             raise remote.fail_push
@@ -180,5 +255,6 @@ class MemoryConnector(Connector):
                         continue
                 row.fields.update(item.fields)
                 row.touch(next(remote.ticks))
+                self._save()  # each write is durable on its own, as on a real platform
                 results.append(PushResult(item.contact_id, PushStatus.OK, remote_id=row.id))
         return results
