@@ -12,14 +12,12 @@ terminal, secrets never are (a careless platform error message may quote a key).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
-import pluggy
 from sqlalchemy import Engine
 
 from daemon import lease, links, outbox, runs
@@ -171,35 +169,6 @@ def _directions(instance: Instance, direction: str) -> list[str]:
     return [direction]
 
 
-def _conflict_resolver(pm: pluggy.PluginManager, name: str) -> Callable[..., Any] | None:
-    """The ``resolve_conflict`` hook bound to an instance, so a manual cycle decides conflicts
-    as a scheduled one does; ``None`` when no plugin implements it."""
-    if not pm.hook.resolve_conflict.get_hookimpls():
-        return None
-
-    def resolve(
-        contact_id: str,
-        field_name: str,
-        hub_value: Any,
-        hub_changed_at: datetime | None,
-        remote_value: Any,
-        remote_modified_at: datetime | None,
-        policy: str,
-    ) -> Any:
-        return pm.hook.resolve_conflict(
-            instance=name,
-            contact_id=contact_id,
-            field=field_name,
-            hub_value=hub_value,
-            hub_changed_at=hub_changed_at,
-            remote_value=remote_value,
-            remote_modified_at=remote_modified_at,
-            policy=policy,
-        )
-
-    return resolve
-
-
 @click.command("sync")
 @click.argument("name", metavar="INSTANCE")
 @click.option(
@@ -228,7 +197,7 @@ def sync_command(
         app.engine,
         app.registry.transforms,
         region=app.settings.hub.default_region,
-        resolve_conflict=_conflict_resolver(app.plugin_manager, name),
+        pm=app.plugin_manager,
     )
     plans = _Plans()
     reports: list[CycleReport] = []

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from threading import Event
 from typing import Any
 
+import pluggy
 from sqlalchemy import Engine, exists, select, update
 
 from daemon import lease, outbox, runs
@@ -27,6 +28,7 @@ from daemon.hub import load_schema
 from daemon.instances import Instance
 from daemon.log import get_logger, redact_text
 from daemon.mapping import Mapper, MappingError, Transform
+from daemon.plugins import notify
 from daemon.pull import pull_cycle
 from daemon.push import push_cycle
 from daemon.store import InstanceRow, InstanceState, SyncRun, utcnow
@@ -56,6 +58,7 @@ class CycleContext:
     dry_run: bool = False
     on_plan: Callable[[Any], None] | None = None
     resolve_conflict: Callable[..., str | None] | None = None
+    match_record: Callable[..., Any] | None = None
 
 
 @dataclass
@@ -127,13 +130,13 @@ class SyncEngine:
         *,
         region: str = "US",
         owner: str | None = None,
-        resolve_conflict: Callable[..., str | None] | None = None,
+        pm: pluggy.PluginManager | None = None,
     ) -> None:
         self.engine = engine
         self.transforms = dict(transforms or {})
         self.region = region
         self.owner = owner or lease.owner_id()
-        self.resolve_conflict = resolve_conflict
+        self.pm = pm
 
     def run(
         self,
@@ -180,13 +183,15 @@ class SyncEngine:
                 context,
                 dry_run=dry_run,
                 on_plan=on_plan,
-                resolve_conflict=self.resolve_conflict,
+                resolve_conflict=_conflict_hook(self.pm, instance.name),
+                match_record=_match_hook(self.pm, instance.name),
             )
             if not dry_run:
                 # Holding the lease, any run of this instance still marked running died
                 # with its process (a crash, a kill): close it before starting ours.
                 runs.abandon(self.engine, instance.name, now)
                 runs.start(self.engine, run_id, instance.name, direction, now)
+            self._notify("sync_started", instance=instance.name, run_id=run_id, direction=direction)
             if direction == PULL:
                 counts = pull_cycle(ctx, full=full, cancel=cancel)
             else:
@@ -221,6 +226,22 @@ class SyncEngine:
         report.counts = dict(counts)
         if report.code and not dry_run:
             record(self.engine, context, Code(report.code), report.error or report.code)
+            self._notify(
+                "sync_error",
+                instance=instance.name,
+                run_id=run_id,
+                direction=direction,
+                error=report.error,
+                code=report.code,
+            )
+        self._notify(
+            "sync_finished",
+            instance=instance.name,
+            run_id=run_id,
+            direction=direction,
+            counts=report.counts,
+            duration_seconds=(utcnow() - now).total_seconds(),
+        )
         if not dry_run:
             runs.finish(self.engine, run_id, report.outcome, report.counts, utcnow(), report.error)
         log.info(
@@ -233,6 +254,10 @@ class SyncEngine:
             **report.counts,
         )
         return report
+
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        if self.pm is not None:
+            notify(self.pm, hook, **kwargs)
 
     # --- instance state -------------------------------------------------------------------
 
@@ -306,3 +331,44 @@ class SyncEngine:
                 update(_STATE).where(_STATE.c.instance == instance.name).values(seeded_at=now)
             )
             return count
+
+
+def _conflict_hook(pm: pluggy.PluginManager | None, name: str) -> Callable[..., Any] | None:
+    """The ``resolve_conflict`` hook bound to an instance; ``None`` when no plugin has it."""
+    if pm is None or not pm.hook.resolve_conflict.get_hookimpls():
+        return None
+
+    def resolve(
+        contact_id: str,
+        field_name: str,
+        hub_value: Any,
+        hub_changed_at: datetime | None,
+        remote_value: Any,
+        remote_modified_at: datetime | None,
+        policy: str,
+    ) -> Any:
+        return pm.hook.resolve_conflict(
+            instance=name,
+            contact_id=contact_id,
+            field=field_name,
+            hub_value=hub_value,
+            hub_changed_at=hub_changed_at,
+            remote_value=remote_value,
+            remote_modified_at=remote_modified_at,
+            policy=policy,
+        )
+
+    return resolve
+
+
+def _match_hook(pm: pluggy.PluginManager | None, name: str) -> Callable[..., Any] | None:
+    """The ``match_record`` hook bound to an instance; ``None`` when no plugin has it."""
+    if pm is None or not pm.hook.match_record.get_hookimpls():
+        return None
+
+    def match(record: Any, hub_fields: Any, candidates: Any) -> Any:
+        return pm.hook.match_record(
+            instance=name, record=record, hub_fields=hub_fields, candidates=candidates
+        )
+
+    return match

@@ -31,6 +31,7 @@ from daemon.fields import (
     is_blank,
     plan_field,
 )
+from daemon.hookspecs import NO_MATCH
 from daemon.store import Contact, CustomValue, Link, RunKey, new_contact_id
 
 _CONTACT = Contact.__table__
@@ -57,6 +58,7 @@ class IncomingRecord:
     last_exchanged: Mapping[str, Any] | None = None
     modified_at: datetime | None = None
     problems: list[Problem] = field(default_factory=list)  # found before the rules (mapping)
+    raw: Any = None  # the platform's own record, for plugins that match on it
 
 
 class Outcome(StrEnum):
@@ -147,6 +149,10 @@ class Changes:
         self.changed_fields.setdefault(contact_id, set()).add(field_name)
 
 
+RecordMatcher = Callable[[Any, Mapping[str, Any], list[Mapping[str, Any]]], Any]
+"""``(record, hub_fields, candidates) -> contact id | NO_MATCH | None``: a plugin's say over
+which contact an unlinked platform record is (``None``: the default rules)."""
+
 ConflictResolver = Callable[..., str | None]
 """``(contact_id, field, hub_value, hub_changed_at, remote_value, remote_modified_at,
 policy) -> "hub" | "remote" | None``: a plugin's say over a conflict (``None``: the policy)."""
@@ -165,8 +171,10 @@ class BatchState:
         connection: str | None = None,
         conflict_policy: str = "newest",
         resolve_conflict: ConflictResolver | None = None,
+        match_record: RecordMatcher | None = None,
     ) -> None:
         self.conn = conn
+        self.match_record = match_record
         self.schema = schema
         self.run_id = run_id
         self.now = now
@@ -260,6 +268,8 @@ def plan_record(prepared: Prepared, state: BatchState) -> RecordPlan:
             return skipped(Code.UNKNOWN_CONTACT_ID, "no contact has this hub id", HUB_ID)
     if contact is None and crm is not None and crm in state.by_crm:
         contact = state.by_id[state.by_crm[crm]]
+    if state.match_record is not None and record.remote_id and not record.linked_contact_id:
+        contact = _plugin_match(prepared, contact, state)
 
     # Rule 7: test users are left alone, bad values and all.
     if contact is not None and contact["test_user"]:
@@ -534,3 +544,25 @@ def _resolve_conflict(
         code=Code.SYNC_CONFLICT,
         reason="conflict: the hub's value wins",
     )
+
+
+def _plugin_match(
+    prepared: Prepared, contact: dict[str, Any] | None, state: BatchState
+) -> dict[str, Any] | None:
+    """Let a ``match_record`` plugin choose among the contacts the default rules found: the
+    default match and the holder of the record's phone."""
+    candidates: list[dict[str, Any]] = [contact] if contact is not None else []
+    phone_holder = state.by_phone.get(prepared.set_value("phone") or "")
+    if phone_holder is not None and (contact is None or phone_holder != contact["id"]):
+        candidates.append(state.by_id[phone_holder])
+    hub_fields = {p.field: p.value for p in prepared.fields if p.action is Action.SET}
+    choice = state.match_record(  # type: ignore[misc]
+        prepared.record.raw, hub_fields, [dict(c) for c in candidates]
+    )
+    if choice is None:
+        return contact
+    if choice is NO_MATCH:
+        return None
+    chosen = state.by_id.get(str(choice))
+    # Only a candidate may be chosen: anything else would bypass the uniqueness rules.
+    return chosen if chosen in candidates else contact

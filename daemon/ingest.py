@@ -23,6 +23,7 @@ from daemon.incoming import (
     ConflictResolver,
     IncomingRecord,
     Outcome,
+    RecordMatcher,
     RecordPlan,
     plan_record,
     prepare,
@@ -101,8 +102,10 @@ class Ingestor:
         connection: str | None = None,
         conflict_policy: str = "newest",
         resolve_conflict: ConflictResolver | None = None,
+        match_record: RecordMatcher | None = None,
     ) -> None:
         self.engine = engine
+        self.match_record = match_record
         self.schema = schema
         self.context = context
         self.batch_size = batch_size
@@ -173,6 +176,7 @@ class Ingestor:
                     connection=self.connection,
                     conflict_policy=self.conflict_policy,
                     resolve_conflict=self.resolve_conflict,
+                    match_record=self.match_record,
                 )
                 state.load(prepared)
                 plans = [plan_record(p, state) for p in prepared]

@@ -49,6 +49,7 @@ def pull_cycle(ctx: CycleContext, *, full: bool = False, cancel: Event | None = 
         connection=ctx.instance.connection,
         conflict_policy=ctx.instance.config.conflict,
         resolve_conflict=ctx.resolve_conflict,
+        match_record=ctx.match_record,
         on_plan=ctx.on_plan,
     )
     with ingestor:
@@ -78,6 +79,7 @@ def _page(ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter) ->
                 remote_id=record.remote_id,
                 modified_at=record.modified_at,
                 problems=problems,
+                raw=record,
             )
         )
         tagged[record.remote_id] = _Tagged(record, None)
