@@ -121,16 +121,35 @@ def prepare(record: IncomingRecord, schema: Schema) -> Prepared:
     hub_id: str | None = None
     plans: list[FieldPlan] = []
     problems: list[Problem] = list(record.problems)
+    # Only a linked record may skip validation: its contact exists and holds these values.
+    last = (record.last_exchanged or {}) if record.linked_contact_id else {}
     for name, raw in record.fields.items():
         if name == HUB_ID:
             if not is_blank(raw):
                 hub_id = str(raw).strip()
+            continue
+        if name in last and _same_as_exchanged(raw, last[name]):
+            # The platform still holds exactly what was exchanged (a canonical value, so
+            # validating it again could only give it back): rule 10 skips it, and a re-read
+            # of an unchanged record costs no phone or email parsing.
+            plans.append(FieldPlan(name, Action.SKIP, last[name], reason=_UNCHANGED_REMOTE))
             continue
         plan = plan_field(name, raw, schema)
         plans.append(plan)
         if plan.action is Action.REJECT:
             problems.append(Problem(plan.code or Code.INVALID_VALUE, plan.reason, name))
     return Prepared(record, hub_id, plans, problems)
+
+
+_UNCHANGED_REMOTE = "unchanged on the platform"
+
+
+def _same_as_exchanged(raw: Any, last: Any) -> bool:
+    if last is None or is_blank(raw):
+        return False
+    if isinstance(raw, str):
+        return isinstance(last, str) and raw.strip() == last
+    return type(raw) is type(last) and raw == last
 
 
 @dataclass(slots=True)
@@ -262,6 +281,9 @@ def plan_record(prepared: Prepared, state: BatchState) -> RecordPlan:
     contact: dict[str, Any] | None = None
     if record.linked_contact_id:
         contact = state.by_id.get(record.linked_contact_id)
+        if contact is None:
+            # The link's contact is gone: whatever was skipped as unchanged is needed again.
+            prepared.fields = [_unskip(p) for p in prepared.fields]
     if contact is None and prepared.hub_id is not None:
         contact = state.by_id.get(prepared.hub_id)
         if contact is None:
@@ -298,6 +320,12 @@ def plan_record(prepared: Prepared, state: BatchState) -> RecordPlan:
     if contact is None:
         return _plan_create(prepared, state, problems)
     return _plan_update(prepared, contact, state, problems)
+
+
+def _unskip(plan: FieldPlan) -> FieldPlan:
+    if plan.action is Action.SKIP and plan.reason == _UNCHANGED_REMOTE:
+        return FieldPlan(plan.field, Action.SET, plan.value)
+    return plan
 
 
 def _skipper(record: IncomingRecord, prepared: Prepared, problems: list[Problem]) -> Any:
@@ -456,7 +484,7 @@ def _against_last_exchanged(plan: FieldPlan, record: IncomingRecord) -> FieldPla
         return plan
     incoming = plan.value if plan.action is Action.SET else None
     if incoming == last[plan.field]:
-        return FieldPlan(plan.field, Action.SKIP, plan.value, reason="unchanged on the platform")
+        return FieldPlan(plan.field, Action.SKIP, plan.value, reason=_UNCHANGED_REMOTE)
     return plan
 
 

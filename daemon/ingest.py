@@ -160,7 +160,6 @@ class Ingestor:
         conn = self._conn
         if conn is None:
             raise RuntimeError("use the Ingestor as a context manager")
-        prepared = [prepare(record, self.schema) for record in batch]
         for attempt in range(1, MAX_BATCH_ATTEMPTS + 1):
             buffer = SyncLogBuffer(self.context)
             transaction = conn.begin_nested() if self.dry_run else conn.begin()
@@ -168,6 +167,8 @@ class Ingestor:
                 now = utcnow()
                 if before is not None:
                     before(conn, batch)
+                # After ``before``: the links it attaches let unchanged values skip validation.
+                prepared = [prepare(record, self.schema) for record in batch]
                 state = BatchState(
                     conn,
                     self.schema,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from decimal import Context, Decimal, InvalidOperation
+from functools import lru_cache
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -35,6 +36,12 @@ class InvalidValue(ValueError):
         self.message = message
 
 
+# Parsing a phone or an address costs tens of microseconds; a daemon re-reads the same
+# values every cycle, so a small, bounded cache pays for itself.
+_CACHE_SIZE = 16_384
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
 def phone(value: str, region: str = "US") -> str:
     """Return the E.164 form of ``value``, read in ``region`` when it has no country code."""
     try:
@@ -46,6 +53,7 @@ def phone(value: str, region: str = "US") -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def email(value: str) -> str:
     """Return the lower-cased address; syntax only, no DNS (this must work offline)."""
     try:

@@ -135,16 +135,16 @@ def _save_links(
                 field_plan.action is Action.SKIP and field_plan.value is not None
             ):
                 values[field_plan.field] = field_plan.value
-        rows.append(
-            links.LinkRow(
-                ctx.instance.connection,
-                remote_id,
-                plan.contact_id,
-                links.ACTIVE,
-                values,
-                tagged[remote_id].record.modified_at,
-            )
+        link = links.LinkRow(
+            ctx.instance.connection,
+            remote_id,
+            plan.contact_id,
+            links.ACTIVE,
+            values,
+            tagged[remote_id].record.modified_at,
         )
+        if link != previous:  # a re-read of an unchanged record writes nothing
+            rows.append(link)
     links.save(conn, rows, now)
 
 
