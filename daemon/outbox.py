@@ -21,6 +21,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -35,6 +36,8 @@ _LINK = Link.__table__
 
 PENDING = "pending"
 PARKED = "parked"
+NOTIFY_CHANNEL = "contactsync_outbox"
+"""PostgreSQL channel notified with the connection's name when its outbox gets work."""
 
 
 def outgoing_connections(conn: Connection) -> list[str]:
@@ -78,6 +81,14 @@ def fan_out(
     ]
     if rows:
         _coalesce(conn, rows)
+        if conn.dialect.name == "postgresql":
+            # Delivered at commit, so a daemon's pusher wakes for this change within
+            # milliseconds; SQLite has no such thing and the daemon polls instead.
+            for connection in targets:
+                conn.execute(
+                    text("SELECT pg_notify(:channel, :connection)"),
+                    {"channel": NOTIFY_CHANNEL, "connection": connection},
+                )
     return len(rows)
 
 

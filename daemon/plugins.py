@@ -14,6 +14,7 @@ that names the distributions involved.
 from __future__ import annotations
 
 import difflib
+import importlib
 import importlib.metadata
 import os
 import re
@@ -31,6 +32,7 @@ from daemon.log import get_logger
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 BLOCK_ENV = "CONTACTSYNC_BLOCK_PLUGINS"
+PLUGINS_ENV = "CONTACTSYNC_PLUGINS"
 
 TransformFunction = Callable[[Any], Any]
 
@@ -71,10 +73,30 @@ def get_plugin_manager(
         pm.set_blocked(name)
     if entry_points:
         _load_entry_points(pm, names)
+        for module_name in modules_from_env():
+            if not pm.is_blocked(module_name):
+                register_plugin(pm, _import_plugin(module_name), name=module_name)
     for plugin in plugins:
         register_plugin(pm, plugin)
     check_plugins(pm)
     return pm
+
+
+def modules_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Plugin modules named, comma-separated, in ``CONTACTSYNC_PLUGINS``: a plugin under
+    development, loaded by import path without being installed."""
+    raw = (os.environ if environ is None else environ).get(PLUGINS_ENV, "")
+    return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+def _import_plugin(module_name: str) -> object:
+    try:
+        return importlib.import_module(module_name)
+    except Exception as exc:
+        raise PluginError(
+            f"plugin module {module_name!r} from {PLUGINS_ENV} could not be imported: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def register_plugin(pm: pluggy.PluginManager, plugin: object, name: str | None = None) -> None:

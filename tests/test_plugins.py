@@ -539,3 +539,14 @@ def test_describe_plugins_for_a_plugin_registered_by_hand():
     assert row["distribution"] is None and row["version"] is None
     assert row["connectors"] == ["acme"]
     assert row["hooks"] == ["register_connectors"]
+
+
+def test_a_plugin_module_named_in_the_environment_is_loaded(monkeypatch):
+    from daemon.plugins import PluginError, Registry, get_plugin_manager
+
+    monkeypatch.setenv("CONTACTSYNC_PLUGINS", "tests.memplugin")
+    registry = Registry.from_plugin_manager(get_plugin_manager())
+    assert "memory" in registry.connectors
+    monkeypatch.setenv("CONTACTSYNC_PLUGINS", "tests.no_such_plugin_module")
+    with pytest.raises(PluginError, match="no_such_plugin_module"):
+        get_plugin_manager()
