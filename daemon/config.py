@@ -59,6 +59,44 @@ class HubSettings(_Strict):
         return value
 
 
+class DaemonSettings(_Strict):
+    """``[daemon]``: how the long-running service behaves."""
+
+    workers: int = Field(default=4, ge=1, le=64, description="Cycles running at once.")
+    shutdown_grace_seconds: float = Field(
+        default=30, gt=0, le=3600, description="How long SIGTERM waits for cycles to drain."
+    )
+    reload_debounce_ms: int = Field(
+        default=500, ge=0, le=60_000, description="Quiet time before a config change applies."
+    )
+    wake_debounce_ms: int = Field(
+        default=500, ge=0, le=60_000, description="A burst of hub writes becomes one push."
+    )
+    poll_interval_ms: int = Field(
+        default=500, ge=50, le=60_000, description="SQLite: how often the outbox is polled."
+    )
+    misfire_grace_seconds: int = Field(
+        default=300, ge=1, description="A cycle that missed its time still runs this late."
+    )
+
+
+class LogSettings(_Strict):
+    """``[log]``: the JSON log and the sync log's retention."""
+
+    level: str = Field(default="info", description="debug, info, warning or error.")
+    retention_days: int = Field(
+        default=90, ge=1, description="Sync-log rows older than this are pruned."
+    )
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in ("debug", "info", "warning", "error", "critical"):
+            raise ValueError("level must be debug, info, warning, error or critical")
+        return value
+
+
 class Settings(_Strict):
     """The whole of ``etc/contactsync.toml``."""
 
@@ -67,6 +105,8 @@ class Settings(_Strict):
     )
     database: DatabaseSettings = DatabaseSettings()
     hub: HubSettings = HubSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    log: LogSettings = LogSettings()
 
     # Not read from the file: where it came from, for resolving relative paths.
     etc_dir: Path = Field(default=Path("etc"), exclude=True)
