@@ -218,6 +218,8 @@ class Outbox(SQLModel, table=True):
     __tablename__ = "outbox"
     __table_args__ = (
         Index("ux_outbox_connection_contact", "connection", "contact_id", unique=True),
+        # The push claims a connection's pending rows in id order.
+        Index("ix_outbox_claim", "connection", "state", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
