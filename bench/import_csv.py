@@ -63,7 +63,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daemon.csv_import import ImportResult
 
 CHILD_COMMAND = "_child"
 DEFAULT_ROWS = "100000,1000000"
@@ -426,7 +429,7 @@ def child_main(argv: list[str]) -> None:
     schema = load_schema(engine)
     base_rss = proc_status_kib("VmRSS")
 
-    def run() -> Any:
+    def run() -> ImportResult:
         return import_csv(engine, args.csv, schema, batch_size=args.batch_size)
 
     start = time.perf_counter()
@@ -506,9 +509,9 @@ def rss_ratios(results: list[RunResult], sizes: list[int]) -> dict[str, float]:
     if len(set(sizes)) < 2:
         return {}
     small, large = size_label(min(sizes)), size_label(max(sizes))
+    by_name = {r.file: r for r in results}
     ratios = {}
     for kind in ("initial", "mixed"):
-        by_name = {r.file: r for r in results}
         lo = by_name.get(f"contacts-{small}-{kind}.csv")
         hi = by_name.get(f"contacts-{large}-{kind}.csv")
         if lo and hi:

@@ -15,6 +15,7 @@ from sqlmodel import SQLModel
 from daemon import store  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_STATEMENT_CACHE = 16
 
 
 def normalise_url(url: str) -> str:
@@ -43,7 +44,16 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(
+            url,
+            connect_args={
+                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                # Batch lookups use IN lists of a different length each time, so each batch
+                # is new SQL text; sqlite3's default cache of 128 such statements made peak
+                # memory climb with the first few hundred batches of a large import.
+                "cached_statements": SQLITE_STATEMENT_CACHE,
+            },
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN until the first write, which lets
         # two writers read stale rows; emit BEGIN IMMEDIATE ourselves instead.
