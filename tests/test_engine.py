@@ -287,3 +287,20 @@ def test_dry_run_changes_nothing(engine, tmp_path, remote):
     after.pop("sync_lease"), before.pop("sync_lease", None)
     before.pop("instance_state", None), after.pop("instance_state", None)
     assert after == before
+
+
+def test_malformed_platform_data_is_a_coded_error_never_a_crash(engine, tmp_path, remote):
+    from daemon.connector import MalformedResponse
+
+    remote.add(FirstName="Ada", LastName="Lovelace", Phone="2025550143", Email={"oops": 1})
+    instance = write_instance(tmp_path, "mem")
+    sync = sync_engine(engine, instance)
+    report = sync.run(instance, "pull")
+    assert report.outcome == "ok" and report.counts["created"] == 1
+    assert "remote-malformed-response" in codes(engine)
+    (contact,) = contacts(engine)
+    assert contact["last_name"] == "Lovelace" and contact["email"] is None
+
+    remote.fail_pull = MalformedResponse("page 3 is not JSON")
+    failed = sync.run(instance, "pull", respect_backoff=False)
+    assert failed.outcome == "failed" and failed.code == "remote-malformed-response"
