@@ -6,6 +6,8 @@ import socket
 from datetime import date, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daemon import normalize
 from daemon.dictionary import Code
@@ -222,3 +224,29 @@ def test_custom_text_is_capped():
     assert normalize.custom("x" * normalize.CUSTOM_TEXT_MAX, "text") == "x" * 1024
     with pytest.raises(InvalidValue):
         normalize.custom("x" * (normalize.CUSTOM_TEXT_MAX + 1), "text")
+
+
+# The fast path for plain addresses must agree with the full validator on every input.
+_LOCAL_CHARS = "abcXYZ019.!#$%&'*+/=?^_`{|}~-\"@ (),:;<>[]\\é"
+_DOMAINS = ["example.edu", "EXAMPLE.com", "a.b.c.org", "localhost", "x..y.com", "-bad.com",
+            "münchen.de", "example", "1.2.3.4", "[127.0.0.1]", "ex_ample.com", "e.co"]
+
+
+@given(
+    local=st.text(alphabet=_LOCAL_CHARS, min_size=0, max_size=70),
+    domain=st.sampled_from(_DOMAINS),
+)
+@settings(max_examples=300, deadline=None)
+def test_email_fast_path_agrees_with_the_full_validator(local, domain):
+    from daemon.normalize import _email_slow
+
+    value = f"{local}@{domain}"
+    try:
+        expected = _email_slow(value.strip())
+    except normalize.InvalidValue:
+        expected = None
+    try:
+        got = normalize.email(value)
+    except normalize.InvalidValue:
+        got = None
+    assert got == expected
