@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ import click
 import pluggy
 from sqlalchemy import Engine
 
-from daemon import __version__, cli_sync
+from daemon import __version__, cli_run, cli_sync
 from daemon import log as logging_setup
 from daemon.cli_plugins import add_plugin_commands, plugins_command
 from daemon.config import ConfigError, Settings, load_settings
@@ -36,7 +37,9 @@ from daemon.instances import LoadResult, load_instances
 from daemon.normalize import CUSTOM_TYPES
 from daemon.output import cell, console, fail, print_json, print_table
 from daemon.plugins import PluginError, Registry, get_plugin_manager
-from daemon.synclog_query import parse_when, query_log
+from daemon.store import utcnow
+from daemon.synclog import prune_sync_log
+from daemon.synclog_query import parse_age, parse_when, query_log
 
 log = logging_setup.get_logger("contactsync.cli")
 _T = TypeVar("_T")
@@ -176,6 +179,7 @@ def cli(ctx: click.Context, etc: str | None, database_url: str | None, log_level
 cli.add_command(plugins_command)
 for _command in cli_sync.COMMANDS:
     cli.add_command(_command)
+cli.add_command(cli_run.run_command)
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -558,7 +562,7 @@ def fields_add(app: App, name: str, field_type: str, exist_ok: bool) -> None:
 # --- log ------------------------------------------------------------------------------------
 
 
-@cli.command("log")
+@cli.group("log", invoke_without_command=True)
 @click.option("--integration", help="e.g. csv, hubspot.")
 @click.option("--direction", type=click.Choice(["incoming", "outgoing"]))
 @click.option("--contact", "contact_id", help="Hub id of the contact.")
@@ -569,11 +573,19 @@ def fields_add(app: App, name: str, field_type: str, exist_ok: bool) -> None:
 @click.option("--until", help="ISO time or an age.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
 @json_option
-@pass_app
+@click.pass_context
 def log_cmd(
-    app: App, since: str | None, until: str | None, as_json: bool, limit: int, **filters: Any
+    ctx: click.Context,
+    since: str | None,
+    until: str | None,
+    as_json: bool,
+    limit: int,
+    **filters: Any,
 ) -> None:
-    """Show the sync log, newest first."""
+    """Show the sync log, newest first (`log prune` deletes old rows)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    app = ctx.ensure_object(App)
     try:
         since_at = parse_when(since) if since else None
         until_at = parse_when(until) if until else None
@@ -600,6 +612,44 @@ def log_cmd(
         ),
         title="Sync log",
     )
+
+
+@log_cmd.command("prune")
+@click.option(
+    "--older-than",
+    metavar="AGE",
+    help="Delete rows older than this age (30d, 12h, 4w). Default: [log] retention_days.",
+)
+@click.option("--dry-run", is_flag=True, help="Count the rows that would go; delete nothing.")
+@json_option
+@pass_app
+def log_prune(app: App, older_than: str | None, dry_run: bool, as_json: bool) -> None:
+    """Delete old sync-log rows, in small transactions."""
+    if older_than is None:
+        age = timedelta(days=app.settings.log.retention_days)
+    else:
+        try:
+            age = parse_age(older_than)
+        except ValueError as exc:
+            fail(str(exc), exit_code=2)
+    now = utcnow()
+    try:
+        cutoff = now - age
+    except OverflowError:
+        fail(f"{older_than!r} is too long ago", exit_code=2)
+    count = prune_sync_log(app.engine, age, now=now, dry_run=dry_run)
+    if as_json:
+        print_json(
+            {
+                "rows": count,
+                "dry_run": dry_run,
+                "cutoff": cutoff,
+                "older_than_days": age / timedelta(days=1),
+            }
+        )
+        return
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {count} sync-log row(s) older than {cutoff:%Y-%m-%d %H:%M:%S} UTC")
 
 
 def _where(details: dict[str, Any] | None) -> str:

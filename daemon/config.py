@@ -16,6 +16,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SETTINGS_FILE = "contactsync.toml"
+SYSTEM_STATE_DIR = Path("/var/lib/contactsync")
 
 
 class ConfigError(Exception):
@@ -119,6 +120,10 @@ class Settings(_Strict):
             # systemd may pass several colon-separated folders; the first is ours.
             return Path(env.split(":")[0])
         if self.state_dir is None:
+            # A system install (/etc/contactsync) keeps its state where systemd's
+            # StateDirectory= puts it, so the CLI and the service open the same hub.
+            if self.etc_dir.resolve().parent == Path("/etc"):
+                return SYSTEM_STATE_DIR
             return self.etc_dir.parent / "var"
         return self.state_dir if self.state_dir.is_absolute() else self.etc_dir / self.state_dir
 

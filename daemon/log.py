@@ -1,9 +1,14 @@
 """Structured logging: one JSON object per line, with secrets redacted.
 
-Every line carries ``schema_version``, an RFC 3339 UTC ``timestamp``, ``level`` and ``event``.
-Standard-library loggers (httpx, paramiko, APScheduler) go through the same pipeline. Secrets
-are scrubbed twice: values registered with :func:`register_secret` are replaced wherever they
-appear, and keys that name a secret (``password``, ``token`` …) are masked whatever their value.
+Every line carries ``schema_version``, an RFC 3339 UTC ``timestamp``, ``level`` and ``event``;
+a traceback is one field (``exception``), so a line is always one JSON object. Standard-library
+loggers (httpx, paramiko, APScheduler) go through the same pipeline. Secrets are scrubbed twice:
+values registered with :func:`register_secret` are replaced wherever they appear, and keys that
+name a secret (``password``, ``token`` …) are masked whatever their value.
+
+Under systemd, when the stream is the journal's (``JOURNAL_STREAM`` names its device and inode),
+each line starts with its syslog priority (``<3>`` for an error), which journald strips and
+stores, so ``journalctl -p err`` finds the errors. Colour is used on a terminal only.
 """
 
 from __future__ import annotations
@@ -19,6 +24,18 @@ import structlog
 
 SCHEMA_VERSION = 1
 REDACTED = "***"
+# syslog priorities (sd-daemon(3)): what journald reads from a "<N>" line prefix.
+PRIORITIES = {
+    "debug": 7,
+    "info": 6,
+    "notice": 5,
+    "warning": 4,
+    "warn": 4,
+    "error": 3,
+    "exception": 3,
+    "critical": 2,
+    "fatal": 2,
+}
 _SECRET_KEYS = ("password", "passphrase", "secret", "token", "api_key", "apikey", "authorization")
 
 _secrets: set[str] = set()
@@ -86,20 +103,59 @@ class _BoundLogger(structlog.stdlib.BoundLogger):
         return self.error(event, *args, **kw)
 
 
+def is_journal_stream(stream: Any) -> bool:
+    """Whether ``stream`` is the journal stream systemd gave the service: ``JOURNAL_STREAM``
+    is ``<device>:<inode>`` of it (a redirected stream keeps the variable but not the match)."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        stat = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # StringIO, a closed or detached stream
+        return False
+    return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class _PriorityPrefix:
+    """Wraps the renderer: every output line starts with ``<N>``, the record's syslog
+    priority, which journald turns into the entry's PRIORITY."""
+
+    def __init__(self, renderer: Any) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+        level = str(event.get("level") or name).lower()
+        prefix = f"<{PRIORITIES.get(level, 6)}>"
+        text = self.renderer(logger, name, event)
+        return "\n".join(prefix + line for line in str(text).split("\n"))
+
+
 def configure(level: str = "info", stream: TextIO | None = None, json: bool | None = None) -> None:
     """Send every log line, structlog's and the standard library's, to ``stream``.
 
     ``json`` defaults to JSON unless the stream is a terminal. CLI commands log to stderr so
-    that ``--json`` output on stdout stays parseable.
+    that ``--json`` output on stdout stays parseable. On the journal's stream each line gets
+    its syslog priority prefix.
     """
     stream = stream or sys.stderr
+    tty = _isatty(stream)
     if json is None:
-        json = not (hasattr(stream, "isatty") and stream.isatty()) or "NO_COLOR" in os.environ
+        json = not tty or "NO_COLOR" in os.environ
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        else structlog.dev.ConsoleRenderer(colors=tty and "NO_COLOR" not in os.environ)
     )
+    if is_journal_stream(stream):
+        renderer = _PriorityPrefix(renderer)
     shared = _processors()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(

@@ -3,22 +3,26 @@
 Rows are buffered while a batch is planned and written in the batch's own transaction, so a
 rolled-back batch leaves no orphan rows; the JSON lines are emitted after the commit for the
 same reason. Messages never carry personal data: the row references the contact by id.
+Old rows are pruned (:func:`prune_sync_log`) after ``[log] retention_days``.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, delete, func, insert, select
 
+from daemon.database import READ_ONLY
 from daemon.dictionary import Code
 from daemon.log import get_logger, redact
 from daemon.store import SyncLog, utcnow
 
 _SYNC_LOG = SyncLog.__table__
 log = get_logger("contactsync.sync")
+PRUNE_CHUNK = 5000
 
 
 def new_run_id() -> str:
@@ -98,3 +102,45 @@ def record(engine: Engine, context: SyncContext, code: Code, message: str, **kwa
     with engine.begin() as conn:
         buffer.write(conn)
     buffer.emit()
+
+
+def prune_sync_log(
+    engine: Engine,
+    older_than: timedelta,
+    *,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    chunk_size: int = PRUNE_CHUNK,
+) -> int:
+    """Delete the sync-log rows older than ``older_than`` (before ``now - older_than``) and
+    return how many went; with ``dry_run``, only count them.
+
+    Rows go in chunks of ``chunk_size``, each in its own short transaction, so pruning a
+    huge table never holds the write lock (SQLite's, or PostgreSQL's row locks) for long and
+    the daemon's own writes interleave.
+    """
+    if older_than < timedelta(0):
+        raise ValueError("older_than must not be negative")
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    try:
+        cutoff = (now or utcnow()) - older_than
+    except OverflowError:  # before the year 1: nothing is that old
+        return 0
+    old = _SYNC_LOG.c.timestamp < cutoff
+    if dry_run:
+        with engine.connect().execution_options(**READ_ONLY) as conn:
+            return int(
+                conn.execute(select(func.count()).select_from(_SYNC_LOG).where(old)).scalar() or 0
+            )
+    total = 0
+    while True:
+        chunk = select(_SYNC_LOG.c.id).where(old).limit(chunk_size).scalar_subquery()
+        with engine.begin() as conn:
+            deleted = conn.execute(delete(_SYNC_LOG).where(_SYNC_LOG.c.id.in_(chunk))).rowcount
+        total += deleted
+        if deleted < chunk_size:
+            break
+    if total:
+        log.info("sync_log_pruned", rows=total, cutoff=cutoff.isoformat())
+    return total

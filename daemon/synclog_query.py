@@ -16,13 +16,23 @@ _RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+def parse_age(text: str) -> timedelta:
+    """An age such as ``90m``, ``2d`` or ``4w``; raises :class:`ValueError`."""
+    match = _RELATIVE.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not an age like 12h, 30d or 4w")
+    amount, unit = match.groups()
+    try:
+        return timedelta(**{_UNITS[unit]: int(amount)})
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long ago") from None
+
+
 def parse_when(text: str, now: datetime | None = None) -> datetime:
     """An ISO 8601 time (UTC when no zone is given) or an age such as ``90m``, ``2d``."""
     text = text.strip()
-    match = _RELATIVE.match(text)
-    if match:
-        amount, unit = match.groups()
-        return (now or utcnow()) - timedelta(**{_UNITS[unit]: int(amount)})
+    if _RELATIVE.match(text):
+        return (now or utcnow()) - parse_age(text)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

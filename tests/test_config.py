@@ -181,3 +181,15 @@ def test_invalid_toml_is_a_config_error_naming_the_file(etc):
 
     assert caught.value.path == str(path)
     assert "TOML" in caught.value.reason
+
+
+def test_a_system_install_keeps_state_in_var_lib(monkeypatch):
+    from pathlib import Path
+
+    from daemon.config import Settings
+
+    monkeypatch.delenv("CONTACTSYNC_STATE_DIR", raising=False)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    settings = Settings(etc_dir=Path("/etc/contactsync"))
+    assert settings.resolved_state_dir == Path("/var/lib/contactsync")
+    assert Settings(etc_dir=Path("etc")).resolved_state_dir == Path("var")
