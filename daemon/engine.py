@@ -16,6 +16,7 @@ from threading import Event
 from typing import Any
 
 import pluggy
+import structlog
 from sqlalchemy import Engine, exists, select, update
 
 from daemon import lease, outbox, runs
@@ -151,6 +152,33 @@ class SyncEngine:
     ) -> CycleReport:
         """Run one cycle; never raises for a platform or plugin failure."""
         run_id = new_run_id()
+        # Every log line of the cycle, a connector's or httpx's included, carries these.
+        with structlog.contextvars.bound_contextvars(
+            instance=instance.name, run_id=run_id, direction=direction
+        ):
+            return self._run(
+                instance,
+                direction,
+                run_id,
+                full=full,
+                dry_run=dry_run,
+                cancel=cancel,
+                on_plan=on_plan,
+                respect_backoff=respect_backoff,
+            )
+
+    def _run(
+        self,
+        instance: Instance,
+        direction: str,
+        run_id: str,
+        *,
+        full: bool,
+        dry_run: bool,
+        cancel: Event | None,
+        on_plan: Callable[[Any], None] | None,
+        respect_backoff: bool,
+    ) -> CycleReport:
         sync_direction = "incoming" if direction == PULL else "outgoing"
         context = SyncContext(instance.config.type, sync_direction, run_id, instance.name)
         report = CycleReport(run_id, instance.name, direction, "ok")

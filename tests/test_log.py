@@ -238,3 +238,33 @@ def test_redact_helpers():
         "token": None,
         "x": [REDACTED],
     }
+
+
+def test_lines_logged_during_a_cycle_carry_its_instance_and_run_id(tmp_path):
+    import io
+
+    from daemon import log as log_setup
+    from daemon.database import make_engine
+    from tests.enginekit import fresh_remote, sync_engine, write_instance
+    from tests.memremote import MemoryConnector
+
+    stream = io.StringIO()
+    log_setup.configure(level="info", stream=stream, json=True)
+    engine = make_engine(f"sqlite:///{tmp_path / 'hub.db'}")
+    fresh_remote().add(FirstName="Ada", LastName="Lovelace", Phone="2025550143")
+    instance = write_instance(tmp_path, "mem")
+    original = MemoryConnector.pull
+
+    def chatty_pull(self, cursor):  # a connector logging through the standard library
+        logging.getLogger("acme.connector").info("fetching page")
+        yield from original(self, cursor)
+
+    MemoryConnector.pull = chatty_pull
+    try:
+        report = sync_engine(engine, instance).run(instance, "pull")
+    finally:
+        MemoryConnector.pull = original
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    (fetch,) = [line for line in lines if line["event"] == "fetching page"]
+    assert fetch["instance"] == "mem" and fetch["run_id"] == report.run_id
+    assert fetch["direction"] == "pull"
