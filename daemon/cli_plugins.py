@@ -8,6 +8,8 @@ exists.
 
 from __future__ import annotations
 
+import json
+import sys
 import weakref
 from typing import Any
 
@@ -19,23 +21,35 @@ from daemon.output import console, err_console, fail, print_json, print_table
 from daemon.plugins import (
     BLOCK_ENV,
     PluginError,
+    Registry,
     blocked_plugins,
     describe_plugins,
     get_plugin_manager,
     plugin_label,
 )
+from daemon.sdk import SDK_VERSION
 
 
 @click.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option(
+    "--schema",
+    "schema_type",
+    metavar="TYPE",
+    help="Print the JSON Schema of connector TYPE's settings (to validate instance files).",
+)
 @click.pass_context
-def plugins_command(ctx: click.Context, as_json: bool) -> None:
+def plugins_command(ctx: click.Context, as_json: bool, schema_type: str | None) -> None:
     """List the installed plugins, their hooks, connectors and transforms."""
     pm = _plugin_manager(ctx.obj)
+    if schema_type is not None:
+        _print_schema(pm, schema_type)
+        return
     plugins = describe_plugins(pm)
     problems = sorted({p for plugin in plugins for p in plugin["problems"]})
     data: dict[str, Any] = {
         "hookspec_version": HOOKSPEC_VERSION,
+        "sdk_version": SDK_VERSION,
         "plugins": plugins,
         "blocked": blocked_plugins(pm),
         "problems": problems,
@@ -43,7 +57,7 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         print_json(data)
     else:
-        console.print(f"hookspec version {HOOKSPEC_VERSION}")
+        console.print(f"hookspec version {HOOKSPEC_VERSION}, sdk version {SDK_VERSION}")
         print_table(
             ("plugin", "distribution", "hooks", "connectors", "transforms"),
             [
@@ -66,6 +80,28 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
             console.print(f"problem: {problem}", markup=False)
     if problems:
         raise SystemExit(2)
+
+
+def _print_schema(pm: pluggy.PluginManager, type_name: str) -> None:
+    """The JSON Schema of one connector's ``Config``, for editors and for validating the
+    ``[settings]`` table of instance files. SecretStr settings come out as
+    ``"format": "password"`` and ``writeOnly``, which is how pydantic marks them."""
+    try:
+        registry = Registry.from_plugin_manager(pm)
+    except PluginError as exc:
+        fail(str(exc), str(PluginError.code), exit_code=2)
+    if type_name not in registry.connectors:
+        known = ", ".join(registry.connectors) or "none installed"
+        fail(
+            f"unknown connector type {type_name!r} (known: {known})",
+            str(PluginError.code),
+            exit_code=2,
+        )
+    schema = registry.connectors[type_name].Config.model_json_schema()
+    # Not print_json: its redaction would mask the schema of any setting named like a secret
+    # ("api_key": "***"); a schema holds no secret values, only their descriptions.
+    sys.stdout.write(json.dumps(schema, indent=2) + "\n")
+    sys.stdout.flush()
 
 
 def _plugin_manager(app: object) -> pluggy.PluginManager:

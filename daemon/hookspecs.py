@@ -16,6 +16,8 @@ work never fans out to every plugin.
 ``HOOKSPEC_VERSION`` changes when this contract does: the minor number when a hook or an
 argument is added (old plugins keep working), the major number when one is removed or changes
 meaning.
+
+History: 1.0 the first contract; 1.1 added ``register_simulators``.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ if TYPE_CHECKING:
     import click
 
     from daemon.connector import Connector, RemoteRecord
+    from daemon.simkit import Simulator
 
 PROJECT: Final = "contactsync"
-HOOKSPEC_VERSION: Final = "1.0"
+HOOKSPEC_VERSION: Final = "1.1"  # 1.1 added register_simulators
 
 hookspec = HookspecMarker(PROJECT)
 hookimpl = HookimplMarker(PROJECT)
@@ -80,6 +83,18 @@ def register_transforms(
     ``to_hub`` turns the platform's value into the hub's form and ``to_remote`` the hub's
     canonical value into the platform's; each raises ``ValueError`` on a value it cannot
     convert, which rejects that field only. Blank values and ``UNSET`` never reach them.
+    """
+
+
+@hookspec
+def register_simulators(register: Callable[[str, Callable[..., Simulator]], None]) -> None:
+    """Register platform simulators: call ``register(name, factory)`` once per simulator.
+
+    ``factory(contacts=, latency=, error_rate=, seed=)`` (an int, seconds, a probability and
+    an int) returns a :class:`daemon.simkit.Simulator`, not yet started; a subclass of it is
+    such a factory. ``contactsync simulate NAME`` starts it, and the contract tests and
+    benchmarks use it. Name it after the connector type it fakes. Two plugins claiming one
+    name is an error, as for connectors. Added in hookspec version 1.1.
     """
 
 

@@ -7,8 +7,8 @@ same way: ``CONTACTSYNC_BLOCK_PLUGINS="transforms,hubspot"``. A name is an entry
 
 Mistakes surface when the manager is built, not halfway through a sync: a hook name that no
 spec knows (``check_pending``), a plugin that fails to import, two plugins sharing an
-entry-point name, and two connectors claiming one type name are all a :class:`PluginError`
-that names the distributions involved.
+entry-point name, and two connectors (or simulators) claiming one name are all a
+:class:`PluginError` that names the distributions involved.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ BLOCK_ENV = "CONTACTSYNC_BLOCK_PLUGINS"
 PLUGINS_ENV = "CONTACTSYNC_PLUGINS"
 
 TransformFunction = Callable[[Any], Any]
+SimulatorFactory = Callable[..., Any]  # (contacts=, latency=, error_rate=, seed=) -> Simulator
 
 log = get_logger("contactsync.plugins")
 
@@ -246,7 +247,7 @@ class Transform:
 
 @dataclass(frozen=True, slots=True)
 class _Registration:
-    kind: str  # "connector" or "transform"
+    kind: str  # "connector", "transform" or "simulator"
     name: str
     value: Any
     plugin: object
@@ -297,9 +298,21 @@ def _collect(pm: pluggy.PluginManager) -> _Collected:
 
         return register
 
+    def simulator_register(plugin: object, label: str) -> Callable[..., None]:
+        def register(name: str, factory: SimulatorFactory) -> None:
+            if not (isinstance(name, str) and name):
+                found.problem(f"{label}: register_simulators got a blank name", plugin)
+            elif not callable(factory):
+                found.problem(f"{label}: simulator {name!r} needs a callable factory", plugin)
+            else:
+                found.registrations.append(_Registration("simulator", name, factory, plugin, label))
+
+        return register
+
     for hook_name, make in (
         ("register_connectors", connector_register),
         ("register_transforms", transform_register),
+        ("register_simulators", simulator_register),
     ):
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             if impl.hookwrapper or impl.wrapper:
@@ -323,7 +336,7 @@ def _find_duplicates(found: _Collected) -> None:
     for reg in found.registrations:
         earlier = first.setdefault((reg.kind, reg.name), reg)
         if earlier is not reg and not _same(earlier, reg):
-            what = "connector type" if reg.kind == "connector" else "transform"
+            what = {"connector": "connector type"}.get(reg.kind, reg.kind)
             found.problem(
                 f"{what} {reg.name!r} is registered twice: by {earlier.label} and by {reg.label}; "
                 f"uninstall or block one ({BLOCK_ENV}=NAME)",
@@ -334,14 +347,15 @@ def _find_duplicates(found: _Collected) -> None:
 
 def _same(a: _Registration, b: _Registration) -> bool:
     # One class (or function pair) registered by two routes is one connector, not a clash.
-    if a.kind == "connector":
+    if a.kind in ("connector", "simulator"):
         return a.value is b.value
     return a.value._to_hub is b.value._to_hub and a.value._to_remote is b.value._to_remote
 
 
 @dataclass(frozen=True)
 class Registry:
-    """The connector classes and transforms the plugins registered, by name.
+    """The connector classes, transforms and simulator factories the plugins registered,
+    by name.
 
     Build it with :meth:`from_plugin_manager`; ``sources`` says which plugin registered each
     entry (``"connector:hubspot"`` -> ``"contactsync-hubspot 1.2 (plugin 'hubspot')"``).
@@ -350,6 +364,7 @@ class Registry:
     connectors: Mapping[str, type[Connector]]
     transforms: Mapping[str, Transform]
     sources: Mapping[str, str]
+    simulators: Mapping[str, SimulatorFactory] = field(default_factory=dict)
 
     @classmethod
     def from_plugin_manager(cls, pm: pluggy.PluginManager) -> Registry:
@@ -359,14 +374,22 @@ class Registry:
             raise PluginError("\n".join(message for message, _ in found.problems))
         connectors: dict[str, type[Connector]] = {}
         transforms: dict[str, Transform] = {}
+        simulators: dict[str, SimulatorFactory] = {}
         sources: dict[str, str] = {}
         for reg in found.registrations:
             if reg.kind == "connector":
                 connectors[reg.name] = reg.value
+            elif reg.kind == "simulator":
+                simulators[reg.name] = reg.value
             else:
                 transforms[reg.name] = reg.value
             sources.setdefault(f"{reg.kind}:{reg.name}", reg.label)
-        return cls(dict(sorted(connectors.items())), dict(sorted(transforms.items())), sources)
+        return cls(
+            dict(sorted(connectors.items())),
+            dict(sorted(transforms.items())),
+            sources,
+            dict(sorted(simulators.items())),
+        )
 
     def connector(self, type_name: str) -> type[Connector]:
         """The connector class for ``type_name``; :class:`PluginError` names the known ones."""
@@ -375,6 +398,14 @@ class Registry:
         except KeyError:
             known = ", ".join(self.connectors) or "none installed"
             raise PluginError(f"unknown connector type {type_name!r} (known: {known})") from None
+
+    def simulator(self, name: str) -> SimulatorFactory:
+        """The simulator factory called ``name``; :class:`PluginError` names the known ones."""
+        try:
+            return self.simulators[name]
+        except KeyError:
+            known = ", ".join(self.simulators) or "none installed"
+            raise PluginError(f"unknown simulator {name!r} (known: {known})") from None
 
     def transform(self, name: str) -> Transform:
         """The transform called ``name``; :class:`PluginError` names the known ones."""
@@ -389,9 +420,9 @@ def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
     """One dict per registered plugin, for ``contactsync plugins``.
 
     Keys: ``name``, ``distribution`` and ``version`` (``None`` when registered by hand),
-    ``hooks``, ``connectors``, ``transforms`` and ``problems`` (clashes this plugin is part
-    of). Unlike :meth:`Registry.from_plugin_manager` it never raises on a clash, so the
-    command that diagnoses one still works.
+    ``hooks``, ``connectors``, ``transforms``, ``simulators`` and ``problems`` (clashes this
+    plugin is part of). Unlike :meth:`Registry.from_plugin_manager` it never raises on a
+    clash, so the command that diagnoses one still works.
     """
     found = _collect(pm)
     dists = _distributions(pm)
@@ -409,6 +440,7 @@ def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
                 "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or ()),
                 "connectors": sorted(r.name for r in mine if r.kind == "connector"),
                 "transforms": sorted(r.name for r in mine if r.kind == "transform"),
+                "simulators": sorted(r.name for r in mine if r.kind == "simulator"),
                 "problems": [
                     msg for msg, plugins in found.problems if any(p is plugin for p in plugins)
                 ],

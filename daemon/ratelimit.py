@@ -19,6 +19,8 @@ from datetime import UTC, datetime, time, timedelta
 from daemon.clock import SYSTEM_CLOCK, Clock, check_cancel
 from daemon.connector import RateLimited
 
+MIN_WAIT = 1e-6
+
 
 class RateLimiter:
     """At most ``limit`` grants in any ``window_seconds``, shared safely between threads.
@@ -77,6 +79,8 @@ class RateLimiter:
                 if wait <= 0:
                     self._grant(now)
                     return waited
+            # At least a microsecond: a wait of one rounding error must still move the clock.
+            wait = max(wait, MIN_WAIT)
             self._clock.sleep(wait, cancel)
             waited += wait
 
@@ -143,8 +147,9 @@ class RateLimiter:
             return max(0, free)
 
     def _prune(self, now: float) -> None:
-        edge = now - self._window
-        while self._grants and self._grants[0] <= edge:
+        # ``grant + window <= now``, not ``grant <= now - window``: the two round differently
+        # in floating point, and only the first agrees with the wait computed in _wait.
+        while self._grants and self._grants[0] + self._window <= now:
             self._grants.popleft()
 
     def _wait(self, now: float) -> float:

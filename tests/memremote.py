@@ -3,7 +3,10 @@
 The remote is real enough to catch engine bugs: it keeps records with modification ticks,
 pages through them by a (tick, id) cursor, creates idempotently by the hub id (as a
 connector upserting on an external-id field would), keeps deletes, and can be told to reject
-records or fail whole calls. With the ``persist`` setting it lives in a JSON file, written
+records or fail whole calls. For the connector contract suite (tests/test_contract_memory.py)
+it also checks an API key when given one, and misbehaves once on request (``next_fault``),
+the way an HTTP platform would: a rate-limit answer, a 5xx, a garbage body, a refused record.
+With the ``persist`` setting it lives in a JSON file, written
 atomically after every change, so it survives a process killed mid-push (tests/test_crash.py).
 """
 
@@ -21,18 +24,27 @@ from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
+from daemon.clock import SYSTEM_CLOCK, Clock
 from daemon.connector import (
     AuthFailed,
     Capabilities,
     Connector,
     ConnectorConfig,
+    MalformedResponse,
     Page,
     PushItem,
     PushResult,
     PushStatus,
+    RateLimited,
     RemoteField,
     RemoteRecord,
+    Unavailable,
 )
+from daemon.log import get_logger
+
+log = get_logger("contactsync.memory")
+
+FAULTS = ("rate_limit", "server_error", "malformed", "reject")
 
 
 def _now() -> datetime:
@@ -80,6 +92,20 @@ class MemoryRemote:
     push_calls: int = 0
     pushed_items: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The key the platform accepts; ``None`` accepts any (what the engine tests rely on).
+    api_key: str | None = None
+    # One misbehaviour for the next call that can show it (see FAULTS); then it is spent.
+    next_fault: str | None = None
+    # The wait the platform asks for in its rate-limit answer (a Retry-After, in seconds).
+    retry_after: float = 30.0
+
+    def take_fault(self, *kinds: str) -> str | None:
+        """The pending fault if it is one of ``kinds`` (it is then spent), else ``None``."""
+        with self.lock:
+            if self.next_fault in kinds:
+                fault, self.next_fault = self.next_fault, None
+                return fault
+            return None
 
     def add(self, **fields: Any) -> str:
         """Create a record as a platform user would."""
@@ -170,6 +196,8 @@ class MemoryConnector(Connector):
     Config = MemoryConfig
     capabilities = Capabilities(deletes=True)
     REMOTES: ClassVar[dict[str, MemoryRemote]] = {}
+    # Waits (a rate-limit answer's) go through this clock; tests set a FakeClock.
+    clock: Clock = SYSTEM_CLOCK
 
     @property
     def remote(self) -> MemoryRemote:
@@ -182,6 +210,32 @@ class MemoryConnector(Connector):
             key = self.config.api_key  # type: ignore[attr-defined]
             shown = key.get_secret_value() if key else "(none)"
             raise AuthFailed(f"401 the platform refused API key {shown}")
+        self._request(faults=False)
+
+    def _request(self, *, faults: bool = True) -> str | None:
+        """One request to the platform, as an HTTP connector makes it: the key is checked,
+        a rate-limit answer is waited out once (its Retry-After, on :attr:`clock`) and
+        retried, a 5xx is :class:`Unavailable`. Returns a fault for the caller to act on
+        (``"malformed"`` or ``"reject"``), or ``None``."""
+        expected = self.remote.api_key
+        if expected is not None:
+            key = self.config.api_key  # type: ignore[attr-defined]
+            if key is None or key.get_secret_value() != expected:
+                raise AuthFailed("401 the platform refused the API key")
+        if not faults:
+            return None
+        for attempt in (1, 2):
+            fault = self.remote.take_fault("rate_limit", "server_error")
+            if fault == "server_error":
+                raise Unavailable("HTTP 503 from the platform")
+            if fault != "rate_limit":
+                break
+            wait = self.remote.retry_after
+            if attempt == 2:
+                raise RateLimited("HTTP 429 twice", retry_after=wait)
+            log.warning("memory_rate_limited", retry_after=wait, attempt=attempt)
+            self.clock.sleep(wait)
+        return self.remote.take_fault("malformed", "reject")
 
     def describe(self) -> list[RemoteField]:
         return list(CATALOGUE)
@@ -201,13 +255,19 @@ class MemoryConnector(Connector):
         self._load()
         if self.remote.fail_pull is not None:
             raise self.remote.fail_pull
+        fault = self._request()
         after = tuple(json.loads(cursor)) if cursor else (0, "")
         with self.remote.lock:
             rows = sorted(
                 (r for r in self.remote.rows.values() if (r.tick, r.id) > after),
                 key=lambda r: (r.tick, r.id),
             )
-            snapshot = [(r.id, dict(r.fields), r.tick, r.deleted, r.modified) for r in rows]
+            snapshot: Any = [(r.id, dict(r.fields), r.tick, r.deleted, r.modified) for r in rows]
+        if fault == "malformed":
+            snapshot = "<html>502 Bad Gateway</html>"  # what a proxy in front may send
+        if not isinstance(snapshot, list):
+            raise MalformedResponse("the platform's answer is not a list of records")
+        log.debug("memory_pull", remote=self.config.remote, records=len(snapshot))  # type: ignore[attr-defined]
         size = self.config.page_size  # type: ignore[attr-defined]
         for start in range(0, len(snapshot), size):
             chunk = snapshot[start : start + size]
@@ -223,12 +283,18 @@ class MemoryConnector(Connector):
         remote = self.remote
         if remote.fail_push is not None:
             raise remote.fail_push
+        fault = self._request()
+        if fault == "malformed":
+            raise MalformedResponse("the platform's answer to a push is not JSON")
         remote.push_calls += 1
         results = []
         with remote.lock:
             for item in batch:
                 remote.pushed_items += 1
                 problem = remote.reject(item)
+                if fault == "reject":
+                    fault = None  # the platform refuses this one record only
+                    problem = "INVALID_FIELD_VALUE: the platform refused this record"
                 if problem:
                     results.append(
                         PushResult(item.contact_id, PushStatus.REJECTED, message=problem)

@@ -550,3 +550,42 @@ def test_a_plugin_module_named_in_the_environment_is_loaded(monkeypatch):
     monkeypatch.setenv("CONTACTSYNC_PLUGINS", "tests.no_such_plugin_module")
     with pytest.raises(PluginError, match="no_such_plugin_module"):
         get_plugin_manager()
+
+
+# --- the plugin-author surface: sdk version and --schema ----------------------------------------
+
+
+def test_plugins_shows_the_sdk_version_next_to_the_hookspec_version():
+    from daemon.sdk import SDK_VERSION
+
+    result = CliRunner().invoke(plugins_command, ["--json"])
+    assert json.loads(result.stdout)["sdk_version"] == SDK_VERSION
+    table = CliRunner().invoke(plugins_command, [])
+    assert f"hookspec version {HOOKSPEC_VERSION}, sdk version {SDK_VERSION}" in table.stdout
+
+
+def test_plugins_schema_prints_a_connectors_config_schema(monkeypatch):
+    from tests.memremote import MemoryConnector
+
+    monkeypatch.setattr(
+        cli_plugins,
+        "get_plugin_manager",
+        lambda **_: get_plugin_manager(plugins=[ConnectorPlugin(MemoryConnector)]),
+    )
+    result = CliRunner().invoke(plugins_command, ["--schema", "memory"])
+    assert result.exit_code == 0, result.output
+    schema = json.loads(result.stdout)
+    assert schema["additionalProperties"] is False
+    (secret,) = [s for s in schema["properties"]["api_key"]["anyOf"] if s["type"] == "string"]
+    assert secret["format"] == "password" and secret["writeOnly"] is True
+
+
+def test_plugins_schema_of_an_unknown_type_exits_2_naming_the_known_ones(monkeypatch):
+    monkeypatch.setattr(
+        cli_plugins,
+        "get_plugin_manager",
+        lambda **_: get_plugin_manager(plugins=[ConnectorPlugin(AcmeConnector)]),
+    )
+    result = CliRunner().invoke(plugins_command, ["--schema", "nope"])
+    assert result.exit_code == 2
+    assert "unknown connector type 'nope' (known: acme)" in result.stderr

@@ -1,0 +1,84 @@
+"""The public surface for plugin authors: import everything a plugin needs from here.
+
+::
+
+    from daemon.sdk import Connector, ConnectorConfig, Page, RemoteRecord, SecretStr, hookimpl
+
+Compatibility promise: every name in ``__all__`` keeps working, with the same meaning, for
+as long as :data:`SDK_VERSION` keeps its major number. A minor release may add names or add
+optional arguments; removing or changing a name bumps the major number. Anything imported
+from another ``daemon.*`` module is internal and may change in any release.
+
+:data:`HOOKSPEC_VERSION` versions the hooks themselves (``daemon.hookspecs``); both show in
+``contactsync plugins``. The test kit for plugins lives in :mod:`daemon.testing` (a pytest
+plugin: its fixtures and :class:`~daemon.testing.ConnectorContract` are available once
+contactsync is installed).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pydantic import SecretStr
+
+from daemon.clock import Clock, FakeClock, SystemClock
+from daemon.connector import (
+    AuthFailed,
+    Capabilities,
+    Connector,
+    ConnectorConfig,
+    ConnectorContext,
+    ConnectorError,
+    MalformedResponse,
+    Page,
+    PushItem,
+    PushResult,
+    PushStatus,
+    RateLimited,
+    RemoteField,
+    RemoteRecord,
+    Unavailable,
+)
+from daemon.hookspecs import HOOKSPEC_VERSION, hookimpl
+from daemon.http import HttpSession, RetryPolicy, make_client, request_with_retries
+from daemon.log import register_secret
+from daemon.paging import pages, paginate
+from daemon.ratelimit import DailyQuota, RateLimiter
+
+SDK_VERSION: Final = "1.0"
+"""The version of this surface: the major number changes only when a name is removed or
+changes meaning."""
+
+__all__ = [
+    "HOOKSPEC_VERSION",
+    "SDK_VERSION",
+    "AuthFailed",
+    "Capabilities",
+    "Clock",
+    "Connector",
+    "ConnectorConfig",
+    "ConnectorContext",
+    "ConnectorError",
+    "DailyQuota",
+    "FakeClock",
+    "HttpSession",
+    "MalformedResponse",
+    "Page",
+    "PushItem",
+    "PushResult",
+    "PushStatus",
+    "RateLimited",
+    "RateLimiter",
+    "RemoteField",
+    "RemoteRecord",
+    "RetryPolicy",
+    "SecretStr",
+    "SystemClock",
+    "Unavailable",
+    "hookimpl",
+    "make_client",
+    "pages",
+    "paginate",
+    "register_secret",
+    "request_with_retries",
+]

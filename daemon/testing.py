@@ -1,0 +1,743 @@
+"""The test kit for contactsync plugins: fixtures and the connector contract suite.
+
+It is a pytest plugin (the ``pytest11`` entry point ``contactsync``), so once contactsync is
+installed a plugin's tests get, with no import:
+
+- ``cs_plugin_manager``: a plugin manager; ``.register(plugin)`` lasts for one test;
+- ``cs_hub``: a temporary SQLite hub (a SQLAlchemy engine with the tables created);
+- ``cs_logs``: the daemon's JSON logs captured (``.text``, ``.lines``);
+- ``cs_clock``: a :class:`~daemon.clock.FakeClock`, whose sleeps cost nothing;
+- ``cs_notify_socket``: a fake systemd ``NOTIFY_SOCKET`` that records sd_notify messages.
+
+And every connector proves it keeps the contract by subclassing :class:`ConnectorContract`
+in a test module (the subclass's name starts with ``Test`` so pytest collects it)::
+
+    from daemon.testing import ConnectorContract
+
+    class TestAcmeContract(ConnectorContract):
+        secrets = ["acme-test-key"]
+        mapped_fields = ["first_name", "last_name", "phone"]
+        page_size = 5
+
+        def make_connector(self, *, bad_credentials=False): ...
+        def seed_remote(self, count): ...
+        def edit_remote(self, remote_id, fields): ...
+        def push_fields(self, i): ...
+        def inject(self, fault): ...
+
+Each check is skipped, with the reason, when the connector's ``capabilities`` do not claim
+what it tests; a failing check says in plain words what the connector did wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from io import StringIO
+from pathlib import Path
+from typing import Any, ClassVar, NoReturn
+
+import pluggy
+import pytest
+import structlog
+from sqlalchemy import Engine
+
+from daemon import log as daemon_log
+from daemon.clock import FakeClock
+from daemon.connector import (
+    AuthFailed,
+    Connector,
+    ConnectorError,
+    MalformedResponse,
+    PushItem,
+    PushResult,
+    PushStatus,
+    RateLimited,
+    RemoteRecord,
+    Unavailable,
+)
+from daemon.database import make_engine
+from daemon.dictionary import Code
+from daemon.plugins import get_plugin_manager, register_plugin
+
+FAULTS = ("rate_limit", "server_error", "malformed", "reject")
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+class TemporaryPlugins:
+    """A plugin manager whose :meth:`register` lasts for one test (see ``cs_plugin_manager``)."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
+        self._registered: list[object] = []
+
+    def register(self, plugin: object, name: str | None = None) -> object:
+        """Register ``plugin`` (a module or an object with ``@hookimpl`` methods) until the
+        test ends; returns it, so ``plugin = cs_plugin_manager.register(MyPlugin())`` reads."""
+        register_plugin(self.pm, plugin, name=name)
+        self._registered.append(plugin)
+        return plugin
+
+    def unregister_all(self) -> None:
+        """Remove every plugin :meth:`register` added, newest first."""
+        while self._registered:
+            plugin = self._registered.pop()
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+
+    def registry(self) -> Any:
+        """The :class:`daemon.plugins.Registry` of what the registered plugins provide."""
+        from daemon.plugins import Registry
+
+        return Registry.from_plugin_manager(self.pm)
+
+
+@pytest.fixture
+def cs_plugin_manager() -> Iterator[TemporaryPlugins]:
+    """A plugin manager with the hookspecs and no installed plugins; ``.register(plugin)``
+    adds one for this test only, ``.pm`` is the pluggy manager, ``.registry()`` the registry."""
+    # No entry points: a test sees exactly the plugins it registers, whatever else is installed.
+    plugins = TemporaryPlugins(get_plugin_manager(entry_points=False))
+    yield plugins
+    plugins.unregister_all()
+
+
+@pytest.fixture
+def cs_hub(tmp_path: Path) -> Iterator[Engine]:
+    """A fresh hub in a temporary SQLite file, tables created; disposed afterwards."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'cs-hub.db'}")
+    yield engine
+    engine.dispose()
+
+
+class CapturedLogs:
+    """What the daemon logged during a test, one JSON object per line."""
+
+    def __init__(self, stream: StringIO) -> None:
+        self.stream = stream
+
+    @property
+    def text(self) -> str:
+        """Everything logged so far."""
+        return self.stream.getvalue()
+
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        """Every line so far, parsed."""
+        return [json.loads(line) for line in self.text.splitlines() if line.strip()]
+
+    def events(self) -> list[str]:
+        """The ``event`` of every line, in order."""
+        return [str(line.get("event")) for line in self.lines]
+
+    def clear(self) -> None:
+        """Forget what was captured so far."""
+        self.stream.seek(0)
+        self.stream.truncate()
+
+
+@contextlib.contextmanager
+def _captured_logs() -> Iterator[CapturedLogs]:
+    # daemon.log.configure replaces the root handlers and structlog's configuration; put the
+    # process's own back afterwards so the next test (and pytest's capture) is unaffected.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    saved = structlog.get_config()
+    stream = StringIO()
+    daemon_log.configure(level="debug", stream=stream, json=True)
+    try:
+        yield CapturedLogs(stream)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.configure(**saved)
+
+
+@pytest.fixture
+def cs_logs() -> Iterator[CapturedLogs]:
+    """The daemon's logging, at debug level in JSON, captured: ``.text`` and ``.lines``."""
+    with _captured_logs() as logs:
+        yield logs
+
+
+@pytest.fixture
+def cs_clock() -> FakeClock:
+    """A :class:`~daemon.clock.FakeClock`: ``sleep`` advances time instantly and is recorded
+    in ``.sleeps``, so a 60-second ``Retry-After`` costs a test nothing."""
+    return FakeClock()
+
+
+class NotifySocket:
+    """A fake systemd notify socket: a unix datagram socket the daemon's sd_notify sends to."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+
+    def messages(self, timeout: float = 1.0) -> list[dict[str, str]]:
+        """Messages received so far, each parsed into ``{"READY": "1", ...}``; waits up to
+        ``timeout`` seconds for the first one when none is queued yet."""
+        received: list[dict[str, str]] = []
+        self.sock.settimeout(timeout)
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (TimeoutError, BlockingIOError):
+                return received
+            received.append(
+                dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            )
+            self.sock.settimeout(0.0)  # after the first, take only what is already queued
+
+    def close(self) -> None:
+        """Close and remove the socket."""
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+@pytest.fixture
+def cs_notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NotifySocket]:
+    """``NOTIFY_SOCKET`` pointing at a socket in ``tmp_path``; ``.messages(timeout)`` returns
+    what the code under test sent (``[{"READY": "1", "STATUS": "..."}]``)."""
+    path = str(tmp_path / "notify.sock")
+    if len(path.encode()) > 100:  # sun_path holds about 108 bytes; pytest's tmp paths can be long
+        path = f"/tmp/cs-notify-{uuid.uuid4().hex[:12]}.sock"
+    notify = NotifySocket(path)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    yield notify
+    notify.close()
+
+
+# --- the contract suite -----------------------------------------------------------------------
+
+
+class ContractSetupError(Exception):
+    """The contract subclass lacks something the suite needs (a method or an attribute)."""
+
+
+def _broken(message: str) -> NoReturn:
+    # pytrace=False: the message is the whole story; a traceback into the suite adds nothing.
+    pytest.fail(message, pytrace=False)
+
+
+class ConnectorContract:
+    """The checks every connector passes. Subclass it in a test module as ``Test<Name>``.
+
+    The subclass provides:
+
+    ``make_connector(self, *, bad_credentials: bool = False) -> Connector``
+        A connector for a fresh (or reset) platform. The suite calls it once at the start
+        of a check, before seeding anything; ``bad_credentials=True`` gives a connector whose
+        credentials the platform refuses. Hand it ``self.clock`` (a
+        :class:`~daemon.clock.FakeClock`) if it takes one, and set ``uses_clock = True``.
+    ``seed_remote(self, count: int) -> list[str]``
+        Create ``count`` records on the platform, as its users would; return their remote ids.
+    ``edit_remote(self, remote_id: str, fields: dict[str, Any]) -> None``
+        Change one record on the platform, as a user would.
+    ``push_fields(self, i: int) -> dict[str, Any]``
+        The remote field values of pushed record number ``i`` (distinct for each ``i``).
+    ``inject(self, fault: str) -> None``
+        Make the platform misbehave once: ``"rate_limit"`` (the next request gets the
+        platform's own rate-limit answer, say a 429 with ``Retry-After``), ``"server_error"``
+        (the next request gets a 5xx), ``"malformed"`` (the next response body is garbage),
+        ``"reject"`` (the platform refuses the next pushed record, and only that one).
+    ``secrets: list[str]``
+        Credential values that must never appear in logs or output.
+    ``mapped_fields: list[str]``
+        Remote fields an instance would map; ``describe()`` must list each.
+    ``page_size: int``
+        The connector's page size; the suite seeds ``page_size * 2 + 1`` records.
+    ``confirm_pending(self) -> None``
+        Only for ``capabilities.confirms_later``: have the platform process pending uploads.
+
+    Optional:
+
+    ``uses_clock: bool = False``
+        ``make_connector`` wires ``self.clock`` into the connector; the rate-limit check then
+        also asserts the connector waited on that clock before retrying.
+    ``values_match(self, field, pushed, pulled) -> bool``
+        Whether a pulled value is the pushed one (default ``==``); override for platforms
+        that reformat values (phone numbers, dates).
+
+    Secrets: the suite does not register ``secrets`` with the log redaction, so a connector
+    that logs a credential fails here even though the daemon would mask a value it knows.
+    Credentials a connector derives itself (access tokens, signed headers) must be passed to
+    ``register_secret`` or never logged.
+    """
+
+    secrets: ClassVar[list[str]]
+    mapped_fields: ClassVar[list[str]]
+    page_size: ClassVar[int]
+    uses_clock: ClassVar[bool] = False
+
+    clock: FakeClock
+
+    # --- what the subclass provides ---------------------------------------------------------
+
+    def make_connector(self, *, bad_credentials: bool = False) -> Connector:
+        """A connector for a fresh or reset platform (see the class docstring)."""
+        raise ContractSetupError(self._missing("make_connector(self, *, bad_credentials=False)"))
+
+    def seed_remote(self, count: int) -> list[str]:
+        """Create ``count`` records on the platform; return their remote ids."""
+        raise ContractSetupError(self._missing("seed_remote(self, count)"))
+
+    def edit_remote(self, remote_id: str, fields: dict[str, Any]) -> None:
+        """Change one record on the platform as a user would."""
+        raise ContractSetupError(self._missing("edit_remote(self, remote_id, fields)"))
+
+    def push_fields(self, i: int) -> dict[str, Any]:
+        """The remote field values of pushed record number ``i``."""
+        raise ContractSetupError(self._missing("push_fields(self, i)"))
+
+    def inject(self, fault: str) -> None:
+        """Make the platform misbehave once (``fault`` is one of :data:`FAULTS`)."""
+        raise ContractSetupError(self._missing("inject(self, fault)"))
+
+    def confirm_pending(self) -> None:
+        """Have the platform process pending uploads (``confirms_later`` connectors only)."""
+        raise ContractSetupError(
+            self._missing("confirm_pending(self)", "its capabilities say confirms_later")
+        )
+
+    def values_match(self, field: str, pushed: Any, pulled: Any) -> bool:
+        """Whether ``pulled`` is the value that was pushed as ``pushed``."""
+        return bool(pushed == pulled)
+
+    def _missing(self, what: str, why: str = "the connector contract suite needs it") -> str:
+        return (
+            f"{type(self).__name__} must define {what}: {why} "
+            "(see daemon.testing.ConnectorContract)"
+        )
+
+    # --- setup ------------------------------------------------------------------------------
+
+    @pytest.fixture(autouse=True)
+    def _cs_contract_setup(self, cs_clock: FakeClock) -> Iterator[None]:
+        """Give each check a fresh clock, check the subclass's attributes, close connectors."""
+        self.clock = cs_clock
+        self._connectors: list[Connector] = []
+        missing = [
+            name for name in ("secrets", "mapped_fields", "page_size") if not hasattr(self, name)
+        ]
+        if missing:
+            raise ContractSetupError(
+                self._missing(", ".join(missing), "class attributes the contract suite reads")
+            )
+        if not isinstance(self.page_size, int) or self.page_size < 1:
+            raise ContractSetupError(f"{type(self).__name__}.page_size must be a positive int")
+        yield
+        for connector in self._connectors:
+            with contextlib.suppress(Exception):
+                connector.close()
+
+    def _connector(self, *, bad_credentials: bool = False) -> Connector:
+        connector = self.make_connector(bad_credentials=bad_credentials)
+        if not isinstance(connector, Connector):
+            raise ContractSetupError(
+                f"{type(self).__name__}.make_connector returned {connector!r}, not a Connector"
+            )
+        self._connectors.append(connector)
+        return connector
+
+    def _name(self, connector: Connector) -> str:
+        return type(connector).__name__
+
+    def _needs(self, connector: Connector, *capabilities: str) -> None:
+        caps = connector.capabilities
+        lacking = [c for c in capabilities if not getattr(caps, c)]
+        if lacking:
+            pytest.skip(f"{self._name(connector)} does not claim {', '.join(lacking)}")
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _pull_pages(
+        self, connector: Connector, cursor: str | None
+    ) -> list[tuple[list[RemoteRecord], str | None]]:
+        return [(list(page.records), page.cursor) for page in connector.pull(cursor)]
+
+    def _pull_all(
+        self, connector: Connector, cursor: str | None
+    ) -> tuple[list[RemoteRecord], str | None]:
+        """Every record of a pull, and the last cursor it gave (``cursor`` if none)."""
+        records: list[RemoteRecord] = []
+        final = cursor
+        for page_records, page_cursor in self._pull_pages(connector, cursor):
+            records.extend(page_records)
+            if page_cursor is not None:
+                final = page_cursor
+        return records, final
+
+    def _items(self, numbers: Sequence[int]) -> list[PushItem]:
+        return [PushItem(f"contract-{i}", None, dict(self.push_fields(i))) for i in numbers]
+
+    def _push(self, connector: Connector, items: Sequence[PushItem]) -> list[PushResult]:
+        """Push ``items``; check there is one result per item; confirm pending ones."""
+        results = connector.push(items)
+        name = self._name(connector)
+        got = sorted(r.contact_id for r in results)
+        wanted = sorted(i.contact_id for i in items)
+        if got != wanted:
+            _broken(
+                f"{name}.push() answered for contacts {got}, but was given {wanted}: "
+                "push must return exactly one PushResult per item"
+            )
+        if any(r.status is PushStatus.PENDING for r in results):
+            if not connector.capabilities.confirms_later:
+                _broken(
+                    f"{name}.push() returned PENDING results but its capabilities do not "
+                    "claim confirms_later"
+                )
+            self.confirm_pending()
+        return results
+
+    def _by_contact(self, results: Sequence[PushResult]) -> dict[str, PushResult]:
+        return {r.contact_id: r for r in results}
+
+    def _matching(self, record: RemoteRecord, fields: Mapping[str, Any]) -> bool:
+        return all(
+            k in record.fields and self.values_match(k, v, record.fields[k])
+            for k, v in fields.items()
+        )
+
+    # --- check and describe -----------------------------------------------------------------
+
+    def test_check_passes(self) -> None:
+        """``check()`` succeeds with good credentials."""
+        connector = self._connector()
+        try:
+            connector.check()
+        except ConnectorError as exc:
+            _broken(
+                f"{self._name(connector)}.check() failed with good credentials: "
+                f"{type(exc).__name__} ({exc.code}): {exc}"
+            )
+
+    def test_check_refuses_bad_credentials(self) -> None:
+        """``check()`` with credentials the platform refuses raises AuthFailed."""
+        if not self.secrets:
+            pytest.skip("the connector has no credentials (secrets is empty)")
+        connector = self._connector(bad_credentials=True)
+        name = self._name(connector)
+        try:
+            connector.check()
+        except AuthFailed as exc:
+            if exc.code != Code.REMOTE_AUTH_FAILED:
+                _broken(f"{name}.check() raised AuthFailed with code {exc.code}")
+            for n, secret in enumerate(self.secrets, 1):
+                if secret in str(exc):
+                    _broken(f"{name}.check()'s AuthFailed message shows secret #{n}")
+        except Exception as exc:
+            code = getattr(exc, "code", None)
+            _broken(
+                f"{name}.check() with bad credentials raised {type(exc).__name__} "
+                f"(code {code}): {exc}; it must raise AuthFailed (code {Code.REMOTE_AUTH_FAILED})"
+            )
+        else:
+            _broken(
+                f"{name}.check() accepted bad credentials: it must raise AuthFailed "
+                f"(code {Code.REMOTE_AUTH_FAILED})"
+            )
+
+    def test_describe_covers_mapped_fields(self) -> None:
+        """``describe()`` lists every field an instance would map."""
+        connector = self._connector()
+        names = {f.name for f in connector.describe()}
+        missing = [f for f in self.mapped_fields if f not in names]
+        if missing:
+            _broken(
+                f"{self._name(connector)}.describe() does not list the mapped fields "
+                f"{missing} (it lists {sorted(names)})"
+            )
+
+    # --- pull -------------------------------------------------------------------------------
+
+    def test_pull_pages_through_every_record_once(self) -> None:
+        """``pull(None)`` over more than one page yields every record once, with cursors."""
+        connector = self._connector()
+        self._needs(connector, "pull")
+        name = self._name(connector)
+        count = self.page_size * 2 + 1
+        seeded = self.seed_remote(count)
+        pages = self._pull_pages(connector, None)
+        nonempty = [p for p in pages if p[0]]
+        if len(nonempty) < 2:
+            _broken(
+                f"{name}.pull(None) yielded {count} records in {len(nonempty)} page(s) with "
+                f"page_size {self.page_size}: it must yield a page at a time"
+            )
+        ids = [r.remote_id for records, _ in pages for r in records]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            _broken(f"{name}.pull(None) yielded {twice} more than once")
+        missing = sorted(set(seeded) - set(ids))
+        if missing:
+            _broken(f"{name}.pull(None) did not yield the seeded records {missing}")
+        without = [n for n, (_, cursor) in enumerate(pages, 1) if not cursor]
+        if without:
+            _broken(
+                f"{name}.pull(None) yielded page(s) {without} without a cursor: every page "
+                "carries the cursor to checkpoint after it"
+            )
+
+    def test_incremental_pull_yields_nothing_new(self) -> None:
+        """``pull(final cursor)`` yields no record already seen, unless it changed since."""
+        connector = self._connector()
+        self._needs(connector, "pull")
+        self.seed_remote(self.page_size * 2 + 1)
+        seen, final = self._pull_all(connector, None)
+        if final is None:
+            _broken(f"{self._name(connector)}.pull(None) gave no cursor to resume from")
+        again, _ = self._pull_all(connector, final)
+        before = {r.remote_id: dict(r.fields) for r in seen}
+        repeated = [r for r in again if before.get(r.remote_id) == dict(r.fields)]
+        if repeated:
+            _broken(
+                f"{self._name(connector)}.pull(final cursor) yielded {len(repeated)} records "
+                "already seen: the cursor does not advance"
+            )
+
+    def test_incremental_pull_yields_an_edited_record(self) -> None:
+        """After a change on the platform, ``pull(final cursor)`` yields the changed record."""
+        connector = self._connector()
+        self._needs(connector, "pull")
+        ids = self.seed_remote(self.page_size + 1)
+        _, final = self._pull_all(connector, None)
+        changes = self.push_fields(999)
+        self.edit_remote(ids[0], changes)
+        again, _ = self._pull_all(connector, final)
+        mine = [r for r in again if r.remote_id == ids[0]]
+        if not mine:
+            _broken(
+                f"{self._name(connector)}.pull(final cursor) did not yield record {ids[0]} "
+                "edited after that cursor: incremental pulls miss changes"
+            )
+        if not self._matching(mine[-1], changes):
+            _broken(
+                f"{self._name(connector)}.pull(final cursor) yielded record {ids[0]} without "
+                f"its edit {sorted(changes)}"
+            )
+
+    # --- push -------------------------------------------------------------------------------
+
+    def test_push_then_pull_round_trips(self) -> None:
+        """Two new records pushed come back from a pull with the values pushed."""
+        connector = self._connector()
+        self._needs(connector, "push", "create", "pull")
+        name = self._name(connector)
+        items = self._items([1, 2])
+        results = self._by_contact(self._push(connector, items))
+        refused = [
+            r for r in results.values() if r.status not in (PushStatus.OK, PushStatus.PENDING)
+        ]
+        if refused:
+            _broken(
+                f"{name}.push() did not accept new records: "
+                + "; ".join(f"{r.contact_id}: {r.status} {r.message}" for r in refused)
+            )
+        records, _ = self._pull_all(connector, None)
+        for item in items:
+            remote_id = results[item.contact_id].remote_id
+            found = [r for r in records if r.remote_id == remote_id] if remote_id else []
+            if not found:
+                found = [r for r in records if self._matching(r, item.fields)]
+            if not found:
+                _broken(
+                    f"{name}: record pushed for {item.contact_id} (remote id {remote_id}) "
+                    "is not in the next pull"
+                )
+            if not self._matching(found[0], item.fields):
+                pulled = {k: found[0].fields.get(k) for k in item.fields}
+                _broken(
+                    f"{name}: pushed {dict(item.fields)} for {item.contact_id} but pulled "
+                    f"{pulled}: push then pull does not round-trip"
+                )
+
+    def test_push_twice_is_idempotent(self) -> None:
+        """Pushing the same new records twice (a retry after a crash) creates them once."""
+        connector = self._connector()
+        self._needs(connector, "push", "create")
+        name = self._name(connector)
+        items = self._items([1, 2])
+        first = self._by_contact(self._push(connector, items))
+        if connector.capabilities.pull:
+            after_first, _ = self._pull_all(connector, None)
+        second = self._by_contact(self._push(connector, items))
+        changed = [
+            f"{c}: {first[c].remote_id} then {second[c].remote_id}"
+            for c in first
+            if first[c].remote_id
+            and second[c].remote_id
+            and first[c].remote_id != second[c].remote_id
+        ]
+        if changed:
+            _broken(
+                f"{name}.push() is not idempotent: pushing the same items twice gave new "
+                f"remote ids ({'; '.join(changed)})"
+            )
+        if connector.capabilities.pull:
+            after_second, _ = self._pull_all(connector, None)
+            ids_first = sorted({r.remote_id for r in after_first if not r.deleted})
+            ids_second = sorted({r.remote_id for r in after_second if not r.deleted})
+            if ids_first != ids_second:
+                _broken(
+                    f"{name}.push() is not idempotent: pushing the same items twice left "
+                    f"{len(ids_second)} records on the platform instead of {len(ids_first)}"
+                )
+
+    def test_a_rejected_record_fails_alone(self) -> None:
+        """A record the platform refuses is REJECTED with its message; the others go through."""
+        connector = self._connector()
+        self._needs(connector, "push", "create")
+        name = self._name(connector)
+        self.inject("reject")
+        results = self._push(connector, self._items([1, 2, 3]))
+        rejected = [r for r in results if r.status is PushStatus.REJECTED]
+        accepted = [r for r in results if r.status in (PushStatus.OK, PushStatus.PENDING)]
+        if len(rejected) != 1 or len(accepted) != 2:
+            _broken(
+                f"{name}.push() after one record was refused answered "
+                f"{sorted(str(r.status) for r in results)}: exactly one REJECTED and the "
+                "others OK was expected (a per-record rejection fails that record only)"
+            )
+        if not rejected[0].message.strip():
+            _broken(f"{name}.push() rejected a record without the platform's message")
+
+    # --- faults -----------------------------------------------------------------------------
+
+    def _exercise(self, connector: Connector) -> Any:
+        """One pull (or, for a push-only connector, one push) through the connector."""
+        if connector.capabilities.pull:
+            return self._pull_all(connector, None)
+        return self._push(connector, self._items([7]))
+
+    def test_rate_limit_is_paced_and_retried(self) -> None:
+        """After the platform's rate-limit answer, the call waits and succeeds."""
+        connector = self._connector()
+        name = self._name(connector)
+        if connector.capabilities.pull:
+            self.seed_remote(2)
+        self.inject("rate_limit")
+        try:
+            self._exercise(connector)
+        except RateLimited as exc:
+            _broken(
+                f"{name} gave up on one rate-limit answer ({exc}): it must wait as the "
+                "platform says (Retry-After) and retry"
+            )
+        except Exception as exc:
+            _broken(
+                f"{name} raised {type(exc).__name__} on a rate-limit answer ({exc}): it must "
+                "wait and retry, or raise RateLimited"
+            )
+        if self.uses_clock and not self.clock.sleeps:
+            _broken(f"{name} retried after a rate-limit answer without waiting first")
+
+    def test_server_error_is_transient(self) -> None:
+        """A 5xx is retried or raised as Unavailable, never as another error."""
+        connector = self._connector()
+        if connector.capabilities.pull:
+            self.seed_remote(2)
+        self.inject("server_error")
+        try:
+            self._exercise(connector)
+        except Unavailable:
+            pass
+        except Exception as exc:
+            _broken(
+                f"{self._name(connector)} raised {type(exc).__name__} "
+                f"(code {getattr(exc, 'code', None)}) on a server error: it must retry or "
+                f"raise Unavailable (code {Code.REMOTE_UNAVAILABLE}), a transient error"
+            )
+
+    def test_malformed_response_is_a_coded_error(self) -> None:
+        """A garbage response body is MalformedResponse, not a KeyError or ValueError."""
+        connector = self._connector()
+        self._needs(connector, "pull")
+        self.seed_remote(2)
+        self.inject("malformed")
+        try:
+            self._pull_all(connector, None)
+        except MalformedResponse as exc:
+            if exc.code != Code.REMOTE_MALFORMED:
+                _broken(f"{self._name(connector)} raised MalformedResponse with code {exc.code}")
+        except Exception as exc:
+            _broken(
+                f"{self._name(connector)}.pull() raised {type(exc).__name__} on a garbage "
+                f"response: it must raise MalformedResponse (code {Code.REMOTE_MALFORMED})"
+            )
+        else:
+            _broken(f"{self._name(connector)}.pull() accepted a garbage response without error")
+
+    # --- secrets ----------------------------------------------------------------------------
+
+    def test_no_secret_in_logs(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A full run (check, describe, pull, push, pull) logs and prints no secret."""
+        with _captured_logs() as logs:
+            connector = self._connector()
+            caps = connector.capabilities
+            connector.check()
+            connector.describe()
+            if caps.pull:
+                ids = self.seed_remote(self.page_size + 1)
+                _, final = self._pull_all(connector, None)
+            if caps.push and caps.create:
+                self._push(connector, self._items([1, 2]))
+            if caps.pull:
+                self.edit_remote(ids[0], self.push_fields(3))
+                self._pull_all(connector, final)
+        captured = capsys.readouterr()
+        places = {"logs": logs.text, "stdout": captured.out, "stderr": captured.err}
+        for n, secret in enumerate(self.secrets, 1):
+            for where, text in places.items():
+                if secret and secret in text:
+                    lines = [line for line in text.splitlines() if secret in line]
+                    shown = lines[0].replace(secret, "<SECRET>")[:300]
+                    _broken(
+                        f"{self._name(connector)} leaked secret #{n} of `secrets` into the "
+                        f"{where} ({len(lines)} line(s)), e.g.: {shown}"
+                    )
+
+    # --- platforms that confirm later -------------------------------------------------------
+
+    def test_pending_push_is_confirmed(self) -> None:
+        """A push the platform confirms later is PENDING with a handle, then shows in a pull."""
+        connector = self._connector()
+        self._needs(connector, "confirms_later", "push", "create")
+        name = self._name(connector)
+        items = self._items([1, 2])
+        results = connector.push(items)
+        for result in results:
+            if result.status is not PushStatus.PENDING or not result.handle:
+                _broken(
+                    f"{name}.push() answered {result.status} (handle {result.handle!r}) for "
+                    f"{result.contact_id}: a platform that confirms later answers PENDING "
+                    "with a handle"
+                )
+        self.confirm_pending()
+        if connector.capabilities.pull:
+            records, _ = self._pull_all(connector, None)
+            for item in items:
+                if not any(self._matching(r, item.fields) for r in records):
+                    _broken(
+                        f"{name}: the pending push for {item.contact_id} was never confirmed: "
+                        "it is not in a pull after confirm_pending()"
+                    )
+
+
+__all__ = [
+    "FAULTS",
+    "CapturedLogs",
+    "ConnectorContract",
+    "ContractSetupError",
+    "NotifySocket",
+    "TemporaryPlugins",
+]

@@ -1,0 +1,207 @@
+"""The contract suite fails, and says why, on deliberately broken connectors.
+
+Each test writes a test module into ``pytester`` that subclasses ConnectorContract for a small
+connector with one fault, runs it, and asserts that exactly the check for that fault fails,
+with a message naming what the connector did wrong. The connector is self-contained (not
+tests/memremote.py) so the inner run depends on nothing but the installed test kit.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+MODULE = """
+from typing import Any
+
+from pydantic import SecretStr
+
+from daemon.log import get_logger
+from daemon.sdk import (
+    AuthFailed, Capabilities, Connector, ConnectorConfig, ConnectorContext, MalformedResponse,
+    Page, PushResult, PushStatus, RateLimited, RemoteField, RemoteRecord, Unavailable,
+)
+from daemon.testing import ConnectorContract
+
+BROKEN = "{broken}"
+KEY = "{key}"
+log = get_logger("acme")
+
+
+class Platform:
+    def __init__(self):
+        self.rows = {{}}  # id -> [tick, fields, created_for]
+        self.tick = 0
+        self.fault = None
+
+    def write(self, rid, fields, created_for=None):
+        self.tick += 1
+        row = self.rows.setdefault(rid, [0, {{}}, created_for])
+        row[0] = self.tick
+        row[1].update(fields)
+
+
+class AcmeConfig(ConnectorConfig):
+    api_key: SecretStr
+    page_size: int = 2
+
+
+class AcmeConnector(Connector):
+    type = "acme"
+    Config = AcmeConfig
+    capabilities = Capabilities()
+
+    def _request(self):
+        key = self.config.api_key.get_secret_value()
+        if BROKEN == "secret":
+            # The bug: a key in a logged URL's query string.
+            log.info("acme_request", url=f"https://acme.example/contacts?key={{key}}")
+        if key != KEY:
+            raise AuthFailed("401 unauthorized")
+        for attempt in (1, 2):
+            fault, self.platform.fault = self.platform.fault, None
+            if fault == "rate_limit" and attempt == 1:
+                self.clock.sleep(10)
+                continue
+            if fault == "server_error":
+                raise Unavailable("HTTP 503")
+            return fault
+
+    def check(self):
+        self._request()
+
+    def describe(self):
+        return [RemoteField("first"), RemoteField("last")]
+
+    def pull(self, cursor):
+        if self._request() == "malformed":
+            raise MalformedResponse("not JSON")
+        after = int(cursor) if cursor else 0
+        if BROKEN == "cursor":
+            after = 0  # the bug: the cursor is ignored, every pull starts over
+        rows = sorted((r[0], rid, dict(r[1])) for rid, r in self.platform.rows.items())
+        rows = [r for r in rows if r[0] > after]
+        size = self.config.page_size
+        for start in range(0, len(rows), size):
+            chunk = rows[start:start + size]
+            yield Page([RemoteRecord(rid, f) for _, rid, f in chunk], str(chunk[-1][0]))
+
+    def push(self, batch):
+        fault = self._request()
+        results = []
+        for item in batch:
+            if fault == "reject":
+                fault = None
+                results.append(PushResult(item.contact_id, PushStatus.REJECTED, message="bad"))
+                continue
+            rid = item.remote_id or next(
+                (rid for rid, r in self.platform.rows.items() if r[2] == item.contact_id),
+                None,
+            )
+            if rid is None or BROKEN == "idempotent":  # the bug: always a new record
+                rid = f"A{{len(self.platform.rows) + 1}}"
+            self.platform.write(rid, item.fields, item.contact_id)
+            results.append(PushResult(item.contact_id, PushStatus.OK, remote_id=rid))
+        return results
+
+
+class TestAcmeContract(ConnectorContract):
+    secrets = [KEY]
+    mapped_fields = ["first", "last"]
+    page_size = 2
+    uses_clock = True
+
+    def make_connector(self, *, bad_credentials=False):
+        self.platform = Platform()
+        key = "wrong-key" if bad_credentials else KEY
+        connector = AcmeConnector(
+            AcmeConfig(api_key=SecretStr(key), page_size=self.page_size),
+            ConnectorContext("acme"),
+        )
+        connector.platform = self.platform
+        connector.clock = self.clock
+        return connector
+
+    def seed_remote(self, count):
+        start = len(self.platform.rows)
+        ids = [f"S{{start + i}}" for i in range(count)]
+        for i, rid in enumerate(ids):
+            self.platform.write(rid, {{"first": f"Seed{{i}}", "last": "X"}})
+        return ids
+
+    def edit_remote(self, remote_id, fields):
+        self.platform.write(remote_id, fields)
+
+    def push_fields(self, i):
+        return {{"first": f"Pushed{{i}}", "last": "Y"}}
+
+    def inject(self, fault):
+        self.platform.fault = fault
+"""
+
+
+def run_contract(pytester: pytest.Pytester, broken: str) -> pytest.RunResult:
+    """Run the contract suite on the Acme connector broken as ``broken`` says."""
+    # A fresh key per run: log redaction is process-wide, and a key some other test had
+    # registered as a secret would be masked and hide the leak.
+    key = f"acme-key-{uuid.uuid4().hex}"
+    pytester.makepyfile(test_acme_contract=MODULE.format(broken=broken, key=key))
+    # In-process, daemon is already imported, so pytest warns it cannot rewrite its asserts;
+    # the suite reports through pytest.fail, so that changes nothing.
+    return pytester.runpytest(
+        "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning"
+    )
+
+
+def failed_tests(result: pytest.RunResult) -> list[str]:
+    """``Class::test`` of every failed test in the inner run's short summary."""
+    return sorted(
+        line.split(" ")[1].split("::", 1)[1]
+        for line in result.outlines
+        if line.startswith("FAILED ")
+    )
+
+
+def test_a_correct_acme_connector_passes(pytester: pytest.Pytester) -> None:
+    # The baseline: without a fault the same connector passes, so each failure below is the
+    # fault's doing and nothing else.
+    result = run_contract(pytester, "none")
+    result.assert_outcomes(passed=13, skipped=1)
+
+
+def test_a_cursor_that_does_not_advance_fails_the_incremental_check(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run_contract(pytester, "cursor")
+    assert failed_tests(result) == ["TestAcmeContract::test_incremental_pull_yields_nothing_new"]
+    result.stdout.fnmatch_lines(
+        [
+            "*AcmeConnector.pull(final cursor) yielded * records already seen: "
+            "the cursor does not advance*"
+        ]
+    )
+
+
+def test_a_push_that_is_not_idempotent_fails_the_idempotency_check(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run_contract(pytester, "idempotent")
+    assert failed_tests(result) == ["TestAcmeContract::test_push_twice_is_idempotent"]
+    result.stdout.fnmatch_lines(
+        [
+            "*AcmeConnector.push() is not idempotent: pushing the same items twice gave new "
+            "remote ids*"
+        ]
+    )
+
+
+def test_a_connector_logging_its_key_fails_the_secrets_check(pytester: pytest.Pytester) -> None:
+    result = run_contract(pytester, "secret")
+    assert failed_tests(result) == ["TestAcmeContract::test_no_secret_in_logs"]
+    result.stdout.fnmatch_lines(
+        ["*AcmeConnector leaked secret #1 of `secrets` into the logs*key=<SECRET>*"]
+    )
+    assert "acme-key-" not in result.stdout.str()  # the report itself never shows the secret
