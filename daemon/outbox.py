@@ -20,6 +20,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     select,
     text,
     update,
@@ -64,18 +65,7 @@ def fan_out(
         return 0
     targets = [c for c in outgoing_connections(conn) if c != exclude]
     rows = [
-        {
-            "connection": connection,
-            "contact_id": contact_id,
-            "fields": sorted(set(field_names)),
-            "origin": origin,
-            "version": 1,
-            "attempts": 0,
-            "state": PENDING,
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
+        _new_row(connection, contact_id, sorted(set(field_names)), origin, now)
         for connection in targets
         for contact_id, field_names in changed.items()
     ]
@@ -114,38 +104,41 @@ def _coalesce(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def seed_unlinked(conn: Connection, connection: str, origin: str, now: datetime) -> int:
-    """Queue every contact with no link on ``connection`` (the first sync's push half)."""
+    """Queue every contact with no link on ``connection`` (the first sync's push half).
+
+    One ``INSERT … SELECT``: the hub may hold far more contacts than fit in memory at once.
+    """
     linked = select(_LINK.c.contact_id).where(_LINK.c.connection == connection)
     queued = select(_OUTBOX.c.contact_id).where(_OUTBOX.c.connection == connection)
-    contact_ids = (
-        conn.execute(
-            select(_CONTACT.c.id).where(
-                _CONTACT.c.test_user.is_(False),
-                _CONTACT.c.id.not_in(linked),
-                _CONTACT.c.id.not_in(queued),
-            )
-        )
-        .scalars()
-        .all()
+    template = _new_row(connection, "", [], origin, now)
+    columns = [c for c in template if c != "contact_id"]
+    source = select(
+        _CONTACT.c.id,
+        *(literal(template[c], type_=_OUTBOX.c[c].type) for c in columns),
+    ).where(
+        _CONTACT.c.test_user.is_(False),
+        _CONTACT.c.id.not_in(linked),
+        _CONTACT.c.id.not_in(queued),
     )
-    rows = [
-        {
-            "connection": connection,
-            "contact_id": cid,
-            "fields": [],
-            "origin": origin,
-            "version": 1,
-            "attempts": 0,
-            "state": PENDING,
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for cid in contact_ids
-    ]
-    for start in range(0, len(rows), 1000):
-        conn.execute(insert(_OUTBOX), rows[start : start + 1000])
-    return len(rows)
+    result = conn.execute(insert(_OUTBOX).from_select(["contact_id", *columns], source))
+    return max(result.rowcount or 0, 0)
+
+
+def _new_row(
+    connection: str, contact_id: str, fields: list[str], origin: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "connection": connection,
+        "contact_id": contact_id,
+        "fields": fields,
+        "origin": origin,
+        "version": 1,
+        "attempts": 0,
+        "state": PENDING,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def claim(

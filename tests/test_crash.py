@@ -26,6 +26,7 @@ from daemon.hub import get_contact, save_contact
 from daemon.normalize import phone as normal_phone
 from daemon.store import Contact, Link, Outbox, RunKey, SyncLease, SyncRun
 from tests.crashworker import INSTANCE, run_steps
+from tests.enginekit import FIELDS
 from tests.memremote import MemoryRemote, RemoteRow
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,22 +57,7 @@ push_batch_size = 3
 remote = "crash"
 page_size = 3
 persist = "{setup.remote}"
-[[fields]]
-hub = "first_name"
-remote = "FirstName"
-[[fields]]
-hub = "last_name"
-remote = "LastName"
-[[fields]]
-hub = "phone"
-remote = "Phone"
-[[fields]]
-hub = "email"
-remote = "Email"
-[[fields]]
-hub = "crm_id"
-remote = "StudentId"
-""",
+{FIELDS}""",
         encoding="utf-8",
     )
     remote = MemoryRemote()
