@@ -35,7 +35,9 @@ class _Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-@click.command("simulate")
+@click.command(
+    "simulate", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
 @click.argument("name")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, help="Port (0: a free one).")
 @click.option("--contacts", type=click.IntRange(0), default=10, show_default=True)
@@ -50,21 +52,39 @@ class _Duration(click.ParamType):
     help="Share of requests answered with a random 5xx.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds records and faults.")
-@click.pass_obj
+@click.option("--list-knobs", is_flag=True, help="List the simulator's own knobs and exit.")
+@click.pass_context
 def simulate_command(
-    app: Any, name: str, port: int, contacts: int, latency: float, error_rate: float, seed: int
+    ctx: click.Context,
+    name: str,
+    port: int,
+    contacts: int,
+    latency: float,
+    error_rate: float,
+    seed: int,
+    list_knobs: bool,
 ) -> None:
     """Serve the platform simulator NAME on 127.0.0.1 until stopped (Ctrl-C).
 
-    Prints one JSON line with the base URL and credentials first. Fault knobs can be changed
-    while it runs: POST /_sim/faults, POST /_sim/reset, GET /_sim/state.
+    Prints one JSON line with the base URL and credentials first. A simulator's own knobs
+    are flags too (``--rate-limit-per-10s 190``; ``--list-knobs`` shows them). Fault knobs can
+    be changed while it runs: POST /_sim/faults, POST /_sim/reset, GET /_sim/state.
     """
-    registry = _registry(app)
+    registry = _registry(ctx.obj)
     try:
         factory = registry.simulator(name)
     except PluginError as exc:
         fail(str(exc), str(PluginError.code), exit_code=2)
-    simulator = factory(contacts=contacts, latency=latency, error_rate=error_rate, seed=seed)
+    knobs: dict[str, tuple[type, Any, str]] = getattr(factory, "knob_options", {})
+    if list_knobs:
+        for knob, (kind, default, text) in knobs.items():
+            flag = "--" + knob.replace("_", "-")
+            sys.stdout.write(f"{flag} {kind.__name__.upper()} (default {default}): {text}\n")
+        return
+    extra = _knob_values(ctx.args, knobs)
+    simulator = factory(
+        contacts=contacts, latency=latency, error_rate=error_rate, seed=seed, **extra
+    )
     try:
         simulator.start(port)
     except OSError as exc:  # the port is taken
@@ -94,3 +114,29 @@ def _registry(app: Any) -> Registry:
         return Registry.from_plugin_manager(get_plugin_manager())
     except PluginError as exc:
         fail(str(exc), str(PluginError.code), exit_code=2)
+
+
+def _knob_values(args: list[str], knobs: dict[str, tuple[type, Any, str]]) -> dict[str, Any]:
+    """Parse ``--knob-name VALUE``, ``--knob-name=VALUE`` and boolean ``--[no-]knob-name``."""
+    values: dict[str, Any] = {}
+    tokens = list(args)
+    while tokens:
+        token = tokens.pop(0)
+        flag, eq, inline = token.partition("=")
+        negated = flag.startswith("--no-")
+        name = (flag[5:] if negated else flag[2:]).replace("-", "_")
+        if not flag.startswith("--") or name not in knobs:
+            known = ", ".join("--" + k.replace("_", "-") for k in knobs) or "none"
+            fail(f"unknown option {token!r} (this simulator's knobs: {known})", exit_code=2)
+        kind = knobs[name][0]
+        if kind is bool and not eq:
+            values[name] = not negated
+            continue
+        raw = inline if eq else (tokens.pop(0) if tokens else None)
+        if raw is None:
+            fail(f"{flag} needs a value", exit_code=2)
+        try:
+            values[name] = kind(raw) if kind is not bool else raw.lower() in ("1", "true", "yes")
+        except ValueError:
+            fail(f"{flag}: {raw!r} is not a {kind.__name__}", exit_code=2)
+    return values

@@ -236,6 +236,7 @@ def _record(
     buffer = SyncLogBuffer(ctx.sync_context)
     now = utcnow()
     max_attempts = ctx.instance.config.max_attempts
+    known_links = {p.row["contact_id"]: p.link for p in plans if p.link is not None}
     with ctx.engine.begin() as conn:
         lease.renew(conn, ctx.instance.connection, ctx.owner, now)
         finished: list[dict[str, Any]] = []
@@ -295,6 +296,15 @@ def _record(
                     remote_id=plan.item.remote_id,
                 )
             counts["failed"] += 1
+        # A platform may answer with another record id than the one updated (HubSpot after
+        # a merge gives the survivor's): the contact's link moves to it.
+        moved = [
+            link.contact_id
+            for link in new_links
+            if (old := known_links.get(link.contact_id)) is not None
+            and old.remote_id != link.remote_id
+        ]
+        links.drop_contact_links(conn, ctx.instance.connection, moved)
         links.save(conn, new_links, now)
         outbox.done(conn, finished)
         buffer.write(conn)

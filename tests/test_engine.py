@@ -304,3 +304,33 @@ def test_malformed_platform_data_is_a_coded_error_never_a_crash(engine, tmp_path
     remote.fail_pull = MalformedResponse("page 3 is not JSON")
     failed = sync.run(instance, "pull", respect_backoff=False)
     assert failed.outcome == "failed" and failed.code == "remote-malformed-response"
+
+
+def test_a_push_answered_with_another_record_id_moves_the_link(engine, tmp_path, remote):
+    from daemon.connector import PushResult, PushStatus
+    from tests.memremote import MemoryConnector
+
+    old_id = remote.add(FirstName="Ada", LastName="Lovelace", Phone="2025550143", StudentId="S1")
+    instance = write_instance(tmp_path, "mem")
+    sync = sync_engine(engine, instance)
+    sync.run(instance, "pull")
+    (contact_id,) = [c["id"] for c in contacts(engine)]
+    survivor = remote.add(FirstName="Ada", LastName="Lovelace", Phone="2025550143")
+    original = MemoryConnector.push
+
+    def merged_push(self, batch):  # as HubSpot answers an update of a merged-away id
+        return [
+            PushResult(r.contact_id, r.status, remote_id=survivor)
+            if r.status is PushStatus.OK
+            else r
+            for r in original(self, batch)
+        ]
+
+    MemoryConnector.push = merged_push
+    try:
+        save_contact(engine, {"first_name": "Augusta"}, contact_id=contact_id)
+        assert sync.run(instance, "push").outcome == "ok"
+    finally:
+        MemoryConnector.push = original
+    link = links_of(engine, "mem")[contact_id]
+    assert link["remote_id"] == survivor and link["remote_id"] != old_id

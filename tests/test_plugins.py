@@ -584,7 +584,9 @@ def test_plugins_schema_of_an_unknown_type_exits_2_naming_the_known_ones(monkeyp
     monkeypatch.setattr(
         cli_plugins,
         "get_plugin_manager",
-        lambda **_: get_plugin_manager(plugins=[ConnectorPlugin(AcmeConnector)]),
+        lambda **_: get_plugin_manager(
+            entry_points=False, plugins=[ConnectorPlugin(AcmeConnector)]
+        ),
     )
     result = CliRunner().invoke(plugins_command, ["--schema", "nope"])
     assert result.exit_code == 2

@@ -1,0 +1,384 @@
+"""HubSpot's CRM v3 wire protocol for contacts, and nothing else.
+
+Retries, back-off, ``Retry-After``, pacing, the daily quota and the mapping of 401/5xx to
+connector errors come from :class:`daemon.sdk.HttpSession`; this module adds what is
+HubSpot's own:
+
+- auth: a private-app token, or an OAuth refresh token exchanged ahead of the access token's
+  expiry (HubSpot says a 401 is not the signal to refresh), the rotated refresh token kept in
+  :attr:`ConnectorContext.state` so a restart uses the newest one;
+- the rate-limit headers (``X-HubSpot-RateLimit-Max/-Remaining/-Interval-Milliseconds`` and the
+  legacy ``-Secondly`` pair) fed to the shared limiter, the daily pair to the daily quota, and a
+  429 whose ``policyName`` is ``DAILY`` turned into :class:`RateLimited` until the reset instead
+  of being retried;
+- search (its own, lower rate limit), list, batch read/create/update/upsert chunked to 100
+  inputs, and the properties API, with HubSpot's error bodies kept verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from daemon.sdk import (
+    AuthFailed,
+    Clock,
+    ConnectorContext,
+    ConnectorError,
+    DailyQuota,
+    HttpSession,
+    MalformedResponse,
+    RateLimited,
+    RateLimiter,
+    RetryPolicy,
+    SystemClock,
+    make_client,
+    pages,
+    register_secret,
+)
+
+CONTACTS = "/crm/v3/objects/contacts"
+PROPERTIES = "/crm/v3/properties/contacts"
+MAX_BATCH = 100  # HubSpot refuses more inputs in one batch call
+MAX_SEARCH_RESULTS = 10_000  # paging a search past this answers 400
+MAX_SEARCH_LIMIT = 200
+# Refresh this long before the access token expires (at most half its life), so a request
+# never leaves with a token that dies in flight; singer-io's tap uses 600 s for 30-min tokens.
+REFRESH_MARGIN_SECONDS = 300.0
+STATE_REFRESH_TOKEN = "hubspot_refresh_token"
+# The general burst limit until HubSpot's headers say otherwise (Free/Starter private apps:
+# 100 per 10 s; OAuth apps about 110), and search's own limit (4-5 per second per account,
+# sent without headers to learn from: 4 in a window a little over a second, so a request on
+# the window's edge cannot count as the fifth by HubSpot's clock).
+DEFAULT_BURST = (100, 10.0)
+DEFAULT_SEARCH_RATE = (4, 1.1)
+
+
+@dataclass
+class BatchOutcome:
+    """One batch input's answer: the record HubSpot returned, or its error message."""
+
+    record: dict[str, Any] | None = None
+    message: str = ""
+    category: str = ""
+    status: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def error_message(body: Any, status: int) -> str:
+    """HubSpot's own words from an error body (``message``, then ``errors[].message``)."""
+    if isinstance(body, Mapping):
+        parts = [str(body["message"])] if body.get("message") else []
+        for item in body.get("errors") or []:
+            if isinstance(item, Mapping) and item.get("message"):
+                text = str(item["message"])
+                if text not in parts:
+                    parts.append(text)
+        if parts:
+            return "; ".join(parts)
+        if body.get("error_description"):  # the OAuth endpoints' RFC 6749 shape
+            return str(body["error_description"])
+    return f"HTTP {status}"
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise MalformedResponse(
+            f"{response.request.method} {response.request.url.path}: body is not JSON "
+            f"(HTTP {response.status_code})"
+        ) from None
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    """A 2xx JSON object body, else MalformedResponse with HubSpot's message."""
+    body = _body(response)
+    where = f"{response.request.method} {response.request.url.path}"
+    if response.status_code >= 400:
+        raise MalformedResponse(
+            f"{where}: HTTP {response.status_code}: {error_message(body, response.status_code)}"
+        )
+    if not isinstance(body, dict):
+        raise MalformedResponse(f"{where}: the body is not a JSON object")
+    return body
+
+
+def _results(body: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    results = body.get("results")
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise MalformedResponse(f"{where}: no 'results' list of objects in the body")
+    return results
+
+
+def _next_after(body: Mapping[str, Any]) -> str | None:
+    nxt = (body.get("paging") or {}).get("next") if isinstance(body.get("paging"), dict) else None
+    after = nxt.get("after") if isinstance(nxt, dict) else None
+    return str(after) if after not in (None, "") else None
+
+
+def _int_header(headers: httpx.Headers, name: str) -> int | None:
+    try:
+        return int(headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def midnight_in(zone: str) -> Callable[[datetime], datetime]:
+    """The daily reset: HubSpot resets the daily limit at midnight in the account's zone."""
+    tz = ZoneInfo(zone)
+
+    def resets_at(now: datetime) -> datetime:
+        local = now.astimezone(tz)
+        nxt = datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=tz)
+        return nxt.astimezone(UTC)
+
+    return resets_at
+
+
+class HubSpotClient:
+    """One HubSpot account's contacts API over a paced, retrying :class:`HttpSession`."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        context: ConnectorContext,
+        access_token: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        refresh_token: str | None = None,
+        token_path: str = "/oauth/2026-03/token",
+        clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
+        daily_share: float = 0.9,
+        account_timezone: str = "UTC",
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.clock = clock or SystemClock()
+        self.context = context
+        self._client_id = client_id
+        self._client_secret = client_secret
+        # A rotated refresh token in the daemon's state is newer than the one in config.
+        self._refresh_token = context.state.get(STATE_REFRESH_TOKEN) or refresh_token
+        self._token_path = token_path
+        self._access_token = access_token
+        self._expires_at = float("inf") if access_token else float("-inf")
+        for secret in (access_token, client_secret, self._refresh_token):
+            if secret:
+                register_secret(secret)
+        if not access_token and not (client_id and client_secret and self._refresh_token):
+            raise AuthFailed(
+                "HubSpot needs access_token (a private app), or client_id, client_secret and "
+                "refresh_token (OAuth)"
+            )
+        self.limiter = RateLimiter(*DEFAULT_BURST, self.clock, name="hubspot")
+        self.search_limiter = RateLimiter(*DEFAULT_SEARCH_RATE, self.clock, name="hubspot-search")
+        self._resets_at = midnight_in(account_timezone)
+        self.quota = DailyQuota(
+            None,
+            stop_at_share=daily_share,
+            clock=self.clock,
+            resets_at=self._resets_at,
+            name="hubspot",
+        )
+        client = make_client(base_url.rstrip("/"), transport=transport)
+        kwargs: dict[str, Any] = {
+            "clock": self.clock,
+            "quota": self.quota,
+            "on_response": self._on_response,
+            "classify": self._classify,
+        }
+        if retry is not None:
+            kwargs["retry"] = retry
+        self.session = HttpSession(client, limiter=self.limiter, **kwargs)
+        # Search also counts against the burst window, but answers without rate headers and
+        # has a per-second limit of its own, which search() takes first.
+        self.search_session = HttpSession(client, limiter=self.limiter, **kwargs)
+
+    # --- auth -------------------------------------------------------------------------------
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self.clock.monotonic() >= self._expires_at:
+            self._refresh()
+        return {"Authorization": f"Bearer {self._access_token}"}
+
+    def _refresh(self) -> None:
+        """Exchange the refresh token; keep a rotated one in the daemon's state."""
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": self._client_id or "",
+            "client_secret": self._client_secret or "",
+            "refresh_token": self._refresh_token or "",
+        }
+        response = self.session.post(self._token_path, data=form, idempotent=True)
+        body = _body(response)
+        if response.status_code >= 400 or not isinstance(body, dict):
+            raise AuthFailed(
+                "HubSpot refused the OAuth refresh token: "
+                f"{error_message(body, response.status_code)}"
+            )
+        token = body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise MalformedResponse("HubSpot's token answer has no access_token")
+        register_secret(token)
+        try:
+            expires_in = float(body.get("expires_in", 1800))
+        except (TypeError, ValueError):
+            expires_in = 1800.0
+        margin = min(REFRESH_MARGIN_SECONDS, expires_in / 2)
+        self._access_token = token
+        self._expires_at = self.clock.monotonic() + expires_in - margin
+        rotated = body.get("refresh_token")
+        if isinstance(rotated, str) and rotated and rotated != self._refresh_token:
+            register_secret(rotated)
+            self._refresh_token = rotated
+            self.context.state[STATE_REFRESH_TOKEN] = rotated
+
+    # --- pacing -----------------------------------------------------------------------------
+
+    def _on_response(self, response: httpx.Response) -> None:
+        """Feed HubSpot's own count of the window and the day to the limiter and quota."""
+        headers = response.headers
+        interval = _int_header(headers, "X-HubSpot-RateLimit-Interval-Milliseconds")
+        window = interval / 1000 if interval else None
+        maximum = _int_header(headers, "X-HubSpot-RateLimit-Max")
+        remaining = _int_header(headers, "X-HubSpot-RateLimit-Remaining")
+        if maximum is None and remaining is None:  # the 2018 header names
+            maximum = _int_header(headers, "X-HubSpot-RateLimit-Secondly")
+            remaining = _int_header(headers, "X-HubSpot-RateLimit-Secondly-Remaining")
+            window = window or (DEFAULT_BURST[1] if maximum is not None else None)
+        if maximum is not None or remaining is not None:
+            self.limiter.update_from_headers(remaining, limit=maximum, window_seconds=window)
+        daily = _int_header(headers, "X-HubSpot-RateLimit-Daily")
+        daily_left = _int_header(headers, "X-HubSpot-RateLimit-Daily-Remaining")
+        if daily is not None and daily_left is not None:
+            self.quota.update(max(0, daily - daily_left), limit=daily)
+
+    def _classify(self, response: httpx.Response) -> ConnectorError | None:
+        """A 429 for the daily policy is not retried: the cycle stops until the reset."""
+        if response.status_code != 429:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            return None
+        if not isinstance(body, dict) or str(body.get("policyName", "")).upper() != "DAILY":
+            return None  # TEN_SECONDLY_ROLLING: HttpSession pauses the limiter and retries
+        if self.quota.limit is not None:
+            self.quota.update(self.quota.limit, limit=self.quota.limit)
+        now = self.clock.now()
+        reset = max(0.0, (self._resets_at(now) - now).total_seconds())
+        return RateLimited(
+            f"HubSpot daily limit reached: {error_message(body, 429)}", retry_after=reset
+        )
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def get(self, path: str, **params: Any) -> dict[str, Any]:
+        """A GET answering a JSON object."""
+        return _json_object(self.session.get(path, params=params, headers=self._auth_headers()))
+
+    def check(self) -> None:
+        """One small read proves the URL, the token and the contacts scope."""
+        _results(self.get(CONTACTS, limit=1), "GET contacts")
+
+    def properties(self) -> list[dict[str, Any]]:
+        """The contact property catalogue (``GET /crm/v3/properties/contacts``)."""
+        return _results(self.get(PROPERTIES), "GET properties")
+
+    def list_pages(
+        self,
+        properties: Sequence[str],
+        *,
+        archived: bool = False,
+        after: str | None = None,
+        limit: int = MAX_BATCH,
+    ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+        """Pages of ``GET /crm/v3/objects/contacts`` (at most 100 each) and their next token."""
+
+        def fetch(token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+            params: dict[str, Any] = {
+                "limit": min(limit, MAX_BATCH),
+                "properties": ",".join(properties),
+                "archived": "true" if archived else "false",
+            }
+            if token:
+                params["after"] = token
+            body = self.get(CONTACTS, **params)
+            return _results(body, "GET contacts"), _next_after(body)
+
+        yield from pages(fetch, after, cancel=self.session.cancel)
+
+    def search(
+        self,
+        filter_groups: list[dict[str, Any]],
+        sorts: list[dict[str, str]],
+        properties: Sequence[str],
+        limit: int,
+        after: int,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of ``POST /crm/v3/objects/contacts/search`` and the next offset."""
+        payload: dict[str, Any] = {
+            "filterGroups": filter_groups,
+            "sorts": sorts,
+            "properties": list(properties),
+            "limit": min(limit, MAX_SEARCH_LIMIT),
+        }
+        if after:
+            payload["after"] = str(after)
+        self.search_limiter.acquire(self.search_session.cancel)
+        # A search changes nothing, so a timed-out one is safe to send again.
+        response = self.search_session.post(
+            f"{CONTACTS}/search", json=payload, idempotent=True, headers=self._auth_headers()
+        )
+        body = _json_object(response)
+        nxt = _next_after(body)
+        try:
+            return _results(body, "POST search"), int(nxt) if nxt is not None else None
+        except ValueError:
+            raise MalformedResponse(f"search paging.next.after is not an offset: {nxt!r}") from None
+
+    def batch(
+        self, action: str, inputs: Sequence[dict[str, Any]], *, idempotent: bool, **extra: Any
+    ) -> tuple[int, dict[str, Any]]:
+        """One ``POST .../batch/<action>`` of at most 100 inputs: the status and the body.
+
+        2xx (200, 201, 207) and 4xx bodies come back for the caller to attribute per input;
+        a 5xx or a failure to connect raises :class:`~daemon.sdk.Unavailable` from the session.
+        """
+        if len(inputs) > MAX_BATCH:
+            raise ValueError(f"a HubSpot batch takes at most {MAX_BATCH} inputs")
+        response = self.session.post(
+            f"{CONTACTS}/batch/{action}",
+            json={"inputs": list(inputs), **extra},
+            idempotent=idempotent,
+            headers=self._auth_headers(),
+        )
+        body = _body(response)
+        if not isinstance(body, dict):
+            raise MalformedResponse(f"batch/{action}: the body is not a JSON object")
+        return response.status_code, body
+
+    def close(self) -> None:
+        """Close the connection pool (both sessions share it)."""
+        self.session.close()
+
+
+def parse_json_cursor(cursor: str | None) -> dict[str, Any]:
+    """A JSON cursor as a dict; a cursor this connector did not write is malformed."""
+    if not cursor:
+        return {}
+    try:
+        value = json.loads(cursor)
+    except ValueError:
+        raise MalformedResponse(f"not a HubSpot cursor: {cursor[:40]!r}") from None
+    if not isinstance(value, dict):
+        raise MalformedResponse(f"not a HubSpot cursor: {cursor[:40]!r}")
+    return value

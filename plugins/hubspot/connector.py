@@ -1,0 +1,589 @@
+"""The HubSpot connector: contacts pulled through the CRM search and pushed in batches.
+
+Pull (the robust pattern of the research notes, Airbyte PR 44899 and its kin):
+
+- the first pull lists every contact (``GET /crm/v3/objects/contacts``: no 10,000 cap and no
+  search-index lag); later pulls search on ``lastmodifieddate``;
+- the cursor is ``(ts, id)``: every record at or before it, in ``(lastmodifieddate,
+  hs_object_id)`` order, has been yielded. A search takes ``lastmodifieddate >= ts`` minus a
+  lookback window (the search index lags behind writes), and records re-read inside that
+  window are recognised by the ``seen`` map the cursor carries, so they are not yielded again;
+- before a search reaches HubSpot's 10,000-result cap it is restarted from the last record's
+  timestamp; that timestamp is first swept on its own, ``lastmodifieddate EQ ts AND
+  hs_object_id GT id`` sorted by id, which also pages through more than 10,000 contacts that
+  share one timestamp (HubSpot's month-end bulk updates).
+
+Deletes never show in a search: :meth:`HubSpotConnector.scan_deletes` lists archived contacts
+on its own, slower schedule. Merges: the surviving record carries ``hs_merged_object_ids``;
+:meth:`HubSpotConnector.resolve_merged` maps old ids to it.
+
+Push: linked records go to ``batch/update`` by id; unlinked ones to ``batch/upsert`` keyed on
+email (or ``batch/create``). Each input carries ``objectWriteTraceId`` = the hub contact id,
+so every result and every 207 error is attributed to its own record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import Field, field_validator, model_validator
+
+from daemon.dictionary import Code
+from daemon.sdk import (
+    Capabilities,
+    Clock,
+    Connector,
+    ConnectorConfig,
+    ConnectorContext,
+    MalformedResponse,
+    Page,
+    PushItem,
+    PushResult,
+    PushStatus,
+    RemoteField,
+    RemoteRecord,
+    RetryPolicy,
+    SecretStr,
+    Unavailable,
+)
+from plugins.hubspot.client import (
+    MAX_BATCH,
+    MAX_SEARCH_RESULTS,
+    HubSpotClient,
+    error_message,
+    parse_json_cursor,
+)
+
+ID = "hs_object_id"
+MODIFIED = "lastmodifieddate"
+MERGED = "hs_merged_object_ids"
+EMAIL = "email"
+# HubSpot computes these; a write that names one is refused.
+ALWAYS_READ_ONLY = frozenset({ID, MODIFIED, "createdate", MERGED})
+# How many (id -> modified ms) pairs the cursor keeps to recognise re-read records; past it
+# the oldest are dropped and a re-read becomes an overlap, which the engine tolerates.
+MAX_SEEN = 2000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+# Fast retries: HubSpot answers in milliseconds; Retry-After and the limiter do the pacing.
+RETRY = RetryPolicy(attempts=5, backoff_base=0.5, backoff_max=10.0, max_retry_after=60.0)
+
+
+class HubSpotConfig(ConnectorConfig):
+    """The ``[settings]`` of a ``hubspot`` instance file."""
+
+    base_url: str = "https://api.hubapi.com"
+    access_token: SecretStr | None = None  # a private app's token
+    client_id: str | None = None  # OAuth: the app's id, secret and the install's refresh token
+    client_secret: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+    token_path: str = "/oauth/2026-03/token"  # "/oauth/v1/token" until its 2027-02-16 sunset
+    properties: list[str] = Field(default_factory=lambda: ["firstname", "lastname", EMAIL, "phone"])
+    page_size: int = Field(default=100, ge=1, le=200)
+    lookback_seconds: int = Field(default=300, ge=0)
+    upsert_by_email: bool = True
+    daily_share: float = Field(default=0.9, gt=0, le=1)
+    account_timezone: str = "UTC"  # HubSpot resets the daily limit at the account's midnight
+
+    @field_validator("properties")
+    @classmethod
+    def _no_duplicates(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> HubSpotConfig:
+        oauth = self.client_id and self.client_secret and self.refresh_token
+        if not self.access_token and not oauth:
+            raise ValueError(
+                "set access_token (a private app), or client_id, client_secret and "
+                "refresh_token (OAuth)"
+            )
+        return self
+
+
+def to_ms(value: datetime) -> int:
+    """Epoch milliseconds, exactly (no float rounding), as HubSpot's search filters take."""
+    return (value - _EPOCH) // _MS
+
+
+def parse_modified(value: Any) -> datetime:
+    """``lastmodifieddate`` as an aware UTC datetime: ISO 8601, or epoch ms in a string."""
+    text = str(value).strip()
+    if text.isdigit():
+        return _EPOCH + int(text) * _MS
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def wire_value(value: Any) -> str:
+    """HubSpot property values are strings; ``""`` clears one."""
+    if value is None or value == "UNSET":
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+class _Position:
+    """Where a pull stands, as the cursor records it.
+
+    ``ts``/``id``: the newest ``(lastmodifieddate, hs_object_id)`` yielded, where the next
+    pull starts (less the lookback). ``at``: the timestamp of the last row the current search
+    read, where it restarts before the cap. ``sweep``/``sweep_id``: the timestamp ``at`` is
+    being paged by id. ``seen``: recent ``id -> modified ms``, to skip re-read records.
+    """
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.mode: str = str(raw.get("mode") or "list")
+        self.after: str | None = raw.get("after")
+        self.ts: int = int(raw.get("ts", 0))
+        self.id: int = int(raw.get("id", 0))
+        self.at: int = int(raw.get("at", self.ts))
+        self.sweep: bool = bool(raw.get("sweep", False))
+        self.sweep_id: int = int(raw.get("sweep_id", 0))
+        self.seen: dict[str, str] = {str(k): str(v) for k, v in (raw.get("seen") or {}).items()}
+
+    def advance(self, ts: int, record: RemoteRecord) -> None:
+        """Count one yielded record."""
+        record_id = int(record.remote_id)
+        if (ts, record_id) > (self.ts, self.id):
+            self.ts, self.id = ts, record_id
+        self.seen[record.remote_id] = _fingerprint(ts, record)
+
+    def already_seen(self, ts: int, record: RemoteRecord) -> bool:
+        """Whether this very version (time and values) was yielded before."""
+        return self.seen.get(record.remote_id) == _fingerprint(ts, record)
+
+    def dump(self, lookback_ms: int) -> str:
+        """The cursor text, with ``seen`` pruned to the lookback window and capped."""
+        floor = self.ts - lookback_ms
+        recent = sorted(
+            ((int(v.partition(":")[0]), i, v) for i, v in self.seen.items()), reverse=True
+        )
+        self.seen = {i: v for ts, i, v in recent[:MAX_SEEN] if ts >= floor}
+        raw: dict[str, Any] = {"v": 1, "mode": self.mode, "ts": self.ts, "id": self.id}
+        if self.after:
+            raw["after"] = self.after
+        if self.sweep:
+            raw.update(at=self.at, sweep=True, sweep_id=self.sweep_id)
+        raw["seen"] = self.seen
+        return json.dumps(raw, separators=(",", ":"))
+
+
+class HubSpotConnector(Connector):
+    """Two-way contact sync with one HubSpot account (CRM v3)."""
+
+    type: ClassVar[str] = "hubspot"
+    Config: ClassVar[type[ConnectorConfig]] = HubSpotConfig
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        pull=True, push=True, create=True, deletes=True, modified_at=True
+    )
+
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        context: ConnectorContext,
+        *,
+        clock: Clock | None = None,
+        retry: RetryPolicy = RETRY,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(config, context)
+        assert isinstance(config, HubSpotConfig)
+        self.settings = config
+
+        def reveal(secret: SecretStr | None) -> str | None:
+            return secret.get_secret_value() if secret is not None else None
+
+        self.client = HubSpotClient(
+            base_url=config.base_url,
+            context=context,
+            access_token=reveal(config.access_token),
+            client_id=config.client_id,
+            client_secret=reveal(config.client_secret),
+            refresh_token=reveal(config.refresh_token),
+            token_path=config.token_path,
+            clock=clock,
+            retry=retry,
+            daily_share=config.daily_share,
+            account_timezone=config.account_timezone,
+            transport=transport,
+        )
+        self._lookback_ms = config.lookback_seconds * 1000
+        # HubSpot's 10,000-result cap; an attribute so tests can meet it with fewer records.
+        self.search_cap = MAX_SEARCH_RESULTS
+        # What every read asks for: the mapped properties plus what the cursor and the merge
+        # logic need (HubSpot ignores unknown names in a read).
+        self._read = list(dict.fromkeys([*config.properties, ID, MODIFIED, MERGED]))
+
+    # --- check and describe -------------------------------------------------------------------
+
+    def check(self) -> None:
+        """One small read proves the URL, the credentials and the contacts scope."""
+        self.client.check()
+
+    def describe(self) -> list[RemoteField]:
+        """The contact properties, from HubSpot's properties API."""
+        fields = []
+        for prop in self.client.properties():
+            name = prop.get("name")
+            if not isinstance(name, str) or prop.get("archived"):
+                continue
+            meta = prop.get("modificationMetadata") or {}
+            read_only = bool(
+                name in ALWAYS_READ_ONLY
+                or prop.get("calculated")
+                or (isinstance(meta, dict) and meta.get("readOnlyValue"))
+            )
+            fields.append(
+                RemoteField(
+                    name=name,
+                    label=str(prop.get("label") or name),
+                    type=str(prop.get("type") or "string"),
+                    # HubSpot creates contacts without email, but it is the only key they
+                    # are deduplicated on, and Mainstay's HubSpot sync requires it.
+                    required=name == EMAIL,
+                    read_only=read_only,
+                    unique=name == EMAIL or bool(prop.get("hasUniqueValue")),
+                )
+            )
+        return fields
+
+    # --- pull ---------------------------------------------------------------------------------
+
+    def pull(self, cursor: str | None) -> Iterator[Page]:
+        """Pages of contacts changed since ``cursor``; see the module docstring."""
+        pos = _Position(parse_json_cursor(cursor))
+        if pos.mode == "list":
+            yield from self._pull_list(pos)
+            return
+        yield from self._pull_search(pos)
+
+    def _pull_list(self, pos: _Position) -> Iterator[Page]:
+        """The first pull: every contact, by id, resumable at HubSpot's ``after`` token."""
+        limit = min(self.settings.page_size, MAX_BATCH)
+        for rows, after in self.client.list_pages(self._read, after=pos.after, limit=limit):
+            records = [self._record(row) for row in rows]
+            for record in records:
+                assert record.modified_at is not None
+                pos.advance(to_ms(record.modified_at), record)
+            pos.after = after
+            if after is None:
+                # Listed to the end: from here on, searches from the newest change seen.
+                pos.mode = "search"
+            yield Page(records, pos.dump(self._lookback_ms))
+
+    def _pull_search(self, pos: _Position) -> Iterator[Page]:
+        """Incremental pages from the search API, restarting before the 10,000 cap."""
+        first = not pos.sweep  # a pull that stopped mid-sweep resumes the sweep first
+        while True:
+            if pos.sweep:
+                # Everything at exactly ``at``, by id: the id bound moves with every page, so
+                # more than 10,000 contacts sharing one timestamp cannot stall it.
+                filters = [
+                    _filter(MODIFIED, "EQ", pos.at),
+                    _filter(ID, "GT", pos.sweep_id),
+                ]
+                sorts = [{"propertyName": ID, "direction": "ASCENDING"}]
+            else:
+                # Inclusive at the start of a pull (re-reading the lookback window and the
+                # last timestamp, deduplicated by ``seen``); past ``at`` after a restart.
+                filters = [
+                    _filter(MODIFIED, "GTE", max(0, pos.ts - self._lookback_ms))
+                    if first
+                    else _filter(MODIFIED, "GT", pos.at)
+                ]
+                # HubSpot takes one sort: ties within a timestamp come in no promised order,
+                # which is why a restart sweeps the last timestamp by id.
+                sorts = [{"propertyName": MODIFIED, "direction": "ASCENDING"}]
+            first = False
+            capped = yield from self._search_segment(pos, [{"filters": filters}], sorts)
+            if pos.sweep:
+                pos.sweep = capped  # capped: sweep on from sweep_id; else ``at`` is done
+            elif capped:
+                # Finish the last timestamp by id (a search sorted on the date may have
+                # split it at the cap), then go on past it.
+                pos.sweep, pos.sweep_id = True, 0
+            else:
+                return
+
+    def _search_segment(
+        self, pos: _Position, groups: list[dict[str, Any]], sorts: list[dict[str, str]]
+    ) -> Generator[Page, None, bool]:
+        """Page one search until it ends (False) or would pass the 10,000 cap (True)."""
+        limit = self.settings.page_size
+        after = 0
+        while True:
+            rows, nxt = self.client.search(groups, sorts, self._read, limit, after)
+            fresh = []
+            for row in rows:
+                record = self._record(row)
+                assert record.modified_at is not None
+                ts = to_ms(record.modified_at)
+                if pos.sweep:
+                    pos.sweep_id = max(pos.sweep_id, int(record.remote_id))
+                else:
+                    pos.at = ts  # rows come sorted by date: the restart point
+                if pos.already_seen(ts, record):
+                    continue  # re-read inside the lookback window, unchanged
+                fresh.append(record)
+                pos.advance(ts, record)
+            if nxt is None or not rows:
+                yield Page(fresh, pos.dump(self._lookback_ms))
+                return False
+            if nxt <= after:
+                raise MalformedResponse("HubSpot's search offset did not advance")
+            after = nxt
+            if after + limit > self.search_cap:
+                yield Page(fresh, pos.dump(self._lookback_ms))
+                return True
+            if fresh:
+                yield Page(fresh, pos.dump(self._lookback_ms))
+
+    def _record(self, row: Mapping[str, Any]) -> RemoteRecord:
+        props = row.get("properties")
+        if not isinstance(props, dict):
+            raise MalformedResponse("a HubSpot contact without properties")
+        record_id = str(row.get("id") or props.get(ID) or "")
+        modified = props.get(MODIFIED) or row.get("updatedAt")
+        if not record_id.isdigit() or not modified:
+            raise MalformedResponse(f"a HubSpot contact without a usable id or {MODIFIED}")
+        try:
+            modified_at = parse_modified(modified)
+        except ValueError:
+            raise MalformedResponse(f"{MODIFIED} {modified!r} is not a date") from None
+        fields = {k: props[k] for k in self.settings.properties if k in props}
+        if props.get(MERGED):
+            fields[MERGED] = props[MERGED]
+        return RemoteRecord(record_id, fields, modified_at, deleted=bool(row.get("archived")))
+
+    # --- deletes and merges ------------------------------------------------------------------
+
+    def scan_deletes(self, cursor: str | None = None) -> Iterator[Page]:
+        """Archived (deleted) contacts as tombstones: ``deleted=True`` records.
+
+        Search never shows deletes, and listing the archive costs a request per 100, so the
+        engine runs this on its own, less frequent schedule with its own cursor. The cursor
+        is the newest ``archivedAt`` seen (ms): a later scan yields only newer archives.
+        HubSpot keeps archived contacts restorable for 90 days, which bounds the list.
+        """
+        since = int(parse_json_cursor(cursor).get("archived_since", 0))
+        newest = since
+        for rows, after in self.client.list_pages([ID, EMAIL], archived=True):
+            records = []
+            for row in rows:
+                when = row.get("archivedAt") or row.get("updatedAt")
+                try:
+                    ms = to_ms(parse_modified(when)) if when else 0
+                except ValueError:
+                    raise MalformedResponse(f"archivedAt {when!r} is not a date") from None
+                if ms and ms <= since:
+                    continue
+                newest = max(newest, ms)
+                records.append(
+                    RemoteRecord(
+                        str(row.get("id")),
+                        {},
+                        _EPOCH + ms * _MS if ms else None,
+                        deleted=True,
+                    )
+                )
+            # Only the finished scan may move the cursor: the archive is listed by id, not
+            # by time, so an earlier page's newest archivedAt is no bound on the next pages.
+            done = after is None
+            cursor_out = json.dumps({"archived_since": newest}) if done else None
+            if records or done:
+                yield Page(records, cursor_out)
+
+    def resolve_merged(self, remote_ids: Sequence[str]) -> dict[str, str]:
+        """Map ids merged away to the surviving record's id (ids still alive map to none).
+
+        HubSpot answers a read of a merged-away id with the survivor, whose
+        ``hs_merged_object_ids`` lists the old ids.
+        """
+        resolved: dict[str, str] = {}
+        wanted = set(remote_ids)
+        for start in range(0, len(remote_ids), MAX_BATCH):
+            chunk = remote_ids[start : start + MAX_BATCH]
+            status, body = self.client.batch(
+                "read",
+                [{"id": i} for i in chunk],
+                idempotent=True,
+                properties=[ID, MERGED],
+            )
+            if status >= 400 and status != 404:
+                raise MalformedResponse(f"batch/read: HTTP {status}: {error_message(body, status)}")
+            for row in body.get("results") or []:
+                survivor = str(row.get("id"))
+                merged = str((row.get("properties") or {}).get(MERGED) or "")
+                for old in merged.replace(",", ";").split(";"):
+                    old = old.strip()
+                    if old and old in wanted and old != survivor:
+                        resolved[old] = survivor
+        return resolved
+
+    # --- push ---------------------------------------------------------------------------------
+
+    def push(self, batch: Sequence[PushItem]) -> list[PushResult]:
+        """Update linked records by id; create or upsert (by email) the others."""
+        results: list[PushResult] = []
+        updates = [i for i in batch if i.remote_id]
+        creates: list[PushItem] = []
+        for item in batch:
+            if item.remote_id:
+                continue
+            if self.settings.upsert_by_email and not wire_value(item.fields.get(EMAIL)):
+                results.append(
+                    PushResult(
+                        item.contact_id,
+                        PushStatus.REJECTED,
+                        message="HubSpot needs an email to create or upsert a contact",
+                        code=Code.MISSING_REMOTE_REQUIRED_FIELD,
+                    )
+                )
+                continue
+            creates.append(item)
+        action = "upsert" if self.settings.upsert_by_email else "create"
+        for items, act in ((updates, "update"), (creates, action)):
+            for start in range(0, len(items), MAX_BATCH):
+                results += self._push_chunk(act, items[start : start + MAX_BATCH])
+        return results
+
+    def _input(self, action: str, item: PushItem) -> dict[str, Any]:
+        props = {k: wire_value(v) for k, v in item.fields.items() if k not in ALWAYS_READ_ONLY}
+        entry: dict[str, Any] = {"properties": props, "objectWriteTraceId": item.contact_id}
+        if action == "update":
+            entry["id"] = item.remote_id
+        elif action == "upsert":
+            entry["id"] = props[EMAIL]
+            entry["idProperty"] = EMAIL
+        return entry
+
+    def _push_chunk(self, action: str, items: Sequence[PushItem]) -> list[PushResult]:
+        inputs = [self._input(action, item) for item in items]
+        try:
+            # Update and upsert land the same state however often they are sent; a create
+            # that timed out may have been applied, so it is not repeated.
+            status, body = self.client.batch(action, inputs, idempotent=action != "create")
+        except Unavailable as exc:
+            return [
+                PushResult(i.contact_id, PushStatus.TRANSIENT, i.remote_id, message=exc.message)
+                for i in items
+            ]
+        if status >= 400 and status != 207:
+            message = error_message(body, status)
+            if len(items) > 1:
+                # The whole batch was refused for something one input did (a 409 duplicate
+                # email, a bad value): send them one by one so only that record fails.
+                return [r for item in items for r in self._push_chunk(action, [item])]
+            return [
+                PushResult(items[0].contact_id, PushStatus.REJECTED, items[0].remote_id, message)
+            ]
+        return self._attribute(action, items, inputs, body)
+
+    def _attribute(
+        self,
+        action: str,
+        items: Sequence[PushItem],
+        inputs: Sequence[dict[str, Any]],
+        body: Mapping[str, Any],
+    ) -> list[PushResult]:
+        """One result per item from a 200/201/207 body: results and ``errors[]`` matched to
+        inputs by what HubSpot echoes for the action: the record id for an update (or the
+        old id a merged survivor lists), the email for an upsert, the trace id or email for a
+        create."""
+        keys: dict[str, str] = {}
+        for item, entry in zip(items, inputs, strict=True):
+            if action == "update":
+                keys[str(item.remote_id)] = item.contact_id
+                continue
+            if action == "create":
+                keys[item.contact_id.lower()] = item.contact_id  # the objectWriteTraceId
+            email = entry["properties"].get(EMAIL)
+            if email:
+                keys[email.lower()] = item.contact_id
+        answered: dict[str, PushResult] = {}
+        for error in body.get("errors") or []:
+            if not isinstance(error, dict):
+                continue
+            message = error_message(error, 400)
+            for value in _context_values(error):
+                contact_id = keys.get(value.lower())
+                if contact_id and contact_id not in answered:
+                    remote = next(i.remote_id for i in items if i.contact_id == contact_id)
+                    answered[contact_id] = PushResult(
+                        contact_id, PushStatus.REJECTED, remote, message=message
+                    )
+        unmatched = []
+        for row in body.get("results") or []:
+            if not isinstance(row, dict) or not row.get("id"):
+                continue
+            props = row.get("properties") or {}
+            if action == "update":
+                candidates = [row.get("id"), *str(props.get(MERGED) or "").split(";")]
+            else:
+                candidates = [row.get("objectWriteTraceId"), props.get(EMAIL)]
+            contact_id = next(
+                (keys[str(c).lower()] for c in candidates if c and str(c).lower() in keys),
+                None,
+            )
+            if contact_id is None:
+                unmatched.append(row)
+            elif contact_id not in answered:
+                answered[contact_id] = PushResult(contact_id, PushStatus.OK, str(row["id"]))
+        waiting = [i for i in items if i.contact_id not in answered]
+        if not body.get("errors") and len(waiting) == len(unmatched):
+            # Nothing echoed to match on, and no failures: HubSpot answers in input order.
+            for item, row in zip(waiting, unmatched, strict=True):
+                answered[item.contact_id] = PushResult(
+                    item.contact_id, PushStatus.OK, str(row["id"])
+                )
+        return [
+            answered.get(item.contact_id)
+            or PushResult(
+                item.contact_id,
+                PushStatus.TRANSIENT,
+                item.remote_id,
+                message=f"HubSpot's batch/{action} answer did not mention this record",
+            )
+            for item in items
+        ]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _fingerprint(ts: int, record: RemoteRecord) -> str:
+    """``ts:hash`` of a record version: a change within the same millisecond (or a write the
+    index showed late with an old timestamp) still differs from what was yielded."""
+    values = json.dumps(dict(record.fields), sort_keys=True, default=str)
+    return f"{ts}:{hashlib.blake2b(values.encode(), digest_size=4).hexdigest()}"
+
+
+def _filter(name: str, operator: str, value: int) -> dict[str, str]:
+    """One search filter; HubSpot takes dates as epoch milliseconds in a string."""
+    return {"propertyName": name, "operator": operator, "value": str(value)}
+
+
+def _context_values(error: Mapping[str, Any]) -> list[str]:
+    """Every string an error's ``context`` (and trace id) names: ids, emails, trace ids."""
+    values: list[str] = []
+    if error.get("objectWriteTraceId"):
+        values.append(str(error["objectWriteTraceId"]))
+    context = error.get("context")
+    if isinstance(context, dict):
+        for value in context.values():
+            if isinstance(value, list):
+                values += [str(v) for v in value]
+            elif value is not None:
+                values.append(str(value))
+    return values
