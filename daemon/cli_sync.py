@@ -25,7 +25,7 @@ from daemon.checks import check_instance
 from daemon.config import ConfigError
 from daemon.database import READ_ONLY
 from daemon.dictionary import Code
-from daemon.engine import PULL, PUSH, CycleReport, SyncEngine, mirror_instances
+from daemon.engine import DELETES, PULL, PUSH, CycleReport, SyncEngine, mirror_instances
 from daemon.incoming import RecordPlan
 from daemon.instances import Instance, LoadResult
 from daemon.log import redact, redact_text
@@ -161,6 +161,8 @@ def _directions(instance: Instance, direction: str) -> list[str]:
     allowed += [PUSH] if instance.direction.pushes else []
     if direction == "both":
         return allowed
+    if direction == DELETES and instance.direction.pulls:
+        return [DELETES]  # the connector's deletion scan (none for most: deletes come in pulls)
     if direction not in allowed:
         fail(
             f"instance {instance.name!r} is {instance.direction}: it does not {direction}",
@@ -173,10 +175,11 @@ def _directions(instance: Instance, direction: str) -> list[str]:
 @click.argument("name", metavar="INSTANCE")
 @click.option(
     "--direction",
-    type=click.Choice(["pull", "push", "both"]),
+    type=click.Choice(["pull", "push", "both", "deletes"]),
     default="both",
     show_default=True,
-    help="both: pull, then push (each only where the instance's direction allows).",
+    help="both: pull, then push (each only where the instance's direction allows); "
+    "deletes: the connector's deletion scan.",
 )
 @click.option("--full", is_flag=True, help="Pull everything, not only changes since the cursor.")
 @click.option("--dry-run", is_flag=True, help="Print each record's plan; write and send nothing.")

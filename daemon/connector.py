@@ -35,6 +35,7 @@ class RemoteRecord:
     fields: Mapping[str, Any] = field(default_factory=dict)
     modified_at: datetime | None = None
     deleted: bool = False
+    merged_from: tuple[str, ...] = ()  # ids this record absorbed (merges): their links move here
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +186,12 @@ class Connector:
     def pull(self, cursor: str | None) -> Iterator[Page]:
         """Yield pages of records changed since ``cursor`` (``None``: everything)."""
         raise NotImplementedError(f"{type(self).__name__} does not pull")
+
+    def scan_deletes(self, cursor: str | None) -> Iterator[Page]:
+        """Yield pages of ``deleted=True`` records removed since ``cursor``, for platforms
+        whose changes feed does not report deletes (the engine runs this on the instance's
+        ``schedule.deletes``). The default finds none: deletes arrive with ``pull``."""
+        return iter(())
 
     def push(self, batch: Sequence[PushItem]) -> list[PushResult]:
         """Write ``batch``; answer once per item, in any order."""

@@ -30,7 +30,7 @@ from daemon.instances import Instance
 from daemon.log import get_logger, redact_text
 from daemon.mapping import Mapper, MappingError, Transform
 from daemon.plugins import notify
-from daemon.pull import pull_cycle
+from daemon.pull import deletes_cycle, pull_cycle
 from daemon.push import push_cycle
 from daemon.store import InstanceRow, InstanceState, SyncRun, utcnow
 from daemon.synclog import SyncContext, new_run_id, record
@@ -42,6 +42,7 @@ _RUN = SyncRun.__table__
 
 PULL = "pull"
 PUSH = "push"
+DELETES = "deletes"
 DEFAULT_BACKOFF = timedelta(minutes=1)
 
 
@@ -179,7 +180,7 @@ class SyncEngine:
         on_plan: Callable[[Any], None] | None,
         respect_backoff: bool,
     ) -> CycleReport:
-        sync_direction = "incoming" if direction == PULL else "outgoing"
+        sync_direction = "outgoing" if direction == PUSH else "incoming"
         context = SyncContext(instance.config.type, sync_direction, run_id, instance.name)
         report = CycleReport(run_id, instance.name, direction, "ok")
         now = utcnow()
@@ -222,6 +223,8 @@ class SyncEngine:
             self._notify("sync_started", instance=instance.name, run_id=run_id, direction=direction)
             if direction == PULL:
                 counts = pull_cycle(ctx, full=full, cancel=cancel)
+            elif direction == DELETES:
+                counts = deletes_cycle(ctx, cancel=cancel)
             else:
                 if not dry_run:
                     counts["seeded"] = self._seed(instance)

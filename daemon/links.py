@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, or_, select
+from sqlalchemy import Connection, delete, func, or_, select, update
 
 from daemon.database import upsert
 from daemon.store import Link
@@ -147,3 +147,35 @@ def counts(conn: Connection) -> dict[str, dict[str, int]]:
     for connection, state, count in conn.execute(query):
         out.setdefault(connection, {})[state] = count
     return out
+
+
+def follow_merges(
+    conn: Connection, connection: str, merges: Mapping[str, Iterable[str]], now: datetime
+) -> int:
+    """Move the links of merged-away records to their survivor (``survivor -> old ids``).
+
+    When the survivor is already linked, the old links are tombstoned instead: the platform
+    now has one record for what the hub holds as two contacts, and staff decide (the
+    contacts are never merged by sync).
+    """
+    moved = 0
+    for survivor, old_ids in merges.items():
+        old = by_remote_ids(conn, connection, old_ids)
+        if not old:
+            continue
+        if by_remote_ids(conn, connection, [survivor]):
+            for link in old.values():
+                link.state = DELETED
+            save(conn, old.values(), now)
+            continue
+        first, *rest = sorted(old.values(), key=lambda link: link.remote_id)
+        conn.execute(
+            update(_LINK)
+            .where(_LINK.c.connection == connection, _LINK.c.remote_id == first.remote_id)
+            .values(remote_id=survivor, updated_at=now)
+        )
+        for link in rest:
+            link.state = DELETED
+        save(conn, rest, now)
+        moved += 1
+    return moved

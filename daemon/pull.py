@@ -84,9 +84,13 @@ def _page(ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter) ->
         )
         tagged[record.remote_id] = _Tagged(record, None)
 
+    merges = {r.remote_id: r.merged_from for r in page.records if r.merged_from}
+
     def before(conn: Connection, records: list[IncomingRecord]) -> None:
         now = utcnow()
         lease.renew(conn, connection, ctx.owner, now)
+        if merges:
+            counts["merged"] += links.follow_merges(conn, connection, merges, now)
         known = links.by_remote_ids(conn, connection, [r.remote_id or "" for r in records])
         for item in records:
             link = known.get(item.remote_id or "")
@@ -161,3 +165,27 @@ def _tombstone(
         stones.append(link)
         counts["tombstoned"] += 1
     links.save(conn, stones, now)
+
+
+DELETES_STREAM = "deletes"
+
+
+def deletes_cycle(ctx: CycleContext, *, cancel: Event | None = None) -> Counter:
+    """Run the connector's deletion scan: each deleted record leaves a tombstone, and each
+    page commits with the scan's own checkpoint (apart from the pull's)."""
+    counts: Counter[str] = Counter()
+    with ctx.engine.connect() as conn:
+        cursor = runs.get_cursor(conn, ctx.instance.name, DELETES_STREAM)
+    for page in ctx.connector.scan_deletes(cursor):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled
+        counts["read"] += len(page.records)
+        if ctx.dry_run:
+            continue
+        with ctx.engine.begin() as conn:
+            now = utcnow()
+            lease.renew(conn, ctx.instance.connection, ctx.owner, now)
+            _tombstone(conn, ctx, [r for r in page.records if r.deleted], now, counts)
+            if page.cursor is not None:
+                runs.set_cursor(conn, ctx.instance.name, page.cursor, now, DELETES_STREAM)
+    return counts

@@ -42,6 +42,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, bindparam, select, update
 
 from daemon.config import DaemonSettings
+from daemon.connector import Connector
 from daemon.database import READ_ONLY, insert_ignore
 from daemon.instances import Instance, interval_seconds
 from daemon.log import get_logger
@@ -52,6 +53,12 @@ _STATE = InstanceState.__table__
 
 PULL = "pull"
 PUSH = "push"
+DELETES = "deletes"
+
+
+def has_deletion_scan(instance: Instance) -> bool:
+    """Whether the instance's connector overrides :meth:`Connector.scan_deletes`."""
+    return instance.connector_class.scan_deletes is not Connector.scan_deletes
 BUSY_RETRY = timedelta(seconds=1)
 """A cycle that found its connection busy (the pull and push of one connection exclude each
 other) tries again this soon: a woken push until it runs, a scheduled cycle a few times."""
@@ -160,7 +167,13 @@ class Scheduler:
         if not instance.config.enabled:
             self.unschedule(name)
             return
-        wanted = {PULL: instance.direction.pulls, PUSH: instance.direction.pushes}
+        wanted = {
+            PULL: instance.direction.pulls,
+            PUSH: instance.direction.pushes,
+            # Only for connectors with a deletion scan of their own (the rest report deletes
+            # in their pull), on its own, slower schedule.
+            DELETES: instance.direction.pulls and has_deletion_scan(instance),
+        }
         stored = self._stored_next_runs(name)
         now = utcnow()
         with self._lock:
@@ -197,7 +210,7 @@ class Scheduler:
         not stopped here."""
         with self._lock:
             self._instances.pop(name, None)
-        for direction in (PULL, PUSH):
+        for direction in (PULL, PUSH, DELETES):
             self._remove(job_id(name, direction))
         self._mark(name)  # no jobs: recorded as no next runs
 

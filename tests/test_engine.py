@@ -334,3 +334,69 @@ def test_a_push_answered_with_another_record_id_moves_the_link(engine, tmp_path,
         MemoryConnector.push = original
     link = links_of(engine, "mem")[contact_id]
     assert link["remote_id"] == survivor and link["remote_id"] != old_id
+
+
+def test_a_merge_on_the_platform_moves_the_link_to_the_survivor(engine, tmp_path, remote):
+    from tests.memremote import MemoryConnector
+
+    old_id = remote.add(FirstName="Ada", LastName="Lovelace", Phone="2025550143", StudentId="S1")
+    instance = write_instance(tmp_path, "mem")
+    sync = sync_engine(engine, instance)
+    sync.run(instance, "pull")
+    (contact_id,) = [c["id"] for c in contacts(engine)]
+    remote.delete(old_id)
+    survivor = remote.add(FirstName="Ada", LastName="King", Phone="2025550143", StudentId="S1")
+    original = MemoryConnector.pull
+
+    def merging_pull(self, cursor):  # the survivor names the record it absorbed
+        for page in original(self, cursor):
+            yield type(page)(
+                [
+                    type(r)(
+                        r.remote_id,
+                        r.fields,
+                        r.modified_at,
+                        r.deleted,
+                        merged_from=(old_id,) if r.remote_id == survivor else (),
+                    )
+                    for r in page.records
+                    if r.remote_id != old_id  # the platform no longer lists it
+                ],
+                page.cursor,
+            )
+
+    MemoryConnector.pull = merging_pull
+    try:
+        report = sync.run(instance, "pull")
+    finally:
+        MemoryConnector.pull = original
+    assert report.counts["merged"] == 1
+    assert links_of(engine, "mem")[contact_id]["remote_id"] == survivor
+    assert get_contact(engine, contact_id).row["last_name"] == "King"
+    assert len(contacts(engine)) == 1
+
+
+def test_the_deletion_scan_leaves_tombstones_with_its_own_checkpoint(engine, tmp_path, remote):
+    from daemon.connector import Page, RemoteRecord
+    from daemon.runs import get_cursor
+    from tests.memremote import MemoryConnector
+
+    rid = remote.add(FirstName="Ada", LastName="Lovelace", Phone="2025550143", StudentId="S1")
+    instance = write_instance(tmp_path, "mem")
+    sync = sync_engine(engine, instance)
+    sync.run(instance, "pull")
+    (contact_id,) = [c["id"] for c in contacts(engine)]
+
+    def scan_deletes(self, cursor):
+        yield Page([RemoteRecord(rid, {}, None, deleted=True)], cursor="scan-1")
+
+    MemoryConnector.scan_deletes = scan_deletes
+    try:
+        report = sync.run(instance, "deletes")
+    finally:
+        del MemoryConnector.scan_deletes
+    assert report.outcome == "ok" and report.counts["tombstoned"] == 1
+    assert links_of(engine, "mem")[contact_id]["state"] == "deleted"
+    with engine.connect() as conn:
+        assert get_cursor(conn, "mem", "deletes") == "scan-1"
+        assert get_cursor(conn, "mem") != "scan-1"

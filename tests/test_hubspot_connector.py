@@ -209,7 +209,7 @@ def test_a_merge_shows_and_resolves_to_the_survivor(
     survivor = sim.merge(ids[0], ids[1])
     got, _ = pull_all(connector, cursor)
     assert [r.remote_id for r in got] == [survivor]
-    assert got[0].fields["hs_merged_object_ids"] == ids[1]
+    assert got[0].merged_from == (ids[1],)
     assert connector.resolve_merged([ids[1], ids[2]]) == {ids[1]: survivor}
     # A push to the old id lands on the survivor, and its result names the survivor.
     [result] = connector.push([PushItem("c-1", ids[1], {"lastname": "Merged"})])

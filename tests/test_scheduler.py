@@ -213,3 +213,16 @@ def test_notifier_speaks_to_an_abstract_socket_and_is_silent_without_one() -> No
         listener.close()
     silent = Notifier("")
     assert not silent.enabled and not silent.ready() and not silent.watchdog()
+
+
+def test_only_connectors_with_a_deletion_scan_get_a_deletes_job(tmp_path):
+    from daemon.scheduler import has_deletion_scan
+    from plugins.hubspot.connector import HubSpotConnector
+    from tests.enginekit import write_instance
+
+    memory = write_instance(tmp_path, "mem")
+    assert not has_deletion_scan(memory)
+    hubspot = type(memory)(
+        memory.name, memory.path, memory.config, memory.settings, HubSpotConnector
+    )
+    assert has_deletion_scan(hubspot)

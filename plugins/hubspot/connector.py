@@ -362,9 +362,14 @@ class HubSpotConnector(Connector):
         except ValueError:
             raise MalformedResponse(f"{MODIFIED} {modified!r} is not a date") from None
         fields = {k: props[k] for k in self.settings.properties if k in props}
-        if props.get(MERGED):
-            fields[MERGED] = props[MERGED]
-        return RemoteRecord(record_id, fields, modified_at, deleted=bool(row.get("archived")))
+        merged = tuple(i for i in str(props.get(MERGED) or "").split(";") if i and i != record_id)
+        return RemoteRecord(
+            record_id,
+            fields,
+            modified_at,
+            deleted=bool(row.get("archived")),
+            merged_from=merged,  # the engine moves links of these ids to this record
+        )
 
     # --- deletes and merges ------------------------------------------------------------------
 
