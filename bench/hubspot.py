@@ -1,0 +1,243 @@
+"""The HubSpot connector against its simulator: pull, push and an idle cycle, under the limit.
+
+What it measures
+    A :class:`HubSpotSimulator` seeded with N contacts (default 100k) serves loopback HTTP from
+    this (parent) process, with its default rate limit (100 requests per rolling 10 s). Each
+    sync stage runs the real engine and the real connector in a fresh child process against
+    an SQLite hub in a temp dir, and reports the child's peak RSS (``VmHWM``):
+
+    * ``pull``: the first full pull of N contacts, once per ``--latency`` (each into its own
+      empty hub): records/s, requests, 429s and peak RSS;
+    * ``idle``: one incremental cycle with nothing changed (a pull from the first pull's
+      cursor, then a push with an empty outbox): its requests and wall time;
+    * ``push``: every contact's last name is edited in the hub and queued in the outbox (one
+      ``INSERT … SELECT``, as ``bench/engine.py`` does), then one push cycle sends all N:
+      achieved requests per 10 s as a share of the limit, 429s, contacts per request.
+
+    Requests and 429s are the simulator's own counts (``requests``; ``counters
+    ["rate_limited"]``), read as deltas around each stage. Between stages the simulator's
+    rolling 10 s window is emptied, so a stage does not inherit the previous one's requests
+    (as if it started 10 s later).
+
+    Goals: a pull that is never the bottleneck (at 150 ms latency it should use concurrency
+    within the limit, not one page at a time); a push at >= 90% of the limit with no 429
+    storm; peak RSS that does not grow with N (run ``--contacts 20000,100000``).
+
+How to run
+    .venv/bin/python bench/hubspot.py                              # 100k, latency 0 and 150ms
+    .venv/bin/python bench/hubspot.py --contacts 10000 --latency 0  # quick
+    .venv/bin/python bench/hubspot.py --contacts 20000,100000 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import insert, literal, select, update  # noqa: E402
+
+from daemon.clock import SystemClock  # noqa: E402
+from daemon.simkit import parse_duration  # noqa: E402
+from plugins.hubspot.simulator import HubSpotSimulator  # noqa: E402
+
+INSTANCE = """
+type = "hubspot"
+push_batch_size = 100
+
+[settings]
+base_url = "{url}"
+access_token = {{ env = "BENCH_HUBSPOT_TOKEN" }}
+page_size = 100
+
+[[fields]]
+hub = "first_name"
+remote = "firstname"
+[[fields]]
+hub = "last_name"
+remote = "lastname"
+[[fields]]
+hub = "email"
+remote = "email"
+[[fields]]
+hub = "phone"
+remote = "phone"
+"""
+
+
+class SeedInThePast(SystemClock):
+    """The system clock, except while the simulator seeds: then one minute per reading,
+    ending a day ago.
+
+    Seeded contacts would otherwise all be modified "just now", within the connector's
+    search lookback (300 s) of each other, and an idle cycle would re-read every one.
+    """
+
+    def __init__(self, readings: int) -> None:
+        self.seeding = True
+        self.next = datetime.now(UTC) - timedelta(days=1, minutes=readings)
+
+    def now(self) -> datetime:
+        if not self.seeding:
+            return super().now()
+        self.next += timedelta(minutes=1)
+        return self.next
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(stage: str, db: Path, url: str, token: str) -> dict[str, Any]:
+    """Run one stage in this (fresh) process and report its figures."""
+    from daemon import log
+    from daemon.database import make_engine
+    from daemon.engine import SyncEngine, mirror_instances
+    from daemon.instances import load_instance
+    from daemon.outbox import PENDING
+    from daemon.store import Contact, Outbox, utcnow
+    from plugins.hubspot.connector import HubSpotConnector
+
+    log.configure(level="error")
+    path = db.parent / f"instances-{db.stem}" / "hubspot.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.environ["BENCH_HUBSPOT_TOKEN"] = token
+    path.write_text(INSTANCE.format(url=url))
+    instance = load_instance(path, {"hubspot": HubSpotConnector})
+    engine = make_engine(f"sqlite:///{db}")
+    mirror_instances(engine, {instance.name: instance})
+    sync = SyncEngine(engine)
+    if stage == "push":
+        contact = Contact.__table__
+        box = Outbox.__table__
+        now = utcnow()
+        with engine.begin() as conn:
+            conn.execute(update(contact).values(last_name=contact.c.last_name + "X"))
+            conn.execute(
+                insert(box).from_select(
+                    ["connection", "contact_id", "fields", "origin", "version", "attempts",
+                     "state", "next_attempt_at", "created_at", "updated_at"],
+                    select(literal(instance.connection), contact.c.id,
+                           literal('["last_name"]'), literal("bench"), literal(1), literal(0),
+                           literal(PENDING), literal(now), literal(now), literal(now)),
+                )
+            )  # fmt: skip
+    rss_before = peak_rss_mib()
+    started = time.perf_counter()
+    counts: dict[str, int] = {}
+    runs = {"pull": [("pull", True)], "idle": [("pull", False), ("push", False)]}
+    for direction, full in runs.get(stage, [("push", False)]):
+        report = sync.run(instance, direction, full=full, respect_backoff=False)
+        if report.outcome != "ok":
+            raise SystemExit(f"{stage}/{direction}: {report.outcome}: {report.error}")
+        for key, value in report.counts.items():
+            counts[f"{direction}.{key}"] = counts.get(f"{direction}.{key}", 0) + value
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "rss_before_mib": round(rss_before, 1),
+        "counts": counts,
+    }
+
+
+def run_stage(sim: HubSpotSimulator, stage: str, db: Path, latency: float) -> dict[str, Any]:
+    """One stage in a child process, with the simulator's counts around it."""
+    with sim.lock:
+        sim.set_faults(latency=latency)
+        sim._window.clear()  # a fresh rolling 10 s window: no requests inherited
+        requests, limited = sim.requests, sim.counters["rate_limited"]
+    out = subprocess.run(
+        [sys.executable, __file__, "_child", stage, str(db), sim.url, sim.private_app_token],
+        check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"{stage} failed:\n{out.stderr[-3000:]}{out.stdout[-2000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    with sim.lock:
+        result["requests"] = sim.requests - requests
+        result["http_429"] = sim.counters["rate_limited"] - limited
+    result.update(stage=stage, latency_ms=round(latency * 1000))
+    return result
+
+
+def bench(total: int, latencies: list[float]) -> list[dict[str, Any]]:
+    """Every stage for ``total`` contacts against one simulator."""
+    started = time.perf_counter()
+    clock = SeedInThePast(2 * total)
+    sim = HubSpotSimulator(contacts=total, seed=1, clock=clock)
+    clock.seeding = False
+    print(f"seeded {total} contacts in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    limit = sim.rate_limit_per_10s
+    results = []
+    with sim, tempfile.TemporaryDirectory(prefix="contactsync-bench-hubspot-") as tmp:
+        dbs = []
+        for latency in latencies:
+            db = Path(tmp) / f"hub-{round(latency * 1000)}ms.db"
+            dbs.append((db, latency))
+            print(f"pull {total} @ {latency * 1000:g}ms …", file=sys.stderr, flush=True)
+            results.append(run_stage(sim, "pull", db, latency))
+        db, latency = dbs[0]
+        for stage in ("idle", "push"):
+            print(f"{stage} {total} @ {latency * 1000:g}ms …", file=sys.stderr, flush=True)
+            results.append(run_stage(sim, stage, db, latency))
+    for r in results:
+        r["contacts"] = total
+        r["rate_limit_per_10s"] = limit
+        r["records_per_s"] = round(total / r["seconds"]) if r["stage"] != "idle" else None
+        r["requests_per_10s"] = round(r["requests"] / r["seconds"] * 10, 1)
+        r["share_of_limit"] = round(r["requests_per_10s"] / limit, 3)
+        r["contacts_per_request"] = (
+            round(total / r["requests"], 1) if r["stage"] != "idle" and r["requests"] else None
+        )
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", default="100000", help="comma-separated sizes")
+    parser.add_argument("--latency", default="0,150ms", help="comma-separated latencies")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    latencies = [parse_duration(x) for x in args.latency.split(",")]
+    results = []
+    for total in (int(x) for x in args.contacts.split(",")):
+        results += bench(total, latencies)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(
+        f"{'stage':<6} {'latency':>7} {'contacts':>9} {'seconds':>8} {'records/s':>9}"
+        f" {'requests':>8} {'req/10s':>7} {'of limit':>8} {'429s':>5} {'per req':>7}"
+        f" {'peak RSS':>9}"
+    )
+    for r in results:
+        rate = "-" if r["records_per_s"] is None else r["records_per_s"]
+        per = "-" if r["contacts_per_request"] is None else r["contacts_per_request"]
+        print(
+            f"{r['stage']:<6} {r['latency_ms']:>5}ms {r['contacts']:>9} {r['seconds']:>8}"
+            f" {rate:>9} {r['requests']:>8} {r['requests_per_10s']:>7}"
+            f" {r['share_of_limit']:>7.0%} {r['http_429']:>5} {per:>7}"
+            f" {r['peak_rss_mib']:>7.1f}Mi"
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        print(json.dumps(child(sys.argv[2], Path(sys.argv[3]), sys.argv[4], sys.argv[5])))
+    else:
+        main()
