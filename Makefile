@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run import-example test lint bench clean
 
 setup: $(STAMP)
 
@@ -17,9 +17,14 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The newcomer's demo: a simulated HubSpot, the daemon, changes flowing both ways, then the
+# sync log. No account, no network; it stops by itself.
+run: setup
+	$(BIN)/contactsync demo --duration 30
+
 # The main job on the embedded default (an SQLite hub in ./var): import the sample contacts
 # through the incoming rules, then show the hub and the sync log.
-run: setup
+import-example: setup
 	$(BIN)/contactsync fields add "Class Year" --type number --exist-ok
 	$(BIN)/contactsync fields add "Application Status" --type text --exist-ok
 	$(BIN)/contactsync import examples/contacts.csv
