@@ -9,6 +9,7 @@ records, so that is a :class:`MalformedResponse` instead.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -75,3 +76,58 @@ def _key(token: Token) -> Hashable:
         return (type(token).__name__, token)
     # A dict or list cursor (an offset plus a filter, say) is compared by its JSON text.
     return ("json", json.dumps(token, sort_keys=True, default=str))
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class _Raised:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def prefetch(source: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Fetch the next pages in a background thread while the caller works on this one.
+
+    Cursor-chained pages (each token comes from the previous answer) cannot be fetched in
+    parallel, but fetching page N+1 while the engine applies page N hides the platform's
+    latency behind the hub's work. At most ``depth`` pages wait in memory. An error in the
+    source is raised in the caller, in order; a caller that stops early stops the thread.
+    """
+    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in source:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the caller, who decides
+            put(_Raised(exc))
+
+    worker = threading.Thread(target=produce, name="contactsync-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)

@@ -96,3 +96,35 @@ def test_cancel_is_checked_between_pages():
 
     with pytest.raises(Cancelled):
         list(paginate(fetch, cancel=cancel))
+
+
+def test_prefetch_keeps_order_raises_in_order_and_stops_when_abandoned():
+    from daemon.paging import prefetch
+
+    assert list(prefetch(iter(range(10)))) == list(range(10))
+
+    def failing():
+        yield 1
+        yield 2
+        raise MalformedResponse("page 3 is garbage")
+
+    got = []
+    with pytest.raises(MalformedResponse, match="page 3"):
+        for item in prefetch(failing()):
+            got.append(item)
+    assert got == [1, 2]
+
+    produced = []
+
+    def endless():
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    stream = prefetch(endless(), depth=2)
+    assert next(stream) == 0
+    stream.close()  # the caller stops early: the producer thread must end, not run forever
+    assert not [t for t in threading.enumerate() if t.name == "contactsync-prefetch"]
+    assert len(produced) <= 5
