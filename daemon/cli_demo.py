@@ -174,7 +174,10 @@ def diff(before: Snapshot, after: Snapshot) -> list[tuple[str, str]]:
         if old_pairs.get(crm_id) != contact_id:
             if contact_id not in before.hub:
                 events.append(("HubSpot → hub", f"new contact {_who(contact)}"))
-            elif crm_id not in before.remote:
+            else:
+                # The hub's contact got its HubSpot id: it was created there. (The record may
+                # show up a snapshot before the id is written back, so don't ask whether the
+                # record is new too.)
                 events.append(("hub → HubSpot", f"new contact {_who(contact)}"))
             continue
         old_contact, old_remote = before.hub[contact_id], before.remote.get(crm_id)
