@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import insert, literal, select, update  # noqa: E402
+from benchkit import edit_and_queue_all, peak_rss_mib  # noqa: E402
 
 from daemon.connector import (  # noqa: E402
     Capabilities,
@@ -130,12 +130,6 @@ class GeneratedConnector(Connector):
         ]
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set size."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def child(stage: str, folder: Path, total: int) -> dict[str, Any]:
@@ -144,8 +138,6 @@ def child(stage: str, folder: Path, total: int) -> dict[str, Any]:
     from daemon.database import make_engine
     from daemon.engine import SyncEngine, mirror_instances
     from daemon.instances import load_instance
-    from daemon.outbox import PENDING
-    from daemon.store import Contact, Outbox, utcnow
 
     log.configure(level="error")
     path = folder / "instances" / "bench.toml"
@@ -156,20 +148,7 @@ def child(stage: str, folder: Path, total: int) -> dict[str, Any]:
     mirror_instances(engine, {instance.name: instance})
     sync = SyncEngine(engine)
     if stage == "push":
-        contact = Contact.__table__
-        box = Outbox.__table__
-        now = utcnow()
-        with engine.begin() as conn:
-            conn.execute(update(contact).values(last_name=contact.c.last_name + "X"))
-            conn.execute(
-                insert(box).from_select(
-                    ["connection", "contact_id", "fields", "origin", "version", "attempts",
-                     "state", "next_attempt_at", "created_at", "updated_at"],
-                    select(literal("bench"), contact.c.id, literal('["last_name"]'),
-                           literal("bench"), literal(1), literal(0), literal(PENDING),
-                           literal(now), literal(now), literal(now)),
-                )
-            )
+        edit_and_queue_all(engine, "bench")
     rss_before = peak_rss_mib()
     started = time.perf_counter()
     report = sync.run(instance, "pull" if stage.startswith("pull") else "push", full=True)

@@ -45,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import insert, literal, select, update  # noqa: E402
+from benchkit import edit_and_queue_all, peak_rss_mib  # noqa: E402
 
 from daemon.clock import SystemClock  # noqa: E402
 from daemon.simkit import parse_duration  # noqa: E402
@@ -94,12 +94,6 @@ class SeedInThePast(SystemClock):
         return self.next
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set size."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def child(stage: str, db: Path, url: str, token: str) -> dict[str, Any]:
@@ -108,8 +102,6 @@ def child(stage: str, db: Path, url: str, token: str) -> dict[str, Any]:
     from daemon.database import make_engine
     from daemon.engine import SyncEngine, mirror_instances
     from daemon.instances import load_instance
-    from daemon.outbox import PENDING
-    from daemon.store import Contact, Outbox, utcnow
     from plugins.hubspot.connector import HubSpotConnector
 
     log.configure(level="error")
@@ -122,20 +114,7 @@ def child(stage: str, db: Path, url: str, token: str) -> dict[str, Any]:
     mirror_instances(engine, {instance.name: instance})
     sync = SyncEngine(engine)
     if stage == "push":
-        contact = Contact.__table__
-        box = Outbox.__table__
-        now = utcnow()
-        with engine.begin() as conn:
-            conn.execute(update(contact).values(last_name=contact.c.last_name + "X"))
-            conn.execute(
-                insert(box).from_select(
-                    ["connection", "contact_id", "fields", "origin", "version", "attempts",
-                     "state", "next_attempt_at", "created_at", "updated_at"],
-                    select(literal(instance.connection), contact.c.id,
-                           literal('["last_name"]'), literal("bench"), literal(1), literal(0),
-                           literal(PENDING), literal(now), literal(now), literal(now)),
-                )
-            )  # fmt: skip
+        edit_and_queue_all(engine, instance.connection)
     rss_before = peak_rss_mib()
     started = time.perf_counter()
     counts: dict[str, int] = {}
