@@ -67,6 +67,12 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 Classifier = Callable[[httpx.Response], ConnectorError | None]
 
 
+class Unauthorized(AuthFailed):
+    """HTTP 401: the token is missing, expired or revoked (a 403 is a plain
+    :class:`AuthFailed`: the credentials work but lack a permission). Token-based clients
+    replay the request once with a fresh token (:meth:`daemon.tokens.TokenCache.send`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How hard to try: ``attempts`` counts the first try too.
@@ -240,7 +246,8 @@ def request_with_retries(
             status = response.status_code
             if status in (401, 403):
                 response.close()
-                raise AuthFailed(f"{where}: HTTP {status}: the platform refused the credentials")
+                failure = Unauthorized if status == 401 else AuthFailed
+                raise failure(f"{where}: HTTP {status}: the platform refused the credentials")
             if status not in ALWAYS_RETRYABLE_STATUSES | IDEMPOTENT_RETRYABLE_STATUSES:
                 return response
             response.close()
