@@ -37,6 +37,8 @@ class Code(StrEnum):
     MISSING_REMOTE_REQUIRED_FIELD = "missing-remote-required-field"
     DUPLICATE_REMOTE_KEY = "duplicate-remote-key"
     SYNC_CONFLICT = "sync-conflict"
+    REMOTE_UNCONFIRMED = "remote-unconfirmed"
+    HOST_KEY_REFUSED = "host-key-refused"
     INTERNAL_ERROR = "internal-error"
 
 
@@ -191,6 +193,23 @@ _ENTRIES: tuple[Entry, ...] = (
         "policy chose the winner.",
         "Check the contact if the winning value is wrong.",
         "one side's value kept",
+    ),
+    Entry(
+        Code.REMOTE_UNCONFIRMED,
+        "A write the platform accepts now and applies later (a file upload, an import "
+        "queued for processing) was not seen by a pull within the instance's confirmation "
+        "window.",
+        "Check the platform's import queue or its processing log for the file; the contact is "
+        "sent again on its next change.",
+        "write not confirmed; retried on the next change",
+    ),
+    Entry(
+        Code.HOST_KEY_REFUSED,
+        "The SFTP server's host key is not the one configured (unknown or changed); "
+        "contactsync never trusts a new key on its own.",
+        "Confirm the new key with the server's owner, then put it in the instance's "
+        "known_hosts file or host_key_fingerprint.",
+        "cycle stopped; nothing sent or read",
     ),
     Entry(
         Code.INTERNAL_ERROR,

@@ -1,0 +1,1 @@
+"""contactsync's colleague plugin (being built: it registers no hooks yet)."""

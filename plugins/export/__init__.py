@@ -1,0 +1,1 @@
+"""contactsync's export plugin (being built: it registers no hooks yet)."""

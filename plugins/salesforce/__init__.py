@@ -1,0 +1,1 @@
+"""contactsync's salesforce plugin (being built: it registers no hooks yet)."""

@@ -1,0 +1,1 @@
+"""contactsync's sftp plugin (being built: it registers no hooks yet)."""

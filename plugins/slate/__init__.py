@@ -1,0 +1,1 @@
+"""contactsync's slate plugin (being built: it registers no hooks yet)."""
