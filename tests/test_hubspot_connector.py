@@ -409,6 +409,23 @@ def test_oauth_refreshes_ahead_of_expiry_and_keeps_the_rotated_token(
     assert sim.counters["token_grants"] == 3
 
 
+def test_a_token_revoked_early_is_replaced_and_the_request_replayed(
+    sim: HubSpotSimulator, clock: FakeClock
+) -> None:
+    connector = connect(
+        sim,
+        clock,
+        access_token=None,
+        client_id=sim.client_id,
+        client_secret=sim.client_secret,
+        refresh_token=sim.refresh_token,
+    )
+    connector.check()
+    sim.expire_access_tokens()  # long before the client expected it
+    connector.check()  # a 401, then a new token and the same request again
+    assert sim.counters["token_grants"] == 2
+
+
 def test_a_revoked_refresh_token_is_auth_failed(sim: HubSpotSimulator, clock: FakeClock) -> None:
     from daemon.sdk import AuthFailed
 

@@ -42,6 +42,7 @@ from daemon.sdk import (
     pages,
     register_secret,
 )
+from daemon.tokens import Token, TokenCache
 
 CONTACTS = "/crm/v3/objects/contacts"
 PROPERTIES = "/crm/v3/properties/contacts"
@@ -165,15 +166,22 @@ class HubSpotClient:
         self.context = context
         self._client_id = client_id
         self._client_secret = client_secret
-        # A rotated refresh token in the daemon's state is newer than the one in config.
-        self._refresh_token = context.state.get(STATE_REFRESH_TOKEN) or refresh_token
         self._token_path = token_path
-        self._access_token = access_token
-        self._expires_at = float("inf") if access_token else float("-inf")
-        for secret in (access_token, client_secret, self._refresh_token):
+        self._static_token = access_token
+        for secret in (access_token, client_secret, refresh_token):
             if secret:
                 register_secret(secret)
-        if not access_token and not (client_id and client_secret and self._refresh_token):
+        # A private app's token never expires; OAuth's are renewed (and a rotated refresh
+        # token, newer than the one in config, is kept in the daemon's state).
+        self.tokens = TokenCache(
+            self._grant,
+            clock=self.clock,
+            margin_seconds=REFRESH_MARGIN_SECONDS,
+            refresh_token=refresh_token,
+            state=context.state,
+            state_key=STATE_REFRESH_TOKEN,
+        )
+        if not access_token and not (client_id and client_secret and self.tokens.refresh_token):
             raise AuthFailed(
                 "HubSpot needs access_token (a private app), or client_id, client_secret and "
                 "refresh_token (OAuth)"
@@ -204,18 +212,15 @@ class HubSpotClient:
 
     # --- auth -------------------------------------------------------------------------------
 
-    def _auth_headers(self) -> dict[str, str]:
-        if self.clock.monotonic() >= self._expires_at:
-            self._refresh()
-        return {"Authorization": f"Bearer {self._access_token}"}
-
-    def _refresh(self) -> None:
-        """Exchange the refresh token; keep a rotated one in the daemon's state."""
+    def _grant(self, refresh_token: str | None) -> Token:
+        """A private app's token as is, or an OAuth refresh-token grant."""
+        if self._static_token:
+            return Token(self._static_token)
         form = {
             "grant_type": "refresh_token",
             "client_id": self._client_id or "",
             "client_secret": self._client_secret or "",
-            "refresh_token": self._refresh_token or "",
+            "refresh_token": refresh_token or "",
         }
         response = self.session.post(self._token_path, data=form, idempotent=True)
         body = _body(response)
@@ -227,19 +232,12 @@ class HubSpotClient:
         token = body.get("access_token")
         if not isinstance(token, str) or not token:
             raise MalformedResponse("HubSpot's token answer has no access_token")
-        register_secret(token)
         try:
             expires_in = float(body.get("expires_in", 1800))
         except (TypeError, ValueError):
             expires_in = 1800.0
-        margin = min(REFRESH_MARGIN_SECONDS, expires_in / 2)
-        self._access_token = token
-        self._expires_at = self.clock.monotonic() + expires_in - margin
         rotated = body.get("refresh_token")
-        if isinstance(rotated, str) and rotated and rotated != self._refresh_token:
-            register_secret(rotated)
-            self._refresh_token = rotated
-            self.context.state[STATE_REFRESH_TOKEN] = rotated
+        return Token(token, expires_in, rotated if isinstance(rotated, str) and rotated else None)
 
     # --- pacing -----------------------------------------------------------------------------
 
@@ -283,7 +281,7 @@ class HubSpotClient:
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         """A GET answering a JSON object."""
-        return _json_object(self.session.get(path, params=params, headers=self._auth_headers()))
+        return _json_object(self.tokens.send(self.session, "GET", path, params=params))
 
     def check(self) -> None:
         """One small read proves the URL, the token and the contacts scope."""
@@ -335,8 +333,8 @@ class HubSpotClient:
             payload["after"] = str(after)
         self.search_limiter.acquire(self.search_session.cancel)
         # A search changes nothing, so a timed-out one is safe to send again.
-        response = self.search_session.post(
-            f"{CONTACTS}/search", json=payload, idempotent=True, headers=self._auth_headers()
+        response = self.tokens.send(
+            self.search_session, "POST", f"{CONTACTS}/search", json=payload, idempotent=True
         )
         body = _json_object(response)
         nxt = _next_after(body)
@@ -355,11 +353,13 @@ class HubSpotClient:
         """
         if len(inputs) > MAX_BATCH:
             raise ValueError(f"a HubSpot batch takes at most {MAX_BATCH} inputs")
-        response = self.session.post(
+        # A 401 means nothing was applied, so the replay with a new token is safe.
+        response = self.tokens.send(
+            self.session,
+            "POST",
             f"{CONTACTS}/batch/{action}",
             json={"inputs": list(inputs), **extra},
             idempotent=idempotent,
-            headers=self._auth_headers(),
         )
         body = _body(response)
         if not isinstance(body, dict):
