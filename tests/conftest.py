@@ -20,6 +20,9 @@ from daemon.database import make_engine, normalise_url
 
 PG_ENV = "CONTACTSYNC_TEST_PG_URL"
 
+# The real OpenSSH server fixture (sshd_server, sftp_root) for every SFTP test.
+pytest_plugins = ["tests.sshd"]
+
 
 def require_service(name: str, reason: str) -> None:
     """Skip, or fail when CI requires every service."""
