@@ -10,7 +10,7 @@ answers per record.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -36,6 +36,8 @@ class RemoteRecord:
     modified_at: datetime | None = None
     deleted: bool = False
     merged_from: tuple[str, ...] = ()  # ids this record absorbed (merges): their links move here
+    # Where the record came from, for its sync-log rows (a file's {"file": …, "row": 12}).
+    source: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,14 @@ class ConnectorContext:
 
     instance: str
     state: dict[str, Any] = field(default_factory=dict)
+    # Writes one sync-log row; the engine sets it (not in a dry run).
+    reporter: Callable[[Code, str, dict[str, Any]], None] | None = None
+
+    def report(self, code: Code, message: str, **details: Any) -> None:
+        """Record a problem that belongs to no single record (a file that cannot be read,
+        a broken row) in the sync log, with ``details`` such as ``file`` and ``row``."""
+        if self.reporter is not None:
+            self.reporter(code, message, details)
 
 
 class Connector:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,9 +106,7 @@ def read_header(path: Path, delimiter: str = ",") -> list[str]:
     """
     rows = _reader(path, delimiter)
     try:
-        header = next(rows, None)
-        if header is None or not any(cell.strip() for cell in header):
-            raise FileMalformed("the file has no header row")
+        header = check_header(next(rows, None))
         for _ in rows:
             pass
     except UnicodeDecodeError:
@@ -119,6 +117,44 @@ def read_header(path: Path, delimiter: str = ",") -> list[str]:
         raise FileMalformed(f"the file is not valid CSV: {exc}") from None
     finally:
         rows.close()
+    return header
+
+
+def stream_rows(
+    lines: Iterable[bytes],
+    delimiter: str = ",",
+    *,
+    on_bytes: Callable[[bytes], None] | None = None,
+) -> Iterator[list[str]]:
+    """The CSV rows of a binary stream (a file object iterates its lines), for files read
+    over a transport: decoded line by line, so a bad byte names its line exactly and nothing
+    needs a second look at the file. ``on_bytes`` sees every raw line (a hash, a byte count).
+
+    Raises :class:`FileMalformed` as :func:`read_header` would, when the bad spot is reached.
+    """
+
+    def decoded() -> Iterator[str]:
+        for number, raw in enumerate(lines, start=1):
+            if on_bytes is not None:
+                on_bytes(raw)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise FileMalformed(
+                    f"the file is not UTF-8 (line {number} cannot be decoded)"
+                ) from None
+            yield text.removeprefix("\ufeff") if number == 1 else text
+
+    try:
+        yield from csv.reader(decoded(), delimiter=delimiter, strict=True)
+    except csv.Error as exc:
+        raise FileMalformed(f"the file is not valid CSV: {exc}") from None
+
+
+def check_header(header: list[str] | None) -> list[str]:
+    """``header`` if it is a header row at all; :class:`FileMalformed` otherwise."""
+    if header is None or not any(cell.strip() for cell in header):
+        raise FileMalformed("the file has no header row")
     return header
 
 

@@ -200,7 +200,16 @@ class SyncEngine:
             self._ensure_state(instance.name)
             state = self._connector_state(instance.name)
             connector = instance.connector_class(
-                instance.settings, ConnectorContext(instance.name, state)
+                instance.settings,
+                ConnectorContext(
+                    instance.name,
+                    state,
+                    reporter=None
+                    if dry_run
+                    else lambda code, message, details: record(
+                        self.engine, context, code, message, **details
+                    ),
+                ),
             )
             ctx = CycleContext(
                 self.engine,

@@ -210,15 +210,51 @@ def load_instance(path: Path, connectors: Mapping[str, type[Connector]]) -> Inst
         settings = connector_class.Config.model_validate(raw_settings)
     except ValidationError as exc:
         raise _invalid(path, exc, "settings.") from None
-    for key, value in settings:
-        if isinstance(value, SecretStr) and f"settings.{key}" not in references:
+    for key, value in _settings_items(settings, "settings"):
+        if isinstance(value, SecretStr) and key not in references:
             raise ConfigError(
                 path,
-                f"settings.{key}",
+                key,
                 'a secret must be a reference: { env = "VAR" }, { file = "/path" } '
                 'or { credential = "name" }',
             )
+    _add_default_fields(path, config, connector_class, settings)
     return Instance(name, path, config, settings, connector_class)
+
+
+def _settings_items(model: BaseModel, prefix: str) -> list[tuple[str, Any]]:
+    """Every ``(dotted key, value)`` of the settings, nested tables included
+    (``settings.transport.password``)."""
+    items: list[tuple[str, Any]] = []
+    for key, value in model:
+        if isinstance(value, BaseModel):
+            items.extend(_settings_items(value, f"{prefix}.{key}"))
+        else:
+            items.append((f"{prefix}.{key}", value))
+    return items
+
+
+def _add_default_fields(
+    path: Path, config: InstanceConfig, connector_class: type[Connector], settings: Any
+) -> None:
+    """Append the field maps a connector proposes from its settings (the sftp plugin's
+    column presets: ``default_fields(settings) -> [{"hub": …, "remote": …}, …]``) for every
+    hub field the file's own ``[[fields]]`` do not map; the file's entries win."""
+    proposer = getattr(connector_class, "default_fields", None)
+    if proposer is None:
+        return
+    listed = {f.hub for f in config.fields}
+    for raw in proposer(settings):
+        try:
+            field_map = FieldMap.model_validate(raw)
+        except ValidationError as exc:
+            raise _invalid(path, exc, "settings.") from None
+        if field_map.hub in listed:
+            continue
+        if field_map.direction is None:
+            field_map.direction = config.direction
+        config.fields.append(field_map)
+    _check_directions(path, config)
 
 
 def _invalid(path: Path, exc: ValidationError, prefix: str = "") -> ConfigError:

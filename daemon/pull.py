@@ -80,6 +80,7 @@ def _page(ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter) ->
                 modified_at=record.modified_at,
                 problems=problems,
                 raw=record,
+                source=record.source,
             )
         )
         tagged[record.remote_id] = _Tagged(record, None)
