@@ -195,6 +195,7 @@ def request_with_retries(
     on_response: Callable[[httpx.Response], None] | None = None,
     classify: Classifier | None = None,
     rng: random.Random | None = None,
+    stream: bool = False,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send a request, retrying as the module docstring describes; return the response.
@@ -204,7 +205,8 @@ def request_with_retries(
     headers. ``classify`` may turn a response into a :class:`ConnectorError` first (say, a
     platform's 403 that really means its daily quota is spent); that error is raised without
     retrying. ``kwargs`` go to ``client.request`` (``json=``, ``params=``, ``headers=`` …).
-    Raises :class:`daemon.clock.Cancelled` once ``cancel`` is set.
+    Raises :class:`daemon.clock.Cancelled` once ``cancel`` is set. With ``stream=True`` the
+    body of the returned response is not read yet (``iter_bytes``); the caller closes it.
     """
     method = method.upper()
     repeatable = (
@@ -225,7 +227,12 @@ def request_with_retries(
         tries = f"after {attempt} attempt{'s' if attempt > 1 else ''}"
 
         try:
-            response = client.request(method, url, **kwargs)
+            if stream:  # a large answer is read as it arrives, not held whole
+                response = client.send(client.build_request(method, url, **kwargs), stream=True)
+                if response.status_code >= 300:
+                    response.read()  # error answers are small; read, the connection is reused
+            else:
+                response = client.request(method, url, **kwargs)
         except httpx.DecodingError as exc:
             raise MalformedResponse(f"{where}: undecodable response body") from exc
         except httpx.TransportError as exc:
