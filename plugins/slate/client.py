@@ -1,0 +1,249 @@
+"""Slate's wire protocol: the query web service (pull) and the upload dataset (push).
+
+Retries, back-off, ``Retry-After`` and the mapping of 401/5xx to connector errors come from
+:class:`daemon.sdk.HttpSession`; this module adds what is Slate's own:
+
+- auth: the web service's user token in ``h``, or HTTP Basic with a service account (the
+  only way to post to a source format);
+- the query's JSON, ``{"row": [{...}, ...]}``, read as a **stream**: Slate does not page, so
+  one answer may hold 100,000 rows; :class:`RowStream` hands them out one at a time while
+  the body is still arriving, and memory holds one row plus one network chunk. A missing
+  ``row`` is no rows and an object where the array belongs is one row (Slate's shape for
+  0 and 1 rows is not documented), anything else is :class:`MalformedResponse`;
+- ``POST /manage/service/import?cmd=load&format=<guid>`` paced by a shared
+  :class:`~daemon.sdk.RateLimiter` at Slate's 50 posts per 5 minutes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from daemon.sdk import (
+    AuthFailed,
+    Clock,
+    HttpSession,
+    MalformedResponse,
+    RateLimiter,
+    RetryPolicy,
+    SystemClock,
+    Unavailable,
+    make_client,
+    register_secret,
+)
+
+QUERY_PATH = "/manage/query/run"
+IMPORT_PATH = "/manage/service/import"
+UPLOAD_LIMIT = (50, 300.0)  # "The Upload Dataset rate limit is 50 posts in a 5 minute window."
+COMPACT_AT = 1 << 16  # drop consumed text from the buffer once this much has piled up
+_WHITESPACE = " \t\r\n"
+
+
+class RowStream:
+    """The rows of a ``{"row": [...]}`` document, parsed as its bytes arrive.
+
+    Each array element is decoded by the C JSON decoder (``raw_decode``) once the buffer
+    holds all of it; an element cut by a chunk boundary waits for the next chunk. Keys other
+    than ``row`` are decoded and ignored. ``chunks_read`` counts the chunks consumed so far
+    (a test can see rows come out before the body ends).
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self._json = json.JSONDecoder()
+        self._buf = ""
+        self._pos = 0
+        self._eof = False
+        self.chunks_read = 0
+
+    def _fill(self) -> bool:
+        """Append the next chunk's text; ``False`` at the end of the body."""
+        if self._eof:
+            return False
+        try:
+            chunk = next(self._chunks, None)
+            text = self._decoder.decode(chunk or b"", final=chunk is None)
+        except UnicodeDecodeError as exc:
+            raise MalformedResponse(f"Slate's answer is not UTF-8: {exc.reason}") from None
+        if chunk is None:
+            self._eof = True
+        else:
+            self.chunks_read += 1
+        if self._pos > COMPACT_AT:
+            self._buf, self._pos = self._buf[self._pos :], 0
+        self._buf += text
+        return chunk is not None or bool(text)
+
+    def _peek(self) -> str | None:
+        """The next non-blank character (not consumed), or ``None`` at the end."""
+        while True:
+            while self._pos < len(self._buf) and self._buf[self._pos] in _WHITESPACE:
+                self._pos += 1
+            if self._pos < len(self._buf):
+                return self._buf[self._pos]
+            if not self._fill():
+                return None
+
+    def _expect(self, chars: str, where: str) -> str:
+        found = self._peek()
+        if found is None or found not in chars:
+            shown = "the end" if found is None else repr(found)
+            raise MalformedResponse(f"Slate's answer is not JSON: {shown} {where}")
+        self._pos += 1
+        return found
+
+    def _value(self) -> Any:
+        """Decode the JSON value at the cursor, reading more chunks until it is whole."""
+        self._peek()
+        while True:
+            try:
+                value, end = self._json.raw_decode(self._buf, self._pos)
+            except json.JSONDecodeError as exc:
+                # Incomplete (cut by a chunk) or invalid: only the end of the body tells.
+                if self._fill():
+                    continue
+                raise MalformedResponse(f"Slate's answer is not JSON: {exc.msg}") from None
+            # A number or literal at the buffer's end may go on in the next chunk ("12" "34").
+            partial = end == len(self._buf) and not isinstance(value, dict | list | str)
+            if partial and self._fill():
+                continue
+            self._pos = end
+            return value
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self._expect("{", "where the answer should start")
+        if self._peek() == "}":
+            self._pos += 1
+        else:
+            while True:
+                key = self._value()
+                if not isinstance(key, str):
+                    raise MalformedResponse("Slate's answer is not JSON: a key is not a string")
+                self._expect(":", f"after key {key!r}")
+                if key == "row":
+                    yield from self._rows()
+                else:
+                    self._value()
+                if self._expect(",}", "between keys") == "}":
+                    break
+        if self._peek() is not None:
+            raise MalformedResponse("Slate's answer is not JSON: text after the document")
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        first = self._peek()
+        if first == "[":
+            self._pos += 1
+            if self._peek() == "]":
+                self._pos += 1
+                return
+            while True:
+                yield _row(self._value())
+                if self._expect(",]", "between rows") == "]":
+                    return
+        value = self._value()
+        if value is not None:  # one row as an object; null as none
+            yield _row(value)
+
+
+def _row(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedResponse(f"a Slate row is not an object: {type(value).__name__}")
+    return value
+
+
+class SlateClient:
+    """One Slate instance's query web service and upload dataset."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        query_id: str,
+        token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        format_id: str | None = None,
+        clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
+        upload_limit: tuple[int, float] = UPLOAD_LIMIT,
+        timeout: float = 300.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.clock = clock or SystemClock()
+        self.query_id = query_id
+        self.format_id = format_id
+        self._token = token
+        for secret in (token, password):
+            if secret:
+                register_secret(secret)
+        if not token and not (username and password):
+            raise AuthFailed("Slate needs a user token, or username and password")
+        auth = (username, password) if username and password else None
+        # Slate may take minutes to run a big query: the read timeout is the query's.
+        client = make_client(
+            base_url.rstrip("/"),
+            auth=auth,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            transport=transport,
+        )
+        kwargs: dict[str, Any] = {"clock": self.clock}
+        if retry is not None:
+            kwargs["retry"] = retry
+        self.session = HttpSession(client, **kwargs)
+        self.upload_limiter = RateLimiter(*upload_limit, self.clock, name="slate-upload")
+        self.upload_session = HttpSession(client, limiter=self.upload_limiter, **kwargs)
+        self.has_basic = auth is not None
+
+    def query(self, params: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
+        """The query's rows, streamed; ``params`` are its custom parameters (``since``)."""
+        query = {"id": self.query_id, "cmd": "service", "output": "json", **(params or {})}
+        if self._token and not self.has_basic:
+            query["h"] = self._token
+        response = self.session.get(QUERY_PATH, params=query, stream=True)
+        try:
+            if response.status_code >= 300:
+                response.read()
+                raise MalformedResponse(
+                    f"GET {QUERY_PATH}: HTTP {response.status_code}: {_text(response)}"
+                )
+            yield from RowStream(response.iter_bytes())
+        except httpx.TransportError as exc:  # the connection broke mid-body
+            raise Unavailable(f"GET {QUERY_PATH}: the answer broke off: {exc}") from exc
+        finally:
+            response.close()
+
+    def upload(self, body: bytes, content_type: str = "text/csv") -> None:
+        """Post one file to the source format; accepted (200) means queued for import."""
+        if not self.format_id:
+            raise MalformedResponse("posting to Slate needs the source format's id (format_id)")
+        if not self.has_basic:
+            raise AuthFailed("posting to a Slate source format needs username and password")
+        # Sending a file twice imports the same rows twice, which the source format matches
+        # to the same people (by the hub id column): safe to repeat after a timeout.
+        response = self.upload_session.post(
+            IMPORT_PATH,
+            params={"cmd": "load", "format": self.format_id},
+            content=body,
+            headers={"Content-Type": content_type},
+            idempotent=True,
+        )
+        if response.status_code != 200:
+            raise MalformedResponse(
+                f"POST {IMPORT_PATH}: HTTP {response.status_code}: {_text(response)}"
+            )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.session.close()
+
+
+def _text(response: httpx.Response) -> str:
+    """A short, tag-free excerpt of an error body (Slate answers errors in HTML)."""
+    text = re.sub(r"<[^>]+>", " ", response.text)
+    return " ".join(text.split())[:200] or response.reason_phrase
