@@ -110,6 +110,9 @@ class Capabilities:
     deletes: bool = False
     modified_at: bool = True
     confirms_later: bool = False
+    # push() may run in several threads at once (one batch each): the engine then keeps up
+    # to the instance's ``push_concurrency`` batches in flight, so latency overlaps.
+    concurrent_push: bool = False
 
 
 class ConnectorConfig(BaseModel):

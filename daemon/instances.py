@@ -93,16 +93,17 @@ def _check_schedule(text: str) -> str:
 
 
 class Schedule(BaseModel):
-    """``[schedule]``: when the pull and push cycles run."""
+    """``[schedule]``: when the pull, push, deletion-scan and export cycles run."""
 
     model_config = ConfigDict(extra="forbid")
 
     pull: str = "every 15m"
     push: str = "every 1m"
     deletes: str = "every 24h"
+    export: str = "every 3h"  # exporters (daemon.exports) only: their one cycle
     timezone: str = "UTC"
 
-    @field_validator("pull", "push", "deletes")
+    @field_validator("pull", "push", "deletes", "export")
     @classmethod
     def _valid(cls, value: str) -> str:
         return _check_schedule(value)
@@ -156,6 +157,9 @@ class InstanceConfig(BaseModel):
     owns_crm_id: bool = False
     max_attempts: int = Field(default=5, ge=1, le=100)
     push_batch_size: int = Field(default=100, ge=1, le=10_000)
+    # Batches in flight at once, for connectors whose push is thread-safe
+    # (``capabilities.concurrent_push``); the connector's rate limiter still paces them.
+    push_concurrency: int = Field(default=4, ge=1, le=32)
     schedule: Schedule = Schedule()
     fields: list[FieldMap] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=dict)

@@ -8,8 +8,9 @@ empty hub value is never sent at all.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping
+from collections import Counter, deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from threading import Event
@@ -57,8 +58,57 @@ class PushPlan:
 
 
 def push_cycle(ctx: CycleContext, *, cancel: Event | None = None) -> Counter:
-    """Push every due outbox row of the instance's connection."""
+    """Push every due outbox row of the instance's connection.
+
+    The claiming, planning and recording stay on this thread, in claim order; only the
+    connector's ``push`` calls run in a pool, up to ``push_concurrency`` batches at a time
+    when the connector declares ``concurrent_push``. No contact is ever in two batches in
+    flight: a row is claimed once per cycle (the lower bound moves past it) and a hub write
+    meanwhile coalesces into the same row, which ``outbox.done`` then leaves for next cycle.
+    """
     counts: Counter[str] = Counter()
+    width = ctx.instance.config.push_concurrency
+    if not ctx.connector.capabilities.concurrent_push or ctx.dry_run:
+        width = 1
+    pool = ThreadPoolExecutor(width, thread_name_prefix="push") if width > 1 else None
+    in_flight: deque[tuple[list[PushPlan], Future[list[PushResult]]]] = deque()
+    try:
+        for plans, items in _planned_batches(ctx, counts, cancel):
+            if pool is None:
+                _record(ctx, plans, ctx.connector.push(items) if items else [], counts)
+                continue
+            in_flight.append((plans, pool.submit(_send, ctx, items)))
+            if len(in_flight) >= width:
+                plans, future = in_flight.popleft()
+                _record(ctx, plans, future.result(), counts)
+        while in_flight:
+            plans, future = in_flight.popleft()
+            _record(ctx, plans, future.result(), counts)
+    except BaseException:
+        # Batches that did get through are recorded (their rows done, their links saved);
+        # the failed and unsent ones stay pending for the next cycle. Then the first error
+        # stops the cycle, as it would with one batch at a time.
+        for plans, future in in_flight:
+            try:
+                results = future.result()
+            except BaseException:
+                continue
+            _record(ctx, plans, results, counts)
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    return counts
+
+
+def _send(ctx: CycleContext, items: list[PushItem]) -> list[PushResult]:
+    return ctx.connector.push(items) if items else []
+
+
+def _planned_batches(
+    ctx: CycleContext, counts: Counter, cancel: Event | None
+) -> Iterator[tuple[list[PushPlan], list[PushItem]]]:
+    """Claim and plan the outbox batch by batch; yield each batch's plans and items."""
     connection = ctx.instance.connection
     catalogue = _catalogue(ctx)
     after_id = 0
@@ -72,7 +122,7 @@ def push_cycle(ctx: CycleContext, *, cancel: Event | None = None) -> Counter:
                 conn, connection, now, ctx.instance.config.push_batch_size, after_id=after_id
             )
             if not rows:
-                break
+                return
             after_id = rows[-1]["id"]
             plans = _plan(conn, ctx, rows, catalogue)
         counts["read"] += len(rows)
@@ -82,10 +132,7 @@ def push_cycle(ctx: CycleContext, *, cancel: Event | None = None) -> Counter:
         if ctx.dry_run:
             counts["would_send"] += sum(1 for p in plans if p.item is not None)
             continue
-        items = [p.item for p in plans if p.item is not None]
-        results = ctx.connector.push(items) if items else []
-        _record(ctx, plans, results, counts)
-    return counts
+        yield plans, [p.item for p in plans if p.item is not None]
 
 
 def _catalogue(ctx: CycleContext) -> dict[str, RemoteField]:

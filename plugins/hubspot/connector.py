@@ -185,8 +185,10 @@ class HubSpotConnector(Connector):
 
     type: ClassVar[str] = "hubspot"
     Config: ClassVar[type[ConnectorConfig]] = HubSpotConfig
+    # push() keeps no state between calls, and the client's limiter, quota and token cache
+    # are locked, so the engine may run several batches at once.
     capabilities: ClassVar[Capabilities] = Capabilities(
-        pull=True, push=True, create=True, deletes=True, modified_at=True
+        pull=True, push=True, create=True, deletes=True, modified_at=True, concurrent_push=True
     )
 
     def __init__(
