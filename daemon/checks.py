@@ -19,6 +19,7 @@ from daemon import lease
 from daemon.connector import Connector, ConnectorContext, ConnectorError
 from daemon.database import insert_ignore
 from daemon.dictionary import Code
+from daemon.exports import is_exporter
 from daemon.instances import Instance, check_catalogue
 from daemon.log import get_logger, redact_text
 from daemon.mapping import Mapper, MappingError, Transform
@@ -72,9 +73,11 @@ def check_instance(
     except MappingError as exc:
         result.problem(Code.CONFIG_INVALID, str(exc))
     capabilities = instance.connector_class.capabilities
-    if instance.direction.pulls and not capabilities.pull:
+    # An exporter runs export cycles only, whatever its direction says.
+    exporter = is_exporter(instance.connector_class)
+    if instance.direction.pulls and not capabilities.pull and not exporter:
         result.problem(Code.CONFIG_INVALID, f"{instance.config.type} cannot pull; make it outgoing")
-    if instance.direction.pushes and not capabilities.push:
+    if instance.direction.pushes and not capabilities.push and not exporter:
         result.problem(Code.CONFIG_INVALID, f"{instance.config.type} cannot push; make it incoming")
     owner = owner or lease.owner_id()
     if not _acquire(engine, instance.connection, owner, wait, sleep):

@@ -18,7 +18,7 @@ import click
 import pluggy
 from sqlalchemy import Engine
 
-from daemon import __version__, cli_demo, cli_run, cli_simulate, cli_sync
+from daemon import __version__, cli_demo, cli_messages, cli_run, cli_simulate, cli_sync
 from daemon import log as logging_setup
 from daemon.cli_plugins import add_plugin_commands, plugins_command
 from daemon.config import ConfigError, Settings, load_settings
@@ -182,6 +182,7 @@ for _command in cli_sync.COMMANDS:
 cli.add_command(cli_run.run_command)
 cli.add_command(cli_simulate.simulate_command)
 cli.add_command(cli_demo.demo_command)
+cli.add_command(cli_messages.messages_group)
 
 
 # --- errors ---------------------------------------------------------------------------------

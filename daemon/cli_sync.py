@@ -26,6 +26,7 @@ from daemon.config import ConfigError
 from daemon.database import READ_ONLY
 from daemon.dictionary import Code
 from daemon.engine import DELETES, PULL, PUSH, CycleReport, SyncEngine, mirror_instances
+from daemon.exports import EXPORT, is_exporter
 from daemon.incoming import RecordPlan
 from daemon.instances import Instance, LoadResult
 from daemon.log import redact, redact_text
@@ -157,6 +158,10 @@ def _record_plan(plan: RecordPlan) -> dict[str, Any]:
 def _directions(instance: Instance, direction: str) -> list[str]:
     """The cycles to run; one the instance's direction forbids is a usage error (pushing
     through an incoming instance would use its mapping for a shared connection's outbox)."""
+    if is_exporter(instance.connector_class):  # an exporter's one cycle
+        if direction not in ("both", EXPORT):
+            fail(f"instance {instance.name!r} is an exporter: it only exports", exit_code=2)
+        return [EXPORT]
     allowed = [PULL] if instance.direction.pulls else []
     allowed += [PUSH] if instance.direction.pushes else []
     if direction == "both":
@@ -175,11 +180,11 @@ def _directions(instance: Instance, direction: str) -> list[str]:
 @click.argument("name", metavar="INSTANCE")
 @click.option(
     "--direction",
-    type=click.Choice(["pull", "push", "both", "deletes"]),
+    type=click.Choice(["pull", "push", "both", "deletes", "export"]),
     default="both",
     show_default=True,
     help="both: pull, then push (each only where the instance's direction allows); "
-    "deletes: the connector's deletion scan.",
+    "deletes: the connector's deletion scan; export: an exporter's export (its default).",
 )
 @click.option("--full", is_flag=True, help="Pull everything, not only changes since the cursor.")
 @click.option("--dry-run", is_flag=True, help="Print each record's plan; write and send nothing.")

@@ -24,6 +24,7 @@ from daemon.clock import Cancelled
 from daemon.connector import Connector, ConnectorContext, ConnectorError
 from daemon.database import insert_ignore
 from daemon.dictionary import Code
+from daemon.exports import EXPORT, export_cycle, is_exporter
 from daemon.fields import Schema
 from daemon.hub import load_schema
 from daemon.instances import Instance
@@ -94,7 +95,10 @@ def mirror_instances(
             values = {
                 "type": instance.config.type,
                 "connection": instance.connection,
-                "direction": str(instance.direction),
+                # An exporter's connection takes no outbox rows (the fan-out reads this).
+                "direction": EXPORT
+                if is_exporter(instance.connector_class)
+                else str(instance.direction),
                 "enabled": instance.config.enabled,
             }
             row = existing.get(instance.name)
@@ -180,7 +184,7 @@ class SyncEngine:
         on_plan: Callable[[Any], None] | None,
         respect_backoff: bool,
     ) -> CycleReport:
-        sync_direction = "outgoing" if direction == PUSH else "incoming"
+        sync_direction = "outgoing" if direction in (PUSH, EXPORT) else "incoming"
         context = SyncContext(instance.config.type, sync_direction, run_id, instance.name)
         report = CycleReport(run_id, instance.name, direction, "ok")
         now = utcnow()
@@ -232,6 +236,8 @@ class SyncEngine:
             self._notify("sync_started", instance=instance.name, run_id=run_id, direction=direction)
             if direction == PULL:
                 counts = pull_cycle(ctx, full=full, cancel=cancel)
+            elif direction == EXPORT:
+                counts = export_cycle(ctx, cancel=cancel)
             elif direction == DELETES:
                 counts = deletes_cycle(ctx, cancel=cancel)
             else:

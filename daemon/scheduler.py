@@ -44,6 +44,7 @@ from sqlalchemy import Engine, bindparam, select, update
 from daemon.config import DaemonSettings
 from daemon.connector import Connector
 from daemon.database import READ_ONLY, insert_ignore
+from daemon.exports import EXPORT, is_exporter
 from daemon.instances import Instance, interval_seconds
 from daemon.log import get_logger
 from daemon.store import InstanceState, utcnow
@@ -59,6 +60,8 @@ DELETES = "deletes"
 def has_deletion_scan(instance: Instance) -> bool:
     """Whether the instance's connector overrides :meth:`Connector.scan_deletes`."""
     return instance.connector_class.scan_deletes is not Connector.scan_deletes
+
+
 BUSY_RETRY = timedelta(seconds=1)
 """A cycle that found its connection busy (the pull and push of one connection exclude each
 other) tries again this soon: a woken push until it runs, a scheduled cycle a few times."""
@@ -167,12 +170,15 @@ class Scheduler:
         if not instance.config.enabled:
             self.unschedule(name)
             return
+        exporter = is_exporter(instance.connector_class)
         wanted = {
-            PULL: instance.direction.pulls,
-            PUSH: instance.direction.pushes,
+            PULL: instance.direction.pulls and not exporter,
+            PUSH: instance.direction.pushes and not exporter,
             # Only for connectors with a deletion scan of their own (the rest report deletes
             # in their pull), on its own, slower schedule.
-            DELETES: instance.direction.pulls and has_deletion_scan(instance),
+            DELETES: instance.direction.pulls and has_deletion_scan(instance) and not exporter,
+            # An exporter (daemon.exports) has this one job instead.
+            EXPORT: exporter,
         }
         stored = self._stored_next_runs(name)
         now = utcnow()
@@ -210,7 +216,7 @@ class Scheduler:
         not stopped here."""
         with self._lock:
             self._instances.pop(name, None)
-        for direction in (PULL, PUSH, DELETES):
+        for direction in (PULL, PUSH, DELETES, EXPORT):
             self._remove(job_id(name, direction))
         self._mark(name)  # no jobs: recorded as no next runs
 
@@ -405,7 +411,10 @@ class Scheduler:
         times: dict[str, tuple[datetime | None, datetime | None]] = {}
         for name in names:
             pull = self._scheduler.get_job(job_id(name, PULL))
-            push = self._scheduler.get_job(job_id(name, PUSH))
+            # An exporter's next export shows where an outgoing instance's next push does.
+            push = self._scheduler.get_job(job_id(name, PUSH)) or self._scheduler.get_job(
+                job_id(name, EXPORT)
+            )
             times[name] = (
                 pull.next_run_time if pull is not None else None,
                 push.next_run_time if push is not None else None,
@@ -436,4 +445,4 @@ class Scheduler:
             ).first()
         if row is None:
             return {}
-        return {PULL: row[0], PUSH: row[1]}
+        return {PULL: row[0], PUSH: row[1], EXPORT: row[1]}

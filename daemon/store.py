@@ -99,6 +99,9 @@ class Message(SQLModel, table=True):
     """A conversation message, for the conversations export."""
 
     __tablename__ = "message"
+    # AUTOINCREMENT: SQLite would otherwise reuse the highest id after a delete, and an
+    # export's id watermark would skip the new message that took it.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     contact_id: str = Field(foreign_key="contact.id", index=True, ondelete="CASCADE")
@@ -109,6 +112,36 @@ class Message(SQLModel, table=True):
     campaign_name: str | None = Field(default=None, max_length=255)
     message_type: str | None = Field(default=None, max_length=32)
     sent_at: datetime = _ts(nullable=False, index=True)
+
+
+class ExportBatch(SQLModel, table=True):
+    """One file of an export instance: the message-id range it holds and its name.
+
+    Recorded before the upload (design §4): a batch still ``pending`` after a crash or a
+    failed upload is uploaded again under the same name with the same messages, so the far
+    side overwrites rather than duplicates. ``spec`` freezes the filters the batch was cut
+    with, so a config change cannot alter a batch already cut.
+    """
+
+    __tablename__ = "export_batch"
+    __table_args__ = (
+        Index("ux_export_batch_file", "instance", "file_name", unique=True),
+        Index("ix_export_batch_state", "instance", "state", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    instance: str = Field(max_length=64)
+    file_name: str = Field(max_length=255)
+    after_message_id: int  # exclusive lower bound: the previous batch's last id
+    last_message_id: int  # inclusive upper bound
+    rows: int = 0  # messages the batch held when it was cut
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    state: str = Field(default="pending", max_length=16)  # pending | uploaded
+    attempts: int = 0
+    bytes: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = _ts(nullable=False)
+    uploaded_at: datetime | None = _ts(nullable=True)
 
 
 class SyncLog(SQLModel, table=True):
