@@ -257,6 +257,8 @@ def _add_default_fields(
             continue
         if field_map.direction is None:
             field_map.direction = config.direction
+        elif not config.direction.allows(field_map.direction):
+            continue  # a one-way proposal the instance's direction does not carry
         config.fields.append(field_map)
     _check_directions(path, config)
 
