@@ -1,0 +1,577 @@
+"""The Salesforce connector: Contacts (or Leads) pulled by ``SystemModstamp``, pushed in
+sObject Collections, with Bulk API 2.0 for the big first exchanges.
+
+Pull (the robust pattern of the research notes, §3 "Salesforce issues to learn from"):
+
+- the cursor is the keyset ``(SystemModstamp, Id)`` of the last row read, in
+  ``ORDER BY SystemModstamp, Id`` order. Salesforce stamps whole seconds and bulk updates stamp
+  thousands of rows alike, so a bound on the time alone either loops (``>=``) or loses rows
+  (``>``): the query is ``(SystemModstamp > t) OR (SystemModstamp = t AND Id > id)``;
+- each pull first re-reads an overlap window (``SystemModstamp >= t - overlap``), because a
+  long transaction can commit rows stamped before the cursor (Airbyte issue 27146); rows
+  already yielded at the same stamp are recognised by the ``seen`` map the cursor carries;
+- each query is capped (``LIMIT query_chunk``) and the next starts from the last row's keyset,
+  so no server-side cursor has to live for a whole backfill; within a query, pages of up to
+  2,000 follow ``nextRecordsUrl``;
+- later pulls use ``queryAll``: deleted rows come back with ``IsDeleted = true`` and become
+  tombstones (``RemoteRecord(deleted=True)``);
+- a first pull (no cursor) counts the records and, above ``bulk_pull_threshold``, reads them
+  through a Bulk API 2.0 query job instead, one ``Sforce-Locator`` page of CSV at a time,
+  each page checkpointed with the job and its locator so a restart resumes it.
+
+Push: linked records are updated by ``Id``; the others are upserted by ``external_id_field``
+(e.g. ``Mainstay_ID__c``) carrying the hub contact id, which every write also sets, so a
+retried create finds the record it made instead of making another. At or above
+``bulk_push_threshold`` unlinked records, the upsert runs as one Bulk 2.0 ingest job.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import Field, field_validator, model_validator
+
+from daemon.dictionary import Code
+from daemon.paging import prefetch
+from daemon.sdk import (
+    Capabilities,
+    Clock,
+    Connector,
+    ConnectorConfig,
+    ConnectorContext,
+    MalformedResponse,
+    Page,
+    PushItem,
+    PushResult,
+    PushStatus,
+    RemoteField,
+    RemoteRecord,
+    RetryPolicy,
+    SecretStr,
+    Unavailable,
+)
+from plugins.salesforce.client import (
+    MAX_COLLECTION,
+    SalesforceClient,
+    error_text,
+    parse_json_cursor,
+)
+
+ID = "Id"
+MODSTAMP = "SystemModstamp"
+DELETED = "IsDeleted"
+# How many (Id -> stamp) pairs the cursor keeps to recognise rows re-read in the overlap
+# window; past it the oldest are dropped and a re-read is an overlap the engine tolerates.
+MAX_SEEN = 5000
+NA = "#N/A"  # Bulk CSV: sets a field to null (an empty cell leaves it unchanged)
+# Salesforce's per-record statusCodes, as the hub's dictionary codes.
+RECORD_CODES = {
+    "REQUIRED_FIELD_MISSING": Code.MISSING_REMOTE_REQUIRED_FIELD,
+    "DUPLICATE_VALUE": Code.DUPLICATE_REMOTE_KEY,
+    "DUPLICATES_DETECTED": Code.DUPLICATE_REMOTE_KEY,
+    "DUPLICATE_EXTERNAL_ID": Code.DUPLICATE_REMOTE_KEY,
+    "INVALID_EMAIL_ADDRESS": Code.INVALID_EMAIL,
+    "STRING_TOO_LONG": Code.VALUE_TOO_LONG,
+}
+# Per-record failures that say nothing about the record: try again later.
+TRANSIENT_CODES = frozenset(
+    {"UNABLE_TO_LOCK_ROW", "ALL_OR_NONE_OPERATION_ROLLED_BACK", "SERVER_UNAVAILABLE"}
+)
+# Fast retries: Salesforce answers in milliseconds and sends no Retry-After.
+RETRY = RetryPolicy(attempts=5, backoff_base=0.5, backoff_max=10.0, max_retry_after=60.0)
+
+
+class SalesforceConfig(ConnectorConfig):
+    """The ``[settings]`` of a ``salesforce`` instance file."""
+
+    login_url: str = "https://login.salesforce.com"  # My Domain URL for client_credentials
+    auth: Literal["client_credentials", "refresh_token", "jwt"] | None = None
+    client_id: str
+    client_secret: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+    username: str | None = None  # jwt: the pre-authorised user (the JWT's sub)
+    private_key: SecretStr | None = None  # jwt: PEM RSA key of the connected app's certificate
+    audience: str | None = None  # jwt: default login_url
+    api_version: str = "v62.0"
+    object: Literal["Contact", "Lead"] = "Contact"
+    fields: list[str] = Field(default_factory=lambda: ["FirstName", "LastName", "Email", "Phone"])
+    soql_filter: str | None = None  # a SOQL condition choosing the records that sync
+    external_id_field: str | None = "Mainstay_ID__c"
+    overlap_seconds: int = Field(default=300, ge=0)
+    query_chunk: int = Field(default=10_000, ge=1)
+    daily_share: float = Field(default=0.8, gt=0, le=1)
+    limit_backoff_seconds: float = Field(default=3600.0, gt=0)
+    bulk_pull_threshold: int = Field(default=50_000, ge=0)  # 0: never
+    bulk_push_threshold: int = Field(default=2_000, ge=0)  # 0: never
+    bulk_page_size: int = Field(default=50_000, ge=1)
+    bulk_poll_seconds: float = Field(default=2.0, gt=0)
+    bulk_timeout_seconds: float = Field(default=1800.0, gt=0)
+
+    @field_validator("fields")
+    @classmethod
+    def _no_duplicates(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> SalesforceConfig:
+        if self.auth is None:
+            if self.private_key and self.username:
+                self.auth = "jwt"
+            elif self.refresh_token:
+                self.auth = "refresh_token"
+            else:
+                self.auth = "client_credentials"
+        needs = {
+            "client_credentials": ("client_secret",),
+            "refresh_token": ("client_secret", "refresh_token"),
+            "jwt": ("username", "private_key"),
+        }[self.auth]
+        missing = [name for name in needs if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"auth = {self.auth!r} needs {', '.join(missing)}")
+        return self
+
+
+def parse_stamp(value: Any) -> datetime:
+    """``SystemModstamp`` (REST ``.000+0000`` or Bulk ``.000Z``) as an aware UTC datetime."""
+    text = str(value).strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    elif len(text) > 5 and text[-5] in "+-" and text[-4:].isdigit():
+        text = f"{text[:-2]}:{text[-2:]}"
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def soql_datetime(moment: datetime) -> str:
+    """A SOQL datetime literal (unquoted): ``2024-05-01T10:00:00Z``."""
+    moment = moment.astimezone(UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.microsecond:
+        text += f".{moment.microsecond // 1000:03d}"
+    return text + "Z"
+
+
+def soql_string(value: str) -> str:
+    """A quoted SOQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def wire_value(value: Any) -> Any:
+    """A hub value in JSON for Salesforce: ``None``/``"UNSET"`` is null (clears the field)."""
+    if value is None or value == "UNSET":
+        return None
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+class _Position:
+    """Where a pull stands, as the cursor records it.
+
+    ``ts``/``id``: the keyset of the newest row read. ``seen``: recent ``Id -> stamp|deleted``
+    of yielded rows, to skip rows re-read in the overlap window. ``job``/``locator``: a Bulk
+    query job being read, and the page to read next.
+    """
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.ts: str | None = raw.get("ts")
+        self.id: str = str(raw.get("id") or "")
+        self.seen: dict[str, str] = {str(k): str(v) for k, v in (raw.get("seen") or {}).items()}
+        self.job: str | None = raw.get("job")
+        self.locator: str | None = raw.get("locator")
+
+    @property
+    def moment(self) -> datetime | None:
+        return parse_stamp(self.ts) if self.ts else None
+
+    def read(self, record: RemoteRecord) -> None:
+        """Move the keyset past a row read (never backwards: the overlap re-reads older)."""
+        assert record.modified_at is not None
+        stamp = soql_datetime(record.modified_at)
+        if self.ts is None or (parse_stamp(stamp), record.remote_id) > (
+            parse_stamp(self.ts),
+            self.id,
+        ):
+            self.ts, self.id = stamp, record.remote_id
+
+    def yielded(self, record: RemoteRecord) -> None:
+        self.seen[record.remote_id] = _fingerprint(record)
+
+    def already_seen(self, record: RemoteRecord) -> bool:
+        return self.seen.get(record.remote_id) == _fingerprint(record)
+
+    def dump(self, overlap_seconds: int) -> str:
+        """The cursor text, with ``seen`` pruned to the overlap window and capped."""
+        if self.moment is not None:
+            floor = self.moment - timedelta(seconds=overlap_seconds)
+            recent = sorted(
+                ((v, i) for i, v in self.seen.items() if parse_stamp(v.split("|")[0]) >= floor),
+                reverse=True,
+            )
+            self.seen = {i: v for v, i in recent[:MAX_SEEN]}
+        raw: dict[str, Any] = {"v": 1, "ts": self.ts, "id": self.id}
+        if self.job:
+            raw.update(job=self.job, locator=self.locator)
+        raw["seen"] = self.seen
+        return json.dumps(raw, separators=(",", ":"))
+
+
+def _fingerprint(record: RemoteRecord) -> str:
+    assert record.modified_at is not None
+    return f"{soql_datetime(record.modified_at)}|{int(record.deleted)}"
+
+
+class SalesforceConnector(Connector):
+    """Two-way contact sync with one Salesforce org's Contacts or Leads."""
+
+    type: ClassVar[str] = "salesforce"
+    Config: ClassVar[type[ConnectorConfig]] = SalesforceConfig
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        pull=True, push=True, create=True, deletes=True, modified_at=True
+    )
+
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        context: ConnectorContext,
+        *,
+        clock: Clock | None = None,
+        retry: RetryPolicy = RETRY,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(config, context)
+        assert isinstance(config, SalesforceConfig)
+        self.settings = config
+
+        def reveal(secret: SecretStr | None) -> str | None:
+            return secret.get_secret_value() if secret is not None else None
+
+        assert config.auth is not None
+        self.client = SalesforceClient(
+            login_url=config.login_url,
+            context=context,
+            auth=config.auth,
+            client_id=config.client_id,
+            client_secret=reveal(config.client_secret),
+            refresh_token=reveal(config.refresh_token),
+            username=config.username,
+            private_key=reveal(config.private_key),
+            audience=config.audience,
+            api_version=config.api_version,
+            clock=clock,
+            retry=retry,
+            daily_share=config.daily_share,
+            limit_backoff_seconds=config.limit_backoff_seconds,
+            transport=transport,
+        )
+        self.object = config.object
+        ext = config.external_id_field
+        # What every read asks for: the mapped fields plus what the cursor needs.
+        self._read = list(dict.fromkeys([ID, *config.fields, MODSTAMP, DELETED]))
+        self._ext = ext
+
+    # --- check and describe -----------------------------------------------------------------
+
+    def check(self) -> None:
+        """A token grant and a one-row query prove the credentials and the object's access."""
+        for _ in self.client.query(f"SELECT Id FROM {self.object} LIMIT 1"):
+            break
+
+    def describe(self) -> list[RemoteField]:
+        """The object's fields, from ``sobjects/<object>/describe``."""
+        out = []
+        for spec in self.client.describe(self.object)["fields"]:
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                continue
+            writable = bool(spec.get("createable") or spec.get("updateable"))
+            out.append(
+                RemoteField(
+                    name=spec["name"],
+                    label=str(spec.get("label") or spec["name"]),
+                    type=str(spec.get("type") or "string"),
+                    required=bool(
+                        spec.get("createable")
+                        and not spec.get("nillable", True)
+                        and not spec.get("defaultedOnCreate")
+                    ),
+                    read_only=not writable,
+                    unique=bool(spec.get("unique") or spec.get("externalId")),
+                )
+            )
+        return out
+
+    # --- pull -------------------------------------------------------------------------------
+
+    def pull(self, cursor: str | None) -> Iterator[Page]:
+        """Pages of records changed since ``cursor``; see the module docstring."""
+        pos = _Position(parse_json_cursor(cursor))
+        if pos.job:
+            yield from self._pull_bulk(pos)
+            return
+        first = cursor is None
+        threshold = self.settings.bulk_pull_threshold
+        if first and threshold and self.client.count(self._count_soql()) >= threshold:
+            yield from self._pull_bulk(pos)
+            return
+        # The next page is fetched while the engine applies this one.
+        yield from prefetch(self._pull_rest(pos, first=first))
+
+    def _filter(self) -> str:
+        return f"({self.settings.soql_filter})" if self.settings.soql_filter else ""
+
+    def _count_soql(self) -> str:
+        where = self._filter()
+        return f"SELECT COUNT() FROM {self.object}" + (f" WHERE {where}" if where else "")
+
+    def _soql(self, pos: _Position, keyset: tuple[str, str] | None, overlap: bool) -> str:
+        conditions = []
+        moment = pos.moment
+        if overlap and moment is not None and self.settings.overlap_seconds:
+            since = moment - timedelta(seconds=self.settings.overlap_seconds)
+            conditions.append(f"{MODSTAMP} >= {soql_datetime(since)}")
+        elif keyset is not None:
+            ts, last = keyset
+            conditions.append(
+                f"({MODSTAMP} > {ts} OR ({MODSTAMP} = {ts} AND {ID} > {soql_string(last)}))"
+            )
+        if self.settings.soql_filter:
+            conditions.append(self._filter())
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return (
+            f"SELECT {', '.join(self._read)} FROM {self.object}{where} "
+            f"ORDER BY {MODSTAMP} ASC, {ID} ASC LIMIT {self.settings.query_chunk}"
+        )
+
+    def _pull_rest(self, pos: _Position, *, first: bool) -> Iterator[Page]:
+        """Keyset queries of ``query_chunk`` rows each, the first re-reading the overlap."""
+        overlap = not first
+        keyset = (pos.ts, pos.id) if pos.ts else None
+        while True:
+            soql = self._soql(pos, keyset, overlap)  # type: ignore[arg-type]
+            got = 0
+            # A first pull wants the living; later ones queryAll to see deletes.
+            for rows in self.client.query(soql, all_rows=not first):
+                got += len(rows)
+                fresh = []
+                for row in rows:
+                    record = self._record(row)
+                    assert record.modified_at is not None
+                    keyset = (soql_datetime(record.modified_at), record.remote_id)
+                    pos.read(record)
+                    if pos.already_seen(record):
+                        continue  # re-read in the overlap window, unchanged
+                    pos.yielded(record)
+                    fresh.append(record)
+                yield Page(fresh, pos.dump(self.settings.overlap_seconds))
+            if got < self.settings.query_chunk:
+                return
+            overlap = False  # the next chunk starts right after the last row read
+
+    def _record(self, row: Mapping[str, Any], *, csv_row: bool = False) -> RemoteRecord:
+        if not isinstance(row, Mapping):
+            raise MalformedResponse("a Salesforce record is not an object")
+        record_id, stamp = row.get(ID), row.get(MODSTAMP)
+        if not isinstance(record_id, str) or not record_id or not stamp:
+            raise MalformedResponse(f"a Salesforce record without {ID} or {MODSTAMP}")
+        try:
+            modified = parse_stamp(stamp)
+        except ValueError:
+            raise MalformedResponse(f"{MODSTAMP} {stamp!r} is not a datetime") from None
+        deleted = row.get(DELETED)
+        is_deleted = deleted is True or (isinstance(deleted, str) and deleted.lower() == "true")
+        if is_deleted:
+            return RemoteRecord(record_id, {}, modified, deleted=True)
+        fields = {}
+        for name in self.settings.fields:
+            if name in row:
+                value = row[name]
+                # Bulk CSV writes null as an empty cell.
+                fields[name] = None if csv_row and value == "" else value
+        return RemoteRecord(record_id, fields, modified)
+
+    def _pull_bulk(self, pos: _Position) -> Iterator[Page]:
+        """A first pull through a Bulk 2.0 query job, one locator page per Page."""
+        client, settings = self.client, self.settings
+        if not pos.job:
+            where = self._filter()
+            soql = f"SELECT {', '.join(self._read)} FROM {self.object}"
+            soql += f" WHERE {where}" if where else ""
+            pos.job, pos.locator = client.create_query_job(soql, all_rows=False), None
+            info = client.wait_for_job(
+                "query",
+                pos.job,
+                poll=settings.bulk_poll_seconds,
+                timeout=settings.bulk_timeout_seconds,
+            )
+            if info.get("state") != "JobComplete":
+                # Airbyte falls back to REST when a job fails; so does this.
+                pos.job = None
+                yield from self._pull_rest(pos, first=True)
+                return
+        while True:
+            try:
+                rows, nxt = client.query_results(pos.job, pos.locator, settings.bulk_page_size)
+            except MalformedResponse:
+                if pos.locator is None and pos.ts is None:
+                    raise
+                # The job is gone (results live 7 days): start over. Re-read records are an
+                # overlap the engine tolerates.
+                yield from self.pull(None)
+                return
+            records = []
+            for row in rows:
+                record = self._record(row, csv_row=True)
+                pos.read(record)
+                pos.yielded(record)
+                records.append(record)
+            pos.locator = nxt
+            job = pos.job
+            if nxt is None:
+                pos.job = None  # done: later pulls go on from the newest row read
+            yield Page(records, pos.dump(settings.overlap_seconds))
+            if nxt is None:
+                client.delete_job("query", job)
+                return
+
+    # --- push -------------------------------------------------------------------------------
+
+    def push(self, batch: Sequence[PushItem]) -> list[PushResult]:
+        """Update linked records by Id; upsert the others by the external-id field."""
+        results: list[PushResult] = []
+        updates = [i for i in batch if i.remote_id]
+        creates = [i for i in batch if not i.remote_id]
+        threshold = self.settings.bulk_push_threshold
+        if creates and self._ext and threshold and len(creates) >= threshold:
+            results += self._bulk_upsert(creates)
+            creates = []
+        for start in range(0, len(updates), MAX_COLLECTION):
+            chunk = updates[start : start + MAX_COLLECTION]
+            results += self._collection("PATCH", "composite/sobjects", chunk, by_id=True)
+        if self._ext:
+            path = f"composite/sobjects/{self.object}/{self._ext}"
+            method = "PATCH"
+        else:
+            path, method = "composite/sobjects", "POST"
+        for start in range(0, len(creates), MAX_COLLECTION):
+            chunk = creates[start : start + MAX_COLLECTION]
+            results += self._collection(method, path, chunk, by_id=False)
+        return results
+
+    def _values(self, item: PushItem) -> dict[str, Any]:
+        values = {k: wire_value(v) for k, v in item.fields.items() if k not in (ID, MODSTAMP)}
+        if self._ext:
+            # Every write carries the hub id: a record linked from a pull gets it on its first
+            # push, and an upsert retried after a timeout finds the record it created.
+            values[self._ext] = item.contact_id
+        return values
+
+    def _collection(
+        self, method: str, path: str, items: Sequence[PushItem], *, by_id: bool
+    ) -> list[PushResult]:
+        records = []
+        for item in items:
+            record: dict[str, Any] = {"attributes": {"type": self.object}, **self._values(item)}
+            if by_id:
+                record["id"] = item.remote_id
+            records.append(record)
+        try:
+            answers = self.client.collection(method, path, records)
+        except Unavailable as exc:
+            return [
+                PushResult(i.contact_id, PushStatus.TRANSIENT, i.remote_id, message=exc.message)
+                for i in items
+            ]
+        except MalformedResponse as exc:
+            # The whole request was refused (a bad external-id field, a body Salesforce could
+            # not parse): every record carries the reason.
+            return [
+                PushResult(i.contact_id, PushStatus.REJECTED, i.remote_id, message=exc.message)
+                for i in items
+            ]
+        return [self._result(item, answer) for item, answer in zip(items, answers, strict=True)]
+
+    def _result(self, item: PushItem, answer: Any) -> PushResult:
+        if not isinstance(answer, dict):
+            return PushResult(
+                item.contact_id, PushStatus.TRANSIENT, item.remote_id, "an unreadable result"
+            )
+        if answer.get("success") and answer.get("id"):
+            return PushResult(item.contact_id, PushStatus.OK, str(answer["id"]))
+        errors = [e for e in answer.get("errors") or [] if isinstance(e, dict)]
+        codes = [str(e.get("statusCode") or "") for e in errors]
+        # With allOrNone, the innocent records carry only the rollback code: report the cause.
+        real = [e for e in errors if e.get("statusCode") not in TRANSIENT_CODES]
+        message = error_text(real or errors, 400)
+        if not real:
+            return PushResult(item.contact_id, PushStatus.TRANSIENT, item.remote_id, message)
+        code = next((RECORD_CODES[c] for c in codes if c in RECORD_CODES), Code.REMOTE_REJECTED)
+        return PushResult(
+            item.contact_id, PushStatus.REJECTED, item.remote_id, message=message, code=code
+        )
+
+    def _bulk_upsert(self, items: Sequence[PushItem]) -> list[PushResult]:
+        """One Bulk 2.0 upsert job by the external-id field; results matched back by it."""
+        assert self._ext is not None
+        rows = [self._values(item) for item in items]
+        columns = [self._ext, *sorted({k for r in rows for k in r} - {self._ext})]
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            # A key that is absent stays as it is (an empty cell); null is "#N/A".
+            writer.writerow(
+                [
+                    ("" if c not in row else NA if row[c] is None or row[c] == "" else row[c])
+                    for c in columns
+                ]
+            )
+        try:
+            _, done, failed = self.client.ingest(
+                self.object,
+                "upsert",
+                out.getvalue(),
+                external_id=self._ext,
+                poll=self.settings.bulk_poll_seconds,
+                timeout=self.settings.bulk_timeout_seconds,
+            )
+        except Unavailable as exc:
+            # Upserts by the hub id: sending them again later cannot duplicate.
+            return [
+                PushResult(i.contact_id, PushStatus.TRANSIENT, None, message=exc.message)
+                for i in items
+            ]
+        answered: dict[str, PushResult] = {}
+        for row in done:
+            key = row.get(self._ext) or ""
+            if row.get("sf__Id"):
+                answered[key] = PushResult(key, PushStatus.OK, row["sf__Id"])
+        for row in failed:
+            key = row.get(self._ext) or ""
+            cause = row.get("sf__Error") or "rejected by the Bulk API"
+            status_code, _, message = cause.partition(":")
+            code = RECORD_CODES.get(status_code, Code.REMOTE_REJECTED)
+            answered[key] = PushResult(
+                key, PushStatus.REJECTED, None, message=f"{status_code}: {message}", code=code
+            )
+        return [
+            answered.get(item.contact_id)
+            or PushResult(
+                item.contact_id,
+                PushStatus.TRANSIENT,
+                None,
+                message="the Bulk API job did not process this record",
+            )
+            for item in items
+        ]
+
+    def close(self) -> None:
+        self.client.close()
