@@ -31,12 +31,21 @@ def export_instance(etc: Path, transport: dict[str, Any] | Path, **settings: Any
     folder = etc / "instances"
     folder.mkdir(parents=True, exist_ok=True)
     lines = ['type = "conversations_export"', "[settings]"]
-    lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    lines += [f"{key} = {toml_value(value)}" for key, value in settings.items()]
     lines.append("[settings.transport]")
-    lines += [f"{key} = {json.dumps(value)}" for key, value in transport.items()]
+    lines += [f"{key} = {toml_value(value)}" for key, value in transport.items()]
     path = folder / f"{NAME}.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return load_instance(path, CONNECTORS)
+
+
+def toml_value(value: Any) -> str:
+    """A TOML value: JSON's strings, numbers and lists are TOML; a dict is an inline table."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, Path):
+        value = str(value)
+    return json.dumps(value)
 
 
 def write_raw_instance(etc: Path, body: str) -> Path:
