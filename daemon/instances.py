@@ -157,6 +157,9 @@ class InstanceConfig(BaseModel):
     owns_crm_id: bool = False
     max_attempts: int = Field(default=5, ge=1, le=100)
     push_batch_size: int = Field(default=100, ge=1, le=10_000)
+    # A write the platform confirms later (a Slate upload) not seen by a pull within this
+    # many seconds is logged remote-unconfirmed.
+    confirm_within_seconds: int = Field(default=21_600, ge=1)
     # Batches in flight at once, for connectors whose push is thread-safe
     # (``capabilities.concurrent_push``); the connector's rate limiter still paces them.
     push_concurrency: int = Field(default=4, ge=1, le=32)
@@ -243,7 +246,8 @@ def _add_default_fields(
 ) -> None:
     """Append the field maps a connector proposes from its settings (the sftp plugin's
     column presets: ``default_fields(settings) -> [{"hub": …, "remote": …}, …]``) for every
-    hub field the file's own ``[[fields]]`` do not map; the file's entries win."""
+    hub field the file's own ``[[fields]]`` do not map; the file's entries win. A proposal for
+    one direction (a transform only outgoing values need) is dropped where it does not fit."""
     proposer = getattr(connector_class, "default_fields", None)
     if proposer is None:
         return

@@ -9,7 +9,7 @@ what changed" read them. A record deleted on the platform leaves a *tombstone* (
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,8 @@ from daemon.store import Link
 _LINK = Link.__table__
 
 ACTIVE = "active"
-PENDING = "pending"
+PENDING = "pending"  # pushed, not yet seen by a pull (platforms that confirm later)
+UNCONFIRMED = "unconfirmed"  # pending past the instance's confirmation window
 DELETED = "deleted"
 
 
@@ -35,6 +36,9 @@ class LinkRow:
     state: str
     values: dict[str, Any]
     remote_modified_at: datetime | None = None
+    # When the row was last written (for a pending link: when the write was sent). Not
+    # compared: a re-read that changes nothing else must not count as a change.
+    updated_at: datetime | None = field(default=None, compare=False)
 
 
 def _row(mapping: Mapping[str, Any]) -> LinkRow:
@@ -45,7 +49,13 @@ def _row(mapping: Mapping[str, Any]) -> LinkRow:
         mapping["state"],
         dict(mapping["values"] or {}),
         mapping["remote_modified_at"],
+        mapping.get("updated_at"),
     )
+
+
+def from_row(mapping: Mapping[str, Any]) -> LinkRow:
+    """A :class:`LinkRow` from a ``link`` table row."""
+    return _row(mapping)
 
 
 def by_remote_ids(

@@ -9,20 +9,22 @@ exchanged values).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from threading import Event
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
-from daemon import lease, links, runs
+from daemon import confirm, lease, links, runs
 from daemon.clock import Cancelled
 from daemon.connector import Page, RemoteRecord
 from daemon.fields import Action
 from daemon.incoming import IncomingRecord, Outcome, RecordPlan
 from daemon.ingest import Ingestor
 from daemon.store import utcnow
+from daemon.synclog import SyncLogBuffer
 
 if TYPE_CHECKING:
     from daemon.engine import CycleContext
@@ -59,7 +61,23 @@ def pull_cycle(ctx: CycleContext, *, full: bool = False, cancel: Event | None = 
             _page(ctx, ingestor, page, counts)
     counts.update(ingestor.report.counts)
     counts["errors"] += ingestor.report.problem_count
+    if not ctx.dry_run:
+        _expire_pending(ctx, counts)
     return counts
+
+
+def _expire_pending(ctx: CycleContext, counts: Counter) -> None:
+    """After a whole pull, writes still unseen past the window are ``remote-unconfirmed``."""
+    within = timedelta(seconds=ctx.instance.config.confirm_within_seconds)
+    buffer = SyncLogBuffer(confirm.outgoing_context(ctx.sync_context))
+    with ctx.engine.begin() as conn:
+        now = utcnow()
+        lease.renew(conn, ctx.instance.connection, ctx.owner, now)
+        expired = confirm.expire(conn, ctx.instance.connection, buffer, within, now)
+        buffer.write(conn)
+    buffer.emit()
+    if expired:
+        counts["unconfirmed"] += len(expired)
 
 
 def _page(ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter) -> None:
@@ -86,6 +104,7 @@ def _page(ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter) ->
         tagged[record.remote_id] = _Tagged(record, None)
 
     merges = {r.remote_id: r.merged_from for r in page.records if r.merged_from}
+    settled = confirm.Settled()
 
     def before(conn: Connection, records: list[IncomingRecord]) -> None:
         now = utcnow()
@@ -99,16 +118,24 @@ def _page(ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter) ->
                 item.linked_contact_id = link.contact_id
                 item.last_exchanged = link.values
                 tagged[link.remote_id].link = link
+        # Writes the platform confirms later: this page may be what confirms them.
+        found = confirm.attach(conn, connection, records, known, ctx.schema)
+        settled.previous, settled.still_pending = found.previous, found.still_pending
+        settled.confirmed = found.confirmed
+        for remote_id, link in found.previous.items():
+            tagged[remote_id].link = link
 
     def after(conn: Connection, plans: list[RecordPlan]) -> None:
         now = utcnow()
-        _save_links(conn, ctx, plans, tagged, now)
+        _save_links(conn, ctx, plans, tagged, now, settled.still_pending)
         if deleted:
             _tombstone(conn, ctx, deleted, now, counts)
         runs.set_cursor(conn, ctx.instance.name, page.cursor, now)
 
     if incoming or deleted:
         ingestor.batch(incoming, before=before, after=after)
+        if settled.confirmed:
+            counts["confirmed"] += settled.confirmed
     elif not ctx.dry_run:
         with ctx.engine.begin() as conn:
             lease.renew(conn, connection, ctx.owner, utcnow())
@@ -121,12 +148,13 @@ def _save_links(
     plans: list[RecordPlan],
     tagged: dict[str, _Tagged],
     now: datetime,
+    still_pending: Collection[str] = (),
 ) -> None:
     rows = []
     for plan in plans:
         remote_id = plan.record.remote_id
-        if plan.contact_id is None or remote_id is None:
-            continue
+        if plan.contact_id is None or remote_id is None or remote_id in still_pending:
+            continue  # a pending write's link waits, untouched, for a read that shows it
         if plan.outcome not in (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED):
             continue
         previous = tagged[remote_id].link

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, select
 
-from daemon import lease, links, outbox, runs
+from daemon import confirm, lease, links, outbox, runs
 from daemon.database import READ_ONLY
 from daemon.store import InstanceRow, InstanceState, SyncCursor, SyncRun, utcnow
 
@@ -24,6 +24,7 @@ _INSTANCE = InstanceRow.__table__
 
 DIRECTIONS = ("pull", "push")
 OUTBOX_STATES = (outbox.PENDING, outbox.PARKED)
+# Always listed; ``unconfirmed`` (pending past the window) shows when there are any.
 LINK_STATES = (links.ACTIVE, links.PENDING, links.DELETED)
 
 
@@ -37,8 +38,10 @@ def instance_status(
     ``mirrored`` (the ``instance`` row or ``None``), ``last_runs`` (``pull`` and ``push``:
     run id, outcome, started/finished times, counts, error), ``backoff_until`` (only while
     it lasts), ``next_pull_at``, ``next_push_at``, ``lease`` (owner and expiry while held),
-    ``outbox`` and ``links`` (counts per state of the connection) and
-    ``cursor_updated_at`` (the last checkpoint of the contacts stream).
+    ``outbox`` and ``links`` (counts per state of the connection: ``pending`` writes wait
+    for a pull to confirm them, ``unconfirmed`` ones waited past the window),
+    ``pending_since`` (when the oldest pending write was sent) and ``cursor_updated_at``
+    (the last checkpoint of the contacts stream).
     """
     now = now or utcnow()
     names = list(connections)
@@ -54,6 +57,7 @@ def instance_status(
         held = lease.holders(conn, [c for c in resolved.values() if c], now)
         queued = outbox.counts(conn)
         linked = links.counts(conn)
+        waiting = confirm.oldest_pending(conn)
     out: dict[str, dict[str, Any]] = {}
     for name in names:
         connection = resolved[name]
@@ -70,6 +74,7 @@ def instance_status(
             "lease": {"owner": holder[0], "expires_at": holder[1]} if holder else None,
             "outbox": _counts(queued.get(connection or "", {}), OUTBOX_STATES),
             "links": _counts(linked.get(connection or "", {}), LINK_STATES),
+            "pending_since": waiting.get(connection or ""),
             "cursor_updated_at": cursors.get(name),
         }
     return out
