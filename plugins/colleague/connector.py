@@ -129,7 +129,12 @@ class ColleagueConnector(Connector):
     type: ClassVar[str] = "colleague"
     Config: ClassVar[type[ConnectorConfig]] = ColleagueConfig
     capabilities: ClassVar[Capabilities] = Capabilities(
-        pull=True, push=True, create=True, deletes=True, modified_at=False
+        pull=True,
+        push=True,
+        create=True,
+        deletes=True,
+        modified_at=False,
+        concurrent_push=True,  # push() keeps no state between calls
     )
 
     def __init__(
@@ -338,9 +343,13 @@ class ColleagueConnector(Connector):
     ) -> RemoteRecord | None:
         colleague_id = _colleague_id(person)
         if not colleague_id:
-            raise MalformedResponse(
-                f"a Colleague person without a colleaguePersonId credential ({person.get('id')})"
+            # One broken person must not stop the pull: it is reported and skipped.
+            self.context.report(
+                Code.REMOTE_MALFORMED,
+                "a Colleague person without a colleaguePersonId credential was skipped",
+                guid=str(person.get("id") or ""),
             )
+            return None
         name = _pick(person.get("names"), _name_rank)
         email = _pick(person.get("emails"), _email_rank)
         phone = _pick(person.get("phones"), _phone_rank)

@@ -147,6 +147,7 @@ class ColleagueSimulator(Simulator):
         self._id_rng = random.Random(self.seed + 1)  # guids and tokens, not faults
         self.tokens: dict[str, float] = {}  # JWT -> expiry (epoch seconds)
         self.counters = {"token_grants": 0, "published": 0, "consumed": 0, "puts": 0}
+        self.last_put: dict[str, Any] | None = None  # the body of the latest PUT, as sent
         self._seed_persons()
 
     def _seed_persons(self) -> None:
@@ -456,6 +457,7 @@ class ColleagueSimulator(Simulator):
         if body.get("id") not in (None, "", guid):
             raise EthosError(400, "Global.BadRequest", "GUID not the same as in request body.")
         person = self._found(guid)
+        self.last_put = _copy(body)
         _validate(body, creating=False)
         sent = body.get("credentials")
         if sent is not None and any(
