@@ -436,6 +436,9 @@ def _make_handler(simulator: Simulator) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"  # keep-alive, as real platforms and httpx use
         server_version = f"contactsync-sim/{simulator.name}"
         timeout = 30  # an idle keep-alive connection is closed rather than kept forever
+        # Headers and body leave in two writes: with Nagle on, the body waits for the
+        # client's delayed ACK, and every loopback request took ~40 ms instead of ~1 ms.
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             split = urlsplit(self.path)
