@@ -114,10 +114,10 @@ def clean_path(path: str) -> str:
 
     A leading ``/`` means the base, not the server's root: every path is inside the base.
     """
-    normal = posixpath.normpath("/" + path.replace("\\", "/")).lstrip("/")
-    if normal in ("", "."):
+    normal = posixpath.normpath(path.replace("\\", "/").lstrip("/") or ".")
+    if normal == ".":
         return ""
-    if normal == ".." or normal.startswith("../"):  # normpath of "/.." is "/"; belt and braces
+    if normal == ".." or normal.startswith("../"):
         raise ValueError(f"path {path!r} leaves the transport's base folder")
     return normal
 

@@ -81,7 +81,8 @@ def load_private_key(text: str, passphrase: str | None) -> paramiko.PKey:
         except paramiko.PasswordRequiredException:
             raise AuthFailed("the private key is encrypted: set passphrase") from None
         except (paramiko.SSHException, ValueError) as exc:
-            if "passphrase" in str(exc).lower() or "decrypt" in str(exc).lower():
+            # "checkints do not match": the key decrypted to garbage, a wrong passphrase.
+            if any(w in str(exc).lower() for w in ("passphrase", "decrypt", "checkint")):
                 problem = "the private key cannot be decrypted (wrong passphrase?)"
             continue
     raise AuthFailed(problem)

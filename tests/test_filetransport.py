@@ -1,0 +1,216 @@
+"""The file transport interface: the same checks on a local folder and on a real sshd, plus
+what only SFTP has (host keys, credentials, reconnects, streaming big files)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sftpkit import transport_table
+
+from daemon.clock import FakeClock
+from daemon.connector import AuthFailed, Unavailable
+from daemon.filetransport import (
+    FileTransport,
+    HostKeyRefused,
+    LocalTransport,
+    RemoteFile,
+    TransportSettings,
+    clean_path,
+    open_transport,
+    stable_files,
+)
+from daemon.sftp import SftpTransport
+
+
+@pytest.fixture(params=["local", "sftp"])
+def transport(request, tmp_path) -> Iterator[tuple[FileTransport, Path]]:
+    """A transport and the folder on disk it is based in."""
+    if request.param == "local":
+        with LocalTransport(tmp_path) as local:
+            yield local, tmp_path
+        return
+    server = request.getfixturevalue("sshd_server")
+    root = request.getfixturevalue("sftp_root")
+    settings = TransportSettings.model_validate(
+        transport_table(server, root, private_key=server.private_key)
+    )
+    with open_transport(settings) as remote:
+        yield remote, root
+
+
+def test_list_shows_regular_visible_matching_files_sorted(transport):
+    t, root = transport
+    (root / "in" / "sub").mkdir(parents=True)
+    for name in ("b.csv", "a.csv", "c.txt", ".hidden.csv"):
+        (root / "in" / name).write_text(name)
+    os.symlink(root / "in" / "a.csv", root / "in" / "link.csv")
+    files = t.list("in", "*.csv")
+    assert [f.name for f in files] == ["a.csv", "b.csv"]
+    assert files[0] == RemoteFile("a.csv", "in/a.csv", 5, files[0].mtime)
+    assert [f.name for f in t.list("/in/")] == ["a.csv", "b.csv", "c.txt"]
+    with pytest.raises(FileNotFoundError):
+        t.list("missing")
+
+
+def test_stat_and_read(transport):
+    t, root = transport
+    (root / "d").mkdir()
+    (root / "d" / "x.bin").write_bytes(b"\x00\x01" * 10)
+    assert t.stat("d/x.bin") == RemoteFile("x.bin", "d/x.bin", 20, t.stat("d/x.bin").mtime)
+    assert t.stat("d/none") is None
+    assert t.stat("d") is None  # a folder is not a file
+    with t.open_read("d/x.bin") as fh:
+        assert fh.read(3) == b"\x00\x01\x00"
+        assert fh.read() == b"\x01\x00" * 8 + b"\x01"
+
+
+def test_write_atomic_replaces_whole_and_leaves_no_temporary(transport):
+    t, root = transport
+    t.makedirs("out/deep")
+    t.makedirs("out/deep")  # again: fine
+    assert t.write_atomic("out/deep/f.csv", [b"one,", b"two"]) == 7
+    assert t.write_atomic("out/deep/f.csv", iter([b"three"])) == 5
+    assert (root / "out/deep/f.csv").read_bytes() == b"three"
+
+    def failing() -> Iterator[bytes]:
+        yield b"half of a file"
+        raise RuntimeError("the source broke")
+
+    with pytest.raises(RuntimeError):
+        t.write_atomic("out/deep/f.csv", failing())
+    assert (root / "out/deep/f.csv").read_bytes() == b"three"
+    assert sorted(p.name for p in (root / "out/deep").iterdir()) == ["f.csv"]
+
+
+def test_move_remove_and_overwrite(transport):
+    t, root = transport
+    (root / "a").mkdir()
+    (root / "a" / "1.csv").write_text("one")
+    (root / "a" / "2.csv").write_text("two")
+    t.makedirs("a/done")
+    t.move("a/1.csv", "a/done/1.csv")
+    assert (root / "a/done/1.csv").read_text() == "one"
+    with pytest.raises(FileExistsError):
+        t.move("a/2.csv", "a/done/1.csv", overwrite=False)
+    t.move("a/2.csv", "a/done/1.csv")
+    assert (root / "a/done/1.csv").read_text() == "two"
+    t.remove("a/done/1.csv")
+    t.remove("a/done/1.csv")  # already gone: fine
+    assert not (root / "a/done/1.csv").exists()
+
+
+def test_paths_never_leave_the_base(transport):
+    t, _ = transport
+    with pytest.raises(ValueError, match="leaves"):
+        t.stat("x/../../etc/passwd")
+    assert clean_path("/a//b/./c") == "a/b/c"
+    assert clean_path("/") == ""
+
+
+def test_stable_files_leaves_a_growing_file_for_later(transport):
+    t, root = transport
+    (root / "in").mkdir()
+    (root / "in" / "done.csv").write_text("complete")
+    growing = root / "in" / "growing.csv"
+    growing.write_text("part")
+
+    class UploadingClock(FakeClock):
+        def sleep(self, seconds, cancel=None):
+            super().sleep(seconds, cancel)
+            with growing.open("a") as fh:
+                fh.write(" more")
+
+    clock = UploadingClock()
+    listed = t.list("in")
+    assert [f.name for f in stable_files(t, listed, wait_seconds=5, clock=clock)] == ["done.csv"]
+    assert clock.slept == 5
+    assert stable_files(t, listed, wait_seconds=0, clock=clock) == listed
+
+
+def test_a_missing_local_folder_is_unavailable(tmp_path):
+    with pytest.raises(Unavailable):
+        open_transport(TransportSettings(kind="local", path=str(tmp_path / "not-mounted")))
+
+
+# --- SFTP only ------------------------------------------------------------------------------
+
+
+def sftp(server, root, **overrides) -> SftpTransport:
+    overrides.setdefault("private_key", server.private_key)
+    settings = TransportSettings.model_validate(transport_table(server, root, **overrides))
+    transport = open_transport(settings)
+    assert isinstance(transport, SftpTransport)
+    return transport
+
+
+def test_one_connection_is_reused_and_a_dropped_one_reopened(sshd_server, sftp_root):
+    (sftp_root / "f.csv").write_text("x")
+    with sftp(sshd_server, sftp_root) as t:
+        for _ in range(5):
+            t.list("")
+            t.stat("f.csv")
+        assert t.connects == 1
+        t._client.get_transport().close()  # the server or the network drops us
+        assert [f.name for f in t.list("")] == ["f.csv"]
+        assert t.connects == 2
+
+
+def test_a_large_file_streams_intact(sshd_server, sftp_root):
+    data = os.urandom(3_000_000)
+    with sftp(sshd_server, sftp_root) as t:
+        assert t.write_atomic("big.bin", (data[i : i + 65536] for i in range(0, len(data), 65536)))
+        assert (sftp_root / "big.bin").read_bytes() == data
+        with t.open_read("big.bin") as fh:
+            parts = []
+            while chunk := fh.read(100_000):
+                parts.append(chunk)
+        assert b"".join(parts) == data
+        with t.open_read("big.bin") as fh:
+            assert sum(len(line) for line in fh) == len(data)
+
+
+def test_refused_credentials_and_an_unreachable_server(sshd_server, sftp_root, tmp_path):
+    other = tmp_path / "other_key"
+    os.system(f"ssh-keygen -q -t ed25519 -N '' -f {other} >/dev/null")
+    with pytest.raises(AuthFailed) as refused:
+        sftp(sshd_server, sftp_root, private_key=other.read_text())
+    assert refused.value.code == "remote-auth-failed"
+    encrypted = tmp_path / "encrypted_key"
+    os.system(f"ssh-keygen -q -t ed25519 -N 's3cret-pass' -f {encrypted} >/dev/null")
+    with pytest.raises(AuthFailed, match="passphrase"):
+        sftp(sshd_server, sftp_root, private_key=encrypted.read_text())
+    with pytest.raises(AuthFailed, match="passphrase"):
+        sftp(sshd_server, sftp_root, private_key=encrypted.read_text(), passphrase="wrong-one")
+    with pytest.raises(Unavailable):
+        sftp(sshd_server, sftp_root, port=1, timeout_seconds=2)
+
+
+def test_an_encrypted_key_with_its_passphrase_gets_in(sshd_server, sftp_root, tmp_path):
+    """The server trusts one key; encrypt a copy of it and log in with the passphrase."""
+    key = tmp_path / "key"
+    key.write_text(sshd_server.private_key)
+    key.chmod(0o600)
+    os.system(f"ssh-keygen -q -p -N 'open-sesame' -f {key} >/dev/null")
+    assert "open-sesame" not in key.read_text()
+    with sftp(sshd_server, sftp_root, private_key=key.read_text(), passphrase="open-sesame") as t:
+        assert t.list("") == []
+
+
+def test_host_key_checks(sshd_server, sftp_root):
+    empty = sftp_root / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(HostKeyRefused) as unknown:
+        sftp(sshd_server, sftp_root, known_hosts=str(empty))
+    assert unknown.value.code == "host-key-refused"
+    assert sshd_server.host_key_fingerprint in unknown.value.message
+    assert empty.read_text() == ""  # never added
+    with sftp(
+        sshd_server,
+        sftp_root,
+        known_hosts=None,
+        host_key_fingerprint=sshd_server.host_key_fingerprint,
+    ) as t:
+        assert t.list("") == [RemoteFile("known_hosts", "known_hosts", 0, t.list("")[0].mtime)]
