@@ -1,8 +1,9 @@
 """The Salesforce connector keeps the connector contract, against the Salesforce simulator.
 
 Each check gets its own simulator sharing the suite's fake clock, so sessions, the daily
-allowance and the connector's waits all run on the same time, and no wait is real. Three
-flavours, one per OAuth grant the connector speaks.
+allowance and the connector's waits all run on the same time, and no wait is real. The
+refresh-token and JWT-bearer grants are proven in test_salesforce_connector.py (a full
+contract run per grant would cost more test time than it finds).
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ class TestSalesforceContract(ConnectorContract):
     mapped_fields: ClassVar[list[str]] = ["FirstName", "LastName", "Email", "Phone"]
     page_size: ClassVar[int] = 5
     uses_clock: ClassVar[bool] = True
-    sim_options: ClassVar[dict[str, Any]] = {}
 
     @pytest.fixture(autouse=True)
     def _platform(self, cs_clock: FakeClock) -> Iterator[None]:
-        with SalesforceSimulator(seed=SEED, clock=cs_clock, **self.sim_options) as sim:
+        with SalesforceSimulator(seed=SEED, clock=cs_clock) as sim:
             self.sim = sim
             self._reject_next = False
             yield
@@ -85,30 +85,3 @@ class TestSalesforceContract(ConnectorContract):
             self._reject_next = True  # no "reject" knob: a real validation rule does it
         else:
             self.sim.inject(fault)
-
-
-class TestSalesforceRefreshTokenContract(TestSalesforceContract):
-    """Refresh token (web-server flow), rotated on every use."""
-
-    secrets: ClassVar[list[str]] = [_SIM.client_secret, _SIM.refresh_token]
-    sim_options: ClassVar[dict[str, Any]] = {"rotate_refresh_tokens": True}
-
-    def auth_settings(self, bad: bool) -> dict[str, Any]:
-        return {
-            "client_id": self.sim.client_id,
-            "client_secret": self.sim.client_secret,
-            "refresh_token": "wrong-refresh" if bad else self.sim.refresh_token,
-        }
-
-
-class TestSalesforceJwtContract(TestSalesforceContract):
-    """JWT bearer: an RS256 assertion signed with the connected app's certificate key."""
-
-    secrets: ClassVar[list[str]] = [_SIM.private_key_pem.splitlines()[5]]
-
-    def auth_settings(self, bad: bool) -> dict[str, Any]:
-        return {
-            "client_id": self.sim.client_id,
-            "username": "someone-else@example.org" if bad else self.sim.username,
-            "private_key": self.sim.private_key_pem,
-        }

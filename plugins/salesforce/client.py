@@ -272,8 +272,10 @@ class SalesforceClient:
             return None
         if "REQUEST_LIMIT_EXCEEDED" not in error_codes(body):
             return None
-        if self.quota.limit is not None:
-            self.quota.update(self.quota.limit, self.quota.limit)
+        # The allowance is spent, whatever the quota believed: no further call until the
+        # back-off is over (the quota's period ends then, and the next answer says more).
+        spent = self.quota.limit or max(1, self.quota.used)
+        self.quota.update(spent, spent)
         return RateLimited(
             f"Salesforce API allowance exhausted: {error_text(body, 403)}",
             retry_after=self.limit_backoff_seconds,
