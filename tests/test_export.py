@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from daemon import exports, outbox
 from daemon.config import ConfigError, DaemonSettings
@@ -21,11 +22,12 @@ from daemon.filetransport import LocalTransport
 from daemon.hub import save_contact
 from daemon.instances import load_instance
 from daemon.scheduler import Scheduler
-from daemon.store import InstanceRow
+from daemon.store import InstanceRow, Message
 from plugins.export.exporter import parse_zone
 from tests.exportkit import (
     CONNECTORS,
     NAME,
+    T0,
     all_rows,
     batches,
     contact,
@@ -475,3 +477,42 @@ def test_parse_zone_accepts_names_and_offsets() -> None:
     assert parse_zone("UTC-4").utcoffset(None).total_seconds() == -4 * 3600  # type: ignore[union-attr]
     with pytest.raises(ValueError):
         parse_zone("+25:00")
+
+
+def test_exactly_once_on_postgresql_with_an_insert_in_flight(
+    tmp_path: Path, pg_engine: Engine, out: Path
+) -> None:
+    """A message whose insert is still uncommitted when the export starts has a lower id
+    than later ones: the cut waits for it (a SHARE lock on the table), so it is neither lost
+    behind the watermark nor exported twice."""
+    ada = contact(pg_engine, 1)
+    message(pg_engine, ada, "committed")
+    instance = export_instance(tmp_path / "etc", out)
+    sync = engine_for(pg_engine, instance)
+    in_flight = pg_engine.connect()
+    transaction = in_flight.begin()
+    in_flight.execute(
+        Message.__table__.insert().values(
+            contact_id=ada, channel="web", direction="incoming", body="late", sent_at=T0
+        )
+    )
+    message(pg_engine, ada, "overtaking")  # a higher id, committed first
+    reports: list[Any] = []
+    runner = threading.Thread(target=lambda: reports.append(sync.run(instance, EXPORT)))
+    runner.start()
+    try:
+        # Commit only once the export waits for the lock (pg_locks says so): no sleeping.
+        while runner.is_alive():
+            with pg_engine.connect() as conn:
+                if conn.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar():
+                    break
+            runner.join(0.005)
+        transaction.commit()
+    finally:
+        in_flight.close()
+        runner.join(30)
+    assert reports and reports[0].outcome == "ok", reports
+    message(pg_engine, ada, "after")
+    assert sync.run(instance, EXPORT).outcome == "ok"
+    got = sorted(r["incoming"] for r in all_rows(out))
+    assert got == ["after", "committed", "late", "overtaking"]
