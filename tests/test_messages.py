@@ -238,3 +238,8 @@ path = "{out}"
     (batch,) = run.json("messages", "exports", NAME)
     assert (batch["file_name"], batch["state"], batch["rows"]) == (path.name, "uploaded", 1)
     assert path.name in run("messages", "exports").stdout
+    # A reset watermark exports everything again, as new files under new names.
+    run("cursor", "reset", NAME, "--stream", "export")
+    run("sync", NAME)
+    files = exported_files(out)
+    assert len(files) == 2 and read_csv(files[0]) == read_csv(files[1])
