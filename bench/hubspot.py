@@ -58,7 +58,7 @@ push_batch_size = 100
 [settings]
 base_url = "{url}"
 access_token = {{ env = "BENCH_HUBSPOT_TOKEN" }}
-page_size = 100
+page_size = 200
 
 [[fields]]
 hub = "first_name"

@@ -97,7 +97,21 @@ def prefetch(source: Iterator[T], depth: int = 2) -> Iterator[T]:
     latency behind the hub's work. At most ``depth`` pages wait in memory. An error in the
     source is raised in the caller, in order; a caller that stops early stops the thread.
     """
-    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    for _, item in interleave([source], depth=depth):
+        yield item
+
+
+def interleave(sources: Sequence[Iterator[T]], depth: int = 2) -> Iterator[tuple[int, T]]:
+    """Run several page sources at once, one thread each; yield ``(source index, page)`` in
+    the order pages arrive.
+
+    For platforms whose records can be split into independent ranges (ids, dates), this is
+    what turns N latencies in a row into N at a time, while the connector's rate limiter
+    keeps them within the platform's limit. At most ``depth`` pages per source wait in
+    memory, so memory stays bounded by the page size. The first error in any source is
+    raised in the caller; a caller that stops early (or an error) stops every thread.
+    """
+    slots: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth * len(sources)))
     stop = threading.Event()
 
     def put(item: Any) -> bool:
@@ -109,25 +123,32 @@ def prefetch(source: Iterator[T], depth: int = 2) -> Iterator[T]:
                 continue
         return False
 
-    def produce() -> None:
+    def produce(index: int, source: Iterator[T]) -> None:
         try:
             for item in source:
-                if not put(item):
+                if not put((index, item)):
                     return
             put(_DONE)
         except BaseException as exc:  # handed to the caller, who decides
             put(_Raised(exc))
 
-    worker = threading.Thread(target=produce, name="contactsync-prefetch", daemon=True)
-    worker.start()
+    workers = [
+        threading.Thread(target=produce, args=(i, source), name="contactsync-prefetch", daemon=True)
+        for i, source in enumerate(sources)
+    ]
+    for worker in workers:
+        worker.start()
+    running = len(workers)
     try:
-        while True:
+        while running:
             item = slots.get()
             if item is _DONE:
-                return
+                running -= 1
+                continue
             if isinstance(item, _Raised):
                 raise item.error
             yield item
     finally:
         stop.set()
-        worker.join(timeout=5)
+        for worker in workers:
+            worker.join(timeout=5)

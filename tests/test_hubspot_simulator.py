@@ -495,3 +495,30 @@ def test_simulate_exposes_the_hubspot_knobs_as_flags():
     ) == {"rate_limit_per_10s": 190, "rotate_refresh_tokens": True, "token_ttl_seconds": 60.0}
     bogus = CliRunner().invoke(cli, ["simulate", "hubspot", "--bogus", "1"])
     assert bogus.exit_code == 2
+
+
+def test_an_id_range_search_answers_as_a_full_search_would(hub, clock: FakeClock) -> None:
+    """The keyset shortcut (id bounds, sorted by id) gives what filtering every record does."""
+    sim, client = hub
+    ids = sorted(int(i) for i in sim.records)
+    sim.delete_contact(str(ids[3]))
+    low, high = ids[1], ids[-4]
+
+    def found(filters: list[dict], **extra: Any) -> list[int]:
+        body = _search(client, filterGroups=[{"filters": filters}], limit=200, **extra).json()
+        return [int(r["id"]) for r in body["results"]]
+
+    keyset = [
+        {"propertyName": "hs_object_id", "operator": "GT", "value": str(low)},
+        {"propertyName": "hs_object_id", "operator": "LTE", "value": str(high)},
+    ]
+    by_id = [{"propertyName": "hs_object_id", "direction": "ASCENDING"}]
+    # A HAS_PROPERTY filter takes the general path: every record filtered, then sorted.
+    general = found([*keyset, {"propertyName": "email", "operator": "HAS_PROPERTY"}], sorts=by_id)
+    assert (
+        found(keyset, sorts=by_id) == general == [i for i in ids if low < i <= high and i != ids[3]]
+    )
+    first = _search(client, filterGroups=[{"filters": keyset}], sorts=by_id, limit=5).json()
+    assert [int(r["id"]) for r in first["results"]] == general[:5]
+    assert first["paging"]["next"]["after"] == "5"
+    assert first["total"] >= len(general)

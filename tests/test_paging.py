@@ -128,3 +128,46 @@ def test_prefetch_keeps_order_raises_in_order_and_stops_when_abandoned():
     stream.close()  # the caller stops early: the producer thread must end, not run forever
     assert not [t for t in threading.enumerate() if t.name == "contactsync-prefetch"]
     assert len(produced) <= 5
+
+
+def test_interleave_runs_sources_at_once_and_yields_every_page_once():
+    import time
+
+    from daemon.paging import interleave
+
+    started = []
+
+    def slow(name: str, count: int):
+        started.append(name)
+        for i in range(count):
+            time.sleep(0.01)
+            yield f"{name}{i}"
+
+    seen = list(interleave([slow("a", 5), slow("b", 3), slow("c", 0)]))
+    assert sorted(item for _, item in seen) == sorted(
+        ["a0", "a1", "a2", "a3", "a4", "b0", "b1", "b2"]
+    )
+    # Each source's own pages keep their order, tagged with the source's index.
+    assert [item for index, item in seen if index == 0] == [f"a{i}" for i in range(5)]
+    assert {index for index, item in seen if item.startswith("b")} == {1}
+
+
+def test_interleave_raises_the_first_error_and_stops_the_others():
+    import threading
+
+    from daemon.paging import interleave
+
+    def endless():
+        n = 0
+        while True:
+            n += 1
+            yield n
+
+    def failing():
+        yield 1
+        raise ValueError("page 2 is malformed")
+
+    with pytest.raises(ValueError, match="malformed"):
+        for _ in interleave([endless(), failing()], depth=1):
+            pass
+    assert not [t for t in threading.enumerate() if t.name == "contactsync-prefetch"]

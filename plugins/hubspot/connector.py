@@ -34,7 +34,7 @@ import httpx
 from pydantic import Field, field_validator, model_validator
 
 from daemon.dictionary import Code
-from daemon.paging import prefetch
+from daemon.paging import interleave, prefetch
 from daemon.sdk import (
     Capabilities,
     Clock,
@@ -54,6 +54,7 @@ from daemon.sdk import (
 )
 from plugins.hubspot.client import (
     MAX_BATCH,
+    MAX_SEARCH_LIMIT,
     MAX_SEARCH_RESULTS,
     HubSpotClient,
     error_message,
@@ -85,7 +86,11 @@ class HubSpotConfig(ConnectorConfig):
     refresh_token: SecretStr | None = None
     token_path: str = "/oauth/2026-03/token"  # "/oauth/v1/token" until its 2027-02-16 sunset
     properties: list[str] = Field(default_factory=lambda: ["firstname", "lastname", EMAIL, "phone"])
-    page_size: int = Field(default=100, ge=1, le=200)
+    # Records per request: searches take up to 200, the list (``pull_concurrency = 1``) 100.
+    page_size: int = Field(default=200, ge=1, le=MAX_SEARCH_LIMIT)
+    # Id ranges the first pull reads at once through the search API (200 per page); 1 lists
+    # the contacts page by page instead (100 per page, one request in flight).
+    pull_concurrency: int = Field(default=3, ge=1, le=8)
     lookback_seconds: int = Field(default=300, ge=0)
     upsert_by_email: bool = True
     daily_share: float = Field(default=0.9, gt=0, le=1)
@@ -145,6 +150,9 @@ class _Position:
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
         self.mode: str = str(raw.get("mode") or "list")
+        self.start: int = int(raw.get("start", 0))
+        # A scan's id ranges: [last id read, highest id of the range], per range.
+        self.parts: list[list[int]] = [[int(lo), int(hi)] for lo, hi in raw.get("parts") or []]
         self.after: str | None = raw.get("after")
         self.ts: int = int(raw.get("ts", 0))
         self.id: int = int(raw.get("id", 0))
@@ -174,6 +182,8 @@ class _Position:
         raw: dict[str, Any] = {"v": 1, "mode": self.mode, "ts": self.ts, "id": self.id}
         if self.after:
             raw["after"] = self.after
+        if self.mode == "scan":
+            raw.update(start=self.start, parts=self.parts)
         if self.sweep:
             raw.update(at=self.at, sweep=True, sweep_id=self.sweep_id)
         raw["seen"] = self.seen
@@ -266,10 +276,14 @@ class HubSpotConnector(Connector):
     def pull(self, cursor: str | None) -> Iterator[Page]:
         """Pages of contacts changed since ``cursor``; see the module docstring."""
         pos = _Position(parse_json_cursor(cursor))
-        if pos.mode == "list":
+        if pos.mode == "list" and pos.after is None and self.settings.pull_concurrency > 1:
+            pos.mode = "scan"
+        if pos.mode == "scan":
+            yield from self._pull_scan(pos)
+        elif pos.mode == "list":
             yield from self._pull_list(pos)
-            return
-        yield from self._pull_search(pos)
+        else:
+            yield from self._pull_search(pos)
 
     def _pull_list(self, pos: _Position) -> Iterator[Page]:
         """The first pull: every contact, by id, resumable at HubSpot's ``after`` token."""
@@ -287,6 +301,59 @@ class HubSpotConnector(Connector):
                 # Listed to the end: from here on, searches from the newest change seen.
                 pos.mode = "search"
             yield Page(records, pos.dump(self._lookback_ms))
+
+    def _pull_scan(self, pos: _Position) -> Iterator[Page]:
+        """The first pull, concurrently: the id space split into ranges, each read by a
+        keyset search (``hs_object_id GT last AND LTE high``, sorted by id, 200 a page).
+
+        A keyset search starts afresh from the last id on every page, so the 10,000 cap never
+        applies; the ranges run at once (:func:`~daemon.paging.interleave`), paced by the
+        search limiter, so the platform's latency is paid once per round, not once per page.
+        The cursor records every range's last id: a pull that stops resumes each range.
+        Search may lag writes by a few seconds, and a contact edited in a range already read
+        is not read again, so the incremental pulls start from the scan's start (less the
+        lookback), not from the newest change the scan saw.
+        """
+        if not pos.parts:
+            pos.start = to_ms(self.client.clock.now())
+            bottom, top = self._end_id("ASCENDING") - 1, self._end_id("DESCENDING")
+            width = -(-(top - bottom) // self.settings.pull_concurrency)  # ceil: none left out
+            pos.parts = [[low, min(top, low + width)] for low in range(bottom, top, width or 1)]
+        ranges = [i for i, (last, high) in enumerate(pos.parts) if last < high]
+        sources = [self._scan_range(*pos.parts[i]) for i in ranges]
+        for index, (rows, last) in interleave(sources, depth=2):
+            part = pos.parts[ranges[index]]
+            part[0] = last
+            records = [self._record(row) for row in rows]
+            for record in records:
+                assert record.modified_at is not None
+                pos.advance(to_ms(record.modified_at), record)
+            yield Page(records, pos.dump(self._lookback_ms))
+        pos.mode = "search"
+        pos.ts, pos.id = min(pos.ts, pos.start), 0
+        yield Page([], pos.dump(self._lookback_ms))
+
+    def _end_id(self, direction: str) -> int:
+        """The lowest or highest contact id (1 and 0 when there are none)."""
+        rows, _ = self.client.search([], [{"propertyName": ID, "direction": direction}], [ID], 1, 0)
+        if rows and str(rows[0].get("id", "")).isdigit():
+            return int(rows[0]["id"])
+        return 1 if direction == "ASCENDING" else 0
+
+    def _scan_range(self, last: int, high: int) -> Iterator[tuple[list[dict[str, Any]], int]]:
+        """Pages of one id range and the last id each reaches (``high`` once it is done)."""
+        sorts = [{"propertyName": ID, "direction": "ASCENDING"}]
+        while last < high:
+            groups = [{"filters": [_filter(ID, "GT", last), _filter(ID, "LTE", high)]}]
+            rows, _ = self.client.search(groups, sorts, self._read, self.settings.page_size, 0)
+            ids = [int(r["id"]) for r in rows if str(r.get("id", "")).isdigit()]
+            if len(ids) != len(rows):
+                raise MalformedResponse("a HubSpot search result without a numeric id")
+            if ids and (min(ids) <= last or max(ids) > high):
+                raise MalformedResponse("HubSpot's search answered ids outside the range asked")
+            # A short page is the range's last; otherwise the next page starts past it.
+            last = high if len(rows) < self.settings.page_size else max(ids)
+            yield rows, last
 
     def _pull_search(self, pos: _Position) -> Iterator[Page]:
         """Incremental pages from the search API, restarting before the 10,000 cap."""

@@ -27,6 +27,7 @@ adds what HubSpot does (facts from ``shared/research/hubspot_salesforce.md`` §1
 from __future__ import annotations
 
 import base64
+import bisect
 import random
 import uuid
 from collections import deque
@@ -328,6 +329,9 @@ class HubSpotSimulator(Simulator):
         # The search index: per id, versions (visible_from monotonic, public record or None).
         self._index: dict[str, list[tuple[float, dict[str, Any] | None]]] = {}
         self._next_id = FIRST_ID
+        # Every id ever created, ascending: listing and id-range searches walk it from a
+        # bisect instead of sorting 100k records per page.
+        self._order: list[int] = []
         self._id_rng = random.Random(self.seed + 1)  # correlation ids and tokens, not faults
         self._window: deque[float] = deque()
         self._search_window: deque[float] = deque()
@@ -438,6 +442,10 @@ class HubSpotSimulator(Simulator):
             "archived": False,
         }
         self.records[contact_id] = record
+        if not self._order or int(contact_id) > self._order[-1]:
+            self._order.append(int(contact_id))
+        else:
+            bisect.insort(self._order, int(contact_id))
         self._reindex(record, lag=lag)
         return record
 
@@ -493,6 +501,20 @@ class HubSpotSimulator(Simulator):
         versions = [v for v in self._index.get(record["id"], []) if v[0] > now]
         older = [v for v in self._index.get(record["id"], []) if v[0] <= now]
         self._index[record["id"]] = [*older[-1:], *versions, (visible, snapshot)]
+
+    def _visible(self, contact_id: str, now: float) -> dict[str, Any] | None:
+        """The version of a record that search sees now (``None``: none, or archived)."""
+        seen = None
+        for when, snap in self._index.get(contact_id, ()):
+            if when <= now:
+                seen = snap
+        return seen
+
+    def _ids_from(self, after: int) -> Iterable[int]:
+        """Ids above ``after``, ascending."""
+        order = self._order
+        for i in range(bisect.bisect_right(order, after), len(order)):
+            yield order[i]
 
     def _indexed(self) -> list[dict[str, Any]]:
         now = self.clock.monotonic()
@@ -831,11 +853,13 @@ class HubSpotSimulator(Simulator):
             )
         archived = request.query.get("archived", "false").lower() == "true"
         after = _decode_cursor(request.query.get("after"))
-        chosen = [
-            r
-            for r in self._sorted(self.records.values())
-            if r["archived"] == archived and int(r["id"]) > after
-        ]
+        chosen: list[dict[str, Any]] = []
+        for contact_id in self._ids_from(after):
+            record = self.records.get(str(contact_id))
+            if record is not None and record["archived"] == archived:
+                chosen.append(record)
+                if len(chosen) > limit:  # one more than the page: there is a next page
+                    break
         wanted = self._wanted(request.query.get("properties"))
         page = chosen[:limit]
         body: dict[str, Any] = {"results": [self._public(r, wanted) for r in page]}
@@ -883,6 +907,9 @@ class HubSpotSimulator(Simulator):
         sorts = body.get("sorts") or []
         if len(sorts) > 1:
             raise HubSpotError(400, "Only one sort is supported.", "VALIDATION_ERROR")
+        span = None if body.get("query") else _id_span(groups, sorts)
+        if span is not None:
+            return json_reply(self._search_ids(span, after, limit, body.get("properties")))
         found = [r for r in self._indexed() if self._matches(r, groups, body.get("query"))]
         if sorts:
             sort = sorts[0] if isinstance(sorts[0], dict) else {"propertyName": str(sorts[0])}
@@ -907,6 +934,44 @@ class HubSpotSimulator(Simulator):
         if after + limit < len(found) and limit > 0:
             reply["paging"] = {"next": {"after": str(after + limit)}}
         return json_reply(reply)
+
+    def _search_ids(
+        self, span: tuple[int, int], after: int, limit: int, properties: Any
+    ) -> dict[str, Any]:
+        """A search on ``hs_object_id`` bounds only, sorted by id: walked from a bisect.
+
+        ``total`` counts the matches read plus the ids left in the range, an upper bound
+        (HubSpot's own total is documented as approximate for large results)."""
+        low, high = span
+        now = self.clock.monotonic()
+        found: list[dict[str, Any]] = []
+        skipped = 0
+        walked_to = high
+        for contact_id in self._ids_from(low):
+            if contact_id > high:
+                break
+            snapshot = self._visible(str(contact_id), now)
+            if snapshot is None:
+                continue
+            if skipped < after:
+                skipped += 1
+                continue
+            found.append(snapshot)
+            if len(found) > limit:
+                walked_to = contact_id
+                break
+        left = 0
+        if len(found) > limit:
+            order = self._order
+            left = bisect.bisect_right(order, high) - bisect.bisect_right(order, walked_to)
+        wanted = self._wanted(properties)
+        reply: dict[str, Any] = {
+            "total": skipped + len(found) + left,
+            "results": [self._public(r, wanted) for r in found[:limit]],
+        }
+        if len(found) > limit and limit > 0:
+            reply["paging"] = {"next": {"after": str(after + limit)}}
+        return reply
 
     def _check_filters(self, groups: Any) -> None:
         if not isinstance(groups, list) or len(groups) > MAX_FILTER_GROUPS:
@@ -1296,3 +1361,33 @@ def _decode_cursor(cursor: str | None) -> int:
         return int(base64.urlsafe_b64decode(cursor.encode()).decode().strip())
     except (ValueError, UnicodeDecodeError):
         raise HubSpotError(400, f"Invalid after cursor {cursor!r}", "VALIDATION_ERROR") from None
+
+
+_ID_BOUNDS = {"GT": (1, 0), "GTE": (1, -1), "LT": (0, 0), "LTE": (0, 1), "EQ": (2, 0)}
+
+
+def _id_span(groups: Any, sorts: Any) -> tuple[int, int] | None:
+    """``(above, up_to)`` when a search is one group of ``hs_object_id`` bounds sorted by id
+    (or unsorted), the shape of a keyset scan; ``None`` for anything else."""
+    if not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict):
+        return None
+    if sorts:
+        sort = sorts[0] if isinstance(sorts[0], dict) else {"propertyName": str(sorts[0])}
+        if sort.get("propertyName") != "hs_object_id":
+            return None
+        if str(sort.get("direction", "ASCENDING")).upper() != "ASCENDING":
+            return None
+    above, up_to = 0, 2**63
+    for flt in groups[0].get("filters") or []:
+        if flt.get("propertyName") != "hs_object_id" or flt.get("operator") not in _ID_BOUNDS:
+            return None
+        try:
+            value = int(str(flt.get("value")))
+        except ValueError:
+            return None
+        side, shift = _ID_BOUNDS[flt["operator"]]
+        if side in (1, 2):  # a lower bound: ids above ``value + shift``
+            above = max(above, value + shift if side == 1 else value - 1)
+        if side in (0, 2):  # an upper bound
+            up_to = min(up_to, value - 1 + shift if side == 0 else value)
+    return above, up_to
