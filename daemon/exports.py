@@ -30,6 +30,7 @@ SHARE lock on the table, which waits for inserts in flight.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ STREAM = "export"
 """The ``sync_cursor`` stream holding an exporter's watermark (the last message id cut)."""
 CHUNK = 1000
 """Messages read from the hub per query while a file is written."""
+RENEW_EVERY = 30.0
+"""Seconds between lease renewals while a file is written."""
 PENDING = "pending"
 UPLOADED = "uploaded"
 
@@ -249,8 +252,9 @@ def export_cycle(ctx: CycleContext, *, cancel: Event | None = None) -> Counter[s
     if not isinstance(exporter, Exporter):
         raise TypeError(f"{type(exporter).__name__} is not an Exporter")
     cycle = _Cycle(ctx, exporter, cancel)
-    if ctx.dry_run:
+    if ctx.dry_run:  # what a real cycle would send, without recording or writing anything
         cycle.counts["pending"] = len(pending_batches(ctx.engine, cycle.instance))
+        cycle.counts["would_export"] = _count_new(cycle)
         return cycle.counts
     for batch in pending_batches(ctx.engine, cycle.instance):
         cycle.check_cancel()
@@ -292,6 +296,15 @@ def _filtered(message_filter: MessageFilter, after: int, last: int) -> Any:
         .select_from(_MESSAGE.join(_CONTACT, _CONTACT.c.id == _MESSAGE.c.contact_id))
         .where(_MESSAGE.c.id > after, _MESSAGE.c.id <= last, message_filter.where())
     )
+
+
+def _count_new(cycle: _Cycle) -> int:
+    """Messages after the watermark that the filter would export now."""
+    with cycle.ctx.engine.connect() as conn:
+        after = int(runs.get_cursor(conn, cycle.instance, STREAM) or 0)
+        last = int(conn.execute(select(func.max(_MESSAGE.c.id))).scalar() or 0)
+        query = _filtered(cycle.exporter.message_filter(), after, last).subquery()
+        return int(conn.execute(select(func.count()).select_from(query)).scalar() or 0)
 
 
 def _cut(cycle: _Cycle, bound: int) -> BatchInfo | None:
@@ -383,10 +396,24 @@ def iter_rows(engine: Any, batch: BatchInfo, chunk: int = CHUNK) -> Iterator[Exp
         after = rows[-1].message_id
 
 
+def _fenced(cycle: _Cycle, rows: Iterator[ExportRow]) -> Iterator[ExportRow]:
+    """``rows``, renewing the connection's lease every :data:`RENEW_EVERY` seconds: a long
+    upload keeps it, and one whose lease passed to another node stops (``LeaseLost``, the
+    temporary file removed) instead of racing the new holder for the same name."""
+    renewed = time.monotonic()
+    for row in rows:
+        if time.monotonic() - renewed >= RENEW_EVERY:
+            cycle.check_cancel()
+            with cycle.ctx.engine.begin() as conn:
+                cycle.renew(conn)
+            renewed = time.monotonic()
+        yield row
+
+
 def _upload(cycle: _Cycle, batch: BatchInfo) -> None:
     engine = cycle.ctx.engine
     try:
-        size = cycle.exporter.write_batch(batch, iter_rows(engine, batch))
+        size = cycle.exporter.write_batch(batch, _fenced(cycle, iter_rows(engine, batch)))
     except ConnectorError as exc:
         _failed(cycle, batch, exc.message)
         # Re-raised with the file named, so the cycle's sync-log row says which batch waits.

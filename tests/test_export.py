@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select, text, update
 
 from daemon import exports, outbox
 from daemon.config import ConfigError, DaemonSettings
@@ -22,7 +22,7 @@ from daemon.filetransport import LocalTransport
 from daemon.hub import save_contact
 from daemon.instances import load_instance
 from daemon.scheduler import Scheduler
-from daemon.store import InstanceRow, Message
+from daemon.store import InstanceRow, Message, SyncLease
 from plugins.export.exporter import parse_zone
 from tests.exportkit import (
     CONNECTORS,
@@ -417,6 +417,7 @@ def test_dry_run_uploads_nothing(tmp_path: Path, sqlite_engine: Engine, out: Pat
     instance = export_instance(tmp_path / "etc", out)
     report = engine_for(sqlite_engine, instance).run(instance, EXPORT, dry_run=True)
     assert report.outcome == "ok"
+    assert report.counts == {"pending": 0, "would_export": 1}
     assert exported_files(out) == [] and batches(sqlite_engine) == []
 
 
@@ -516,3 +517,34 @@ def test_exactly_once_on_postgresql_with_an_insert_in_flight(
     assert sync.run(instance, EXPORT).outcome == "ok"
     got = sorted(r["incoming"] for r in all_rows(out))
     assert got == ["after", "committed", "late", "overtaking"]
+
+
+def test_an_upload_whose_lease_passed_to_another_node_stops_and_is_retried(
+    tmp_path: Path, sqlite_engine: Engine, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ada = contact(sqlite_engine, 1)
+    for n in range(3):
+        message(sqlite_engine, ada, f"m{n}")
+    instance = export_instance(tmp_path / "etc", out)
+    sync = engine_for(sqlite_engine, instance)
+    lease_table = SyncLease.__table__
+
+    def take_over(where: str, batch: exports.BatchInfo) -> None:
+        if where == "recorded":  # another node takes the lease (this one stalled past its TTL)
+            with sqlite_engine.begin() as conn:
+                conn.execute(update(lease_table).values(owner="other-node"))
+
+    monkeypatch.setattr(exports, "RENEW_EVERY", 0.0)
+    monkeypatch.setattr(exports, "FAULT_HOOK", take_over)
+    report = sync.run(instance, EXPORT)
+    assert report.outcome == "interrupted", report
+    assert exported_files(out) == [] and list(out.iterdir()) == []  # temp file removed
+    assert [b["state"] for b in batches(sqlite_engine)] == ["pending"]
+
+    monkeypatch.setattr(exports, "FAULT_HOOK", None)
+    with sqlite_engine.begin() as conn:
+        conn.execute(update(lease_table).values(owner=None, expires_at=None))
+    assert sync.run(instance, EXPORT).outcome == "ok"
+    (path,) = exported_files(out)
+    assert path.name == batches(sqlite_engine)[0]["file_name"]
+    assert [r["incoming"] for r in read_csv(path)] == ["m0", "m1", "m2"]
