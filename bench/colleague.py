@@ -1,0 +1,185 @@
+"""The Colleague connector against its Ethos simulator: the initial pull and a consume cycle.
+
+What it measures
+    A :class:`ColleagueSimulator` seeded with N persons (default 100k, all students or
+    prospective students) serves loopback HTTP from this (parent) process. Each stage runs the
+    real engine and the real connector in a fresh child process against an SQLite hub in a
+    temp dir, with the instance's default scope (two roles: two criteria walks), and reports
+    the child's peak RSS (``VmHWM``):
+
+    * ``pull``: the first pull of N persons into an empty hub, once per ``--latency`` (each
+      into its own hub): the notification checkpoint, the offset walk (500 a page, four pages
+      in flight) and the empty consume after it. Records/s, requests, peak RSS;
+    * ``consume``: ``--changes`` persons (default 10k) get a new last name in Colleague, which
+      publishes as many change notifications carrying the whole person; one incremental pull
+      consumes them from the first pull's checkpoint (one request per ~900 messages: Ethos's
+      1 MB payload cap) and applies them to the hub. Records/s is changes per second.
+
+    Requests are the simulator's own count, read as a delta around each stage.
+
+How to run
+    .venv/bin/python bench/colleague.py                                 # 100k, 0 and 150ms
+    .venv/bin/python bench/colleague.py --contacts 10000 --changes 2000 --latency 0  # quick
+    .venv/bin/python bench/colleague.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchkit import peak_rss_mib  # noqa: E402
+
+from daemon.simkit import parse_duration  # noqa: E402
+from plugins.colleague.simulator import ColleagueSimulator  # noqa: E402
+
+INSTANCE = """
+type = "colleague"
+owns_crm_id = true
+
+[settings]
+base_url = "{url}"
+api_key = {{ env = "BENCH_ETHOS_API_KEY" }}
+
+[[fields]]
+hub = "first_name"
+remote = "firstName"
+[[fields]]
+hub = "last_name"
+remote = "lastName"
+[[fields]]
+hub = "email"
+remote = "email"
+[[fields]]
+hub = "phone"
+remote = "phone"
+"""
+
+
+def child(stage: str, db: Path, url: str, api_key: str) -> dict[str, Any]:
+    """Run one stage in this (fresh) process and report its figures."""
+    from daemon import log
+    from daemon.database import make_engine
+    from daemon.engine import SyncEngine, mirror_instances
+    from daemon.instances import load_instance
+    from plugins.colleague.connector import ColleagueConnector
+
+    log.configure(level="error")
+    path = db.parent / f"instances-{db.stem}" / "colleague.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.environ["BENCH_ETHOS_API_KEY"] = api_key
+    path.write_text(INSTANCE.format(url=url))
+    instance = load_instance(path, {"colleague": ColleagueConnector})
+    engine = make_engine(f"sqlite:///{db}")
+    mirror_instances(engine, {instance.name: instance})
+    sync = SyncEngine(engine)
+    rss_before = peak_rss_mib()
+    started = time.perf_counter()
+    report = sync.run(instance, "pull", full=stage == "pull", respect_backoff=False)
+    if report.outcome != "ok":
+        raise SystemExit(f"{stage}: {report.outcome}: {report.error}")
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "rss_before_mib": round(rss_before, 1),
+        "counts": dict(report.counts),
+    }
+
+
+def run_stage(sim: ColleagueSimulator, stage: str, db: Path, latency: float) -> dict[str, Any]:
+    """One stage in a child process, with the simulator's request count around it."""
+    with sim.lock:
+        sim.set_faults(latency=latency)
+        requests = sim.requests
+    out = subprocess.run(
+        [sys.executable, __file__, "_child", stage, str(db), sim.url, sim.api_key],
+        check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"{stage} failed:\n{out.stderr[-3000:]}{out.stdout[-2000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    with sim.lock:
+        result["requests"] = sim.requests - requests
+    result.update(stage=stage, latency_ms=round(latency * 1000))
+    return result
+
+
+def bench(total: int, changes: int, latencies: list[float]) -> list[dict[str, Any]]:
+    """Both stages for ``total`` persons against one simulator."""
+    started = time.perf_counter()
+    sim = ColleagueSimulator(contacts=total, seed=1, staff_share=0.0)
+    print(f"seeded {total} persons in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    results = []
+    with sim, tempfile.TemporaryDirectory(prefix="contactsync-bench-colleague-") as tmp:
+        dbs = []
+        for latency in latencies:
+            db = Path(tmp) / f"hub-{round(latency * 1000)}ms.db"
+            dbs.append((db, latency))
+            print(f"pull {total} @ {latency * 1000:g}ms …", file=sys.stderr, flush=True)
+            result = run_stage(sim, "pull", db, latency)
+            result["records"] = total
+            results.append(result)
+        # The consume runs from the first hub's checkpoint; the other hubs' pulls drained
+        # nothing it needs (every pull's checkpoint is the queue's end, and it was empty).
+        db, latency = dbs[0]
+        started = time.perf_counter()
+        with sim.lock:
+            ids = list(sim.by_colleague_id)[:changes]
+        for n, colleague_id in enumerate(ids):
+            sim.edit_person(colleague_id, last_name=f"Changed{n}")
+        print(
+            f"published {len(ids)} changes in {time.perf_counter() - started:.1f}s; "
+            f"consume @ {latency * 1000:g}ms …",
+            file=sys.stderr,
+            flush=True,
+        )
+        result = run_stage(sim, "consume", db, latency)
+        result["records"] = len(ids)
+        results.append(result)
+    for r in results:
+        r["persons"] = total
+        r["records_per_s"] = round(r["records"] / r["seconds"])
+        r["records_per_request"] = round(r["records"] / r["requests"], 1) if r["requests"] else None
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", type=int, default=100_000, help="persons to seed")
+    parser.add_argument("--changes", type=int, default=10_000, help="changes to consume")
+    parser.add_argument("--latency", default="0,150ms", help="comma-separated latencies")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    latencies = [parse_duration(x) for x in args.latency.split(",")]
+    results = bench(args.contacts, args.changes, latencies)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(
+        f"{'stage':<8} {'latency':>7} {'persons':>8} {'records':>8} {'seconds':>8}"
+        f" {'records/s':>9} {'requests':>8} {'per req':>7} {'peak RSS':>9}"
+    )
+    for r in results:
+        print(
+            f"{r['stage']:<8} {r['latency_ms']:>5}ms {r['persons']:>8} {r['records']:>8}"
+            f" {r['seconds']:>8} {r['records_per_s']:>9} {r['requests']:>8}"
+            f" {r['records_per_request'] or '-':>7} {r['peak_rss_mib']:>7.1f}Mi"
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        print(json.dumps(child(sys.argv[2], Path(sys.argv[3]), sys.argv[4], sys.argv[5])))
+    else:
+        main()
