@@ -109,10 +109,15 @@ class RateLimiter:
     ) -> None:
         """Take in what the platform says about its own window.
 
-        ``remaining`` calls are left until the platform's window resets in ``reset_seconds``
-        (unknown: a whole window from now). ``limit`` and ``window_seconds`` replace the
-        declared ones. The platform can only slow the limiter down, never speed it past its
-        limit; a figure higher than one already in force is taken as stale and ignored.
+        ``remaining`` calls are left in the platform's window. With ``reset_seconds`` the
+        window is fixed and resets then: the calls left are spread evenly up to the reset.
+        Without it the window is rolling (HubSpot's ten-secondly limit): the calls the
+        platform counts and we do not (another client of the same account, or requests we
+        granted that it has not yet let go of) are taken in as calls of our own, spread over
+        the window, so they free up one by one as a rolling window frees them, rather than
+        holding everything off for a whole window. ``limit`` and ``window_seconds`` replace
+        the declared ones. The platform can only slow the limiter down, never speed it past
+        its limit; a figure higher than one already in force is taken as stale and ignored.
         """
         with self._lock:
             if limit is not None and limit >= 1:
@@ -125,14 +130,25 @@ class RateLimiter:
             self._prune(now)
             remaining = max(0, remaining)
             ours = self._limit - len(self._grants)
+            if reset_seconds is None:
+                self._add_unseen(min(ours - remaining, self._limit), now)
+                return
             budget_active = self._budget is not None and now < self._budget_until
             if remaining >= ours or (budget_active and remaining >= (self._budget or 0)):
                 return
-            horizon = reset_seconds if reset_seconds is not None else self._window
-            horizon = max(0.0, horizon)
+            horizon = max(0.0, reset_seconds)
             self._budget = remaining
             self._budget_until = now + horizon
             self._spacing = horizon / remaining if remaining else 0.0
+
+    def _add_unseen(self, count: int, now: float) -> None:
+        """Count ``count`` calls the platform saw and we did not, as if made evenly over the
+        last window (so they leave it evenly over the next). Called under the lock."""
+        if count <= 0:
+            return
+        step = self._window / count
+        unseen = [now - self._window + step * (i + 1) for i in range(count)]
+        self._grants = deque(sorted([*self._grants, *unseen]))
 
     def available(self) -> int:
         """How many calls could be made right now without waiting."""

@@ -204,3 +204,29 @@ def test_a_custom_reset_time():
     with pytest.raises(RateLimited) as info:
         quota.spend()
     assert info.value.retry_after == pytest.approx(24 * 3600)
+
+
+def test_a_rolling_window_frees_unseen_calls_one_by_one():
+    clock = FakeClock()
+    grants: list[float] = []
+    limiter = RateLimiter(10, 10, clock, on_grant=grants.append)
+    limiter.acquire()
+    # The platform counts 5 more calls than we made (another client of the account): in a
+    # rolling window they leave as they came, spread over it, not all after a full window.
+    limiter.update_from_headers(4)
+    assert limiter.available() == 4
+    for _ in range(6):
+        limiter.acquire()
+    assert grants[:5] == [0, 0, 0, 0, 0]
+    assert grants[5] == pytest.approx(2)  # the first unseen call leaves after 2 s, not 10
+    assert grants[6] == pytest.approx(4)
+
+
+def test_a_rolling_window_figure_at_or_above_ours_changes_nothing():
+    clock = FakeClock()
+    limiter = RateLimiter(10, 10, clock)
+    for _ in range(3):
+        limiter.acquire()
+    limiter.update_from_headers(7)
+    limiter.update_from_headers(9)
+    assert limiter.available() == 7
