@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -86,6 +87,8 @@ class ColleagueConfig(ConnectorConfig):
     roles: list[str] = Field(default_factory=lambda: ["student", "prospectiveStudent"])
     page_size: int = Field(default=500, ge=1, le=1000)  # clamped to x-max-page-size
     concurrency: int = Field(default=4, ge=1, le=16)  # pages or persons in flight at once
+    # Persons each walk page re-reads from the page before (see _offset_pages).
+    walk_overlap: int = Field(default=10, ge=0, le=100)
     consume_limit: int = Field(default=MAX_CONSUME_LIMIT, ge=1, le=MAX_CONSUME_LIMIT)
     match_by_email: bool = True  # an unlinked contact updates the person with its email
     token_margin_seconds: float = Field(default=60.0, ge=0)
@@ -102,12 +105,12 @@ class _Cursor:
     committed (taken before the walk), the next ``lastProcessedID``."""
 
     def __init__(self, text: str | None) -> None:
-        raw: dict[str, Any] = {}
+        raw: Any = {}
         if text:
             try:
                 raw = json.loads(text)
             except ValueError:
-                raw = None  # type: ignore[assignment]
+                raw = None
             if not isinstance(raw, dict) or raw.get("mode") not in ("walk", "consume"):
                 raise MalformedResponse(f"not a Colleague cursor: {text[:40]!r}")
         self.fresh = not raw
@@ -234,48 +237,59 @@ class ColleagueConnector(Connector):
     def _offset_pages(
         self, criteria: str | None, start: int
     ) -> Iterator[tuple[list[dict[str, Any]], int | None]]:
-        """``(persons, next offset or None at the end)`` in order, with up to
-        ``concurrency`` pages in flight: offsets are known in advance, so unlike a cursor
-        chain they can be fetched in parallel to hide the platform's latency."""
+        """``(persons, next offset or None at the end)``, in order.
+
+        Each page starts ``overlap`` persons before the previous one ended, and persons the
+        previous page had are dropped: a person who leaves the listing during the walk (a
+        student who lost the role) moves everyone after them back one place, and without the
+        overlap the person moved across a page boundary would be skipped, unchanged and so
+        with no notification to bring them back.
+        """
         limit = self.settings.page_size
         persons, total, max_size = self.client.list_persons(start, limit, criteria)
         if max_size:
             limit = min(limit, max_size)
-        offset = start + len(persons)
-        if len(persons) < limit or (total is not None and offset >= total):
+        overlap = min(self.settings.walk_overlap, (limit - 1) // 2)
+        step = limit - overlap
+        if len(persons) < limit:
             yield persons, None
             return
-        yield persons, offset
-        planned = range(offset, total, limit) if total is not None else range(0)
-        pending: list[tuple[int, Future[Any]]] = []
-        for at in planned:
-            pending.append((at, self._pool.submit(self.client.list_persons, at, limit, criteria)))
-            if len(pending) < self.settings.concurrency:
-                continue
-            offset = yield from self._drain_page(pending.pop(0), limit)
-            if offset is None:
-                _cancel(pending)
+        yield persons, start + step
+        previous = {p.get("id") for p in persons}
+        for at, page in self._pages_in_order(criteria, start + step, step, limit, total):
+            fresh = [p for p in page if p.get("id") not in previous]
+            previous = {p.get("id") for p in page}
+            if len(page) < limit:
+                yield fresh, None
                 return
-        while pending:
-            offset = yield from self._drain_page(pending.pop(0), limit)
-            if offset is None:
-                _cancel(pending)
-                return
-        # Persons added during the walk may have moved the end: go on until a short page.
-        while offset is not None:
-            persons, _, _ = self.client.list_persons(offset, limit, criteria)
-            offset = offset + len(persons) if len(persons) >= limit else None
-            yield persons, offset
+            yield fresh, at + step
 
-    @staticmethod
-    def _drain_page(
-        entry: tuple[int, Future[Any]], limit: int
-    ) -> Iterator[tuple[list[dict[str, Any]], int | None]]:
-        at, future = entry
-        persons, _, _ = future.result()
-        nxt = at + len(persons) if len(persons) >= limit else None
-        yield persons, nxt
-        return nxt  # type: ignore[misc]
+    def _pages_in_order(
+        self, criteria: str | None, first: int, step: int, limit: int, total: int | None
+    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """Pages at ``first``, ``first + step``, … up to ``total``, with up to
+        ``concurrency`` in flight (offsets are known in advance, so unlike a cursor chain
+        they can be fetched in parallel to hide the platform's latency), yielded in order;
+        past ``total`` (persons added during the walk) one at a time, until the caller stops.
+        """
+        pending: deque[tuple[int, Future[Any]]] = deque()
+        at = first
+        end = total if total is not None else first
+        try:
+            while True:
+                while len(pending) < self.settings.concurrency and at < end:
+                    fetch = self._pool.submit(self.client.list_persons, at, limit, criteria)
+                    pending.append((at, fetch))
+                    at += step
+                if pending:
+                    page_at, fetch = pending.popleft()
+                    yield page_at, fetch.result()[0]
+                else:
+                    yield at, self.client.list_persons(at, limit, criteria)[0]
+                    at += step
+        finally:
+            for _, fetch in pending:
+                fetch.cancel()
 
     def _consume(self, pos: _Cursor) -> Iterator[Page]:
         """Incremental pages from the notification queue; see the module docstring."""
@@ -600,8 +614,3 @@ def _parse_published(value: Any) -> datetime | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
-
-
-def _cancel(pending: list[tuple[int, Future[Any]]]) -> None:
-    for _, future in pending:
-        future.cancel()
