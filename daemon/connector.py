@@ -169,6 +169,9 @@ class ConnectorContext:
     state: dict[str, Any] = field(default_factory=dict)
     # Writes one sync-log row; the engine sets it (not in a dry run).
     reporter: Callable[[Code, str, dict[str, Any]], None] | None = None
+    # A dry run: read, but change nothing on the platform either (a file connector then
+    # neither moves nor deletes files).
+    dry_run: bool = False
 
     def report(self, code: Code, message: str, **details: Any) -> None:
         """Record a problem that belongs to no single record (a file that cannot be read,

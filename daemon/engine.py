@@ -213,6 +213,7 @@ class SyncEngine:
                     else lambda code, message, details: record(
                         self.engine, context, code, message, **details
                     ),
+                    dry_run=dry_run,
                 ),
             )
             ctx = CycleContext(

@@ -380,3 +380,16 @@ def test_settings_need_a_way_to_trust_the_host():
         )
     with pytest.raises(ValueError, match="password or a private_key"):
         TransportSettings.model_validate({"host": "h", "username": "u", "known_hosts": "/k"})
+
+
+def test_a_dry_run_reads_but_moves_nothing(sqlite_engine, sshd_server, sftp_root, etc):
+    instance = banner(etc, sshd_server, sftp_root)
+    put(sftp_root, "good.csv", csv_text(BANNER_HEADER, "B1,Ada,Lovelace,2025550101,"))
+    put(sftp_root, "bad.csv", b"\xff\xfe")
+    engine = sync_engine(sqlite_engine, instance)
+    report = engine.run(instance, "pull", dry_run=True)
+    assert report.outcome == "ok" and report.counts["created"] == 1
+    assert contact_count(sqlite_engine) == 0
+    assert sorted(p.name for p in (sftp_root / "incoming").iterdir()) == ["bad.csv", "good.csv"]
+    # The real run afterwards imports it.
+    assert engine.run(instance, "pull").counts["created"] == 1

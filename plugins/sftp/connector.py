@@ -229,8 +229,9 @@ class SftpConnector(Connector):
         settings = self.settings
         state = _Cursor(cursor)
         transport = self.transport()
-        transport.makedirs(settings.processed_folder or "")
-        transport.makedirs(settings.error_folder or "")
+        if not self.context.dry_run:
+            transport.makedirs(settings.processed_folder or "")
+            transport.makedirs(settings.error_folder or "")
         ledger = {tuple(e) for e in state.ledger}
         ledger |= {tuple(e) for e in self.context.state.get(LEDGER_STATE_KEY, [])}
 
@@ -401,6 +402,8 @@ class SftpConnector(Connector):
             self._move(transport, incoming, self.settings.processed_folder or "")
 
     def _move(self, transport: FileTransport, path: str, folder: str) -> None:
+        if self.context.dry_run:
+            return  # a dry run reads; the files stay where they are
         name = path.rsplit("/", 1)[-1]
         # Like Slate's /processed/: a file of the same name there is replaced.
         transport.move(path, f"{folder}/{name}")
