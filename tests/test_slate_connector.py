@@ -17,7 +17,7 @@ import pytest
 
 from daemon.clock import FakeClock
 from daemon.sdk import AuthFailed, ConnectorContext, MalformedResponse, PushItem, PushStatus
-from plugins.slate.client import RowStream
+from plugins.slate.client import RowStream, spooled
 from plugins.slate.connector import (
     PENDING_PREFIX,
     SlateConnector,
@@ -210,6 +210,25 @@ def test_the_shapes_slate_may_send(body: bytes, rows: list[dict[str, Any]]) -> N
 def test_a_broken_answer_is_malformed(body: bytes) -> None:
     with pytest.raises(MalformedResponse):
         list(RowStream(chunked(body, 4)))
+
+
+def test_the_spool_hands_on_every_byte_then_the_receivers_error() -> None:
+    data = [bytes([i]) * 1000 for i in range(50)]
+    assert b"".join(spooled(iter(data), read_chunk=333)) == b"".join(data)
+
+    def broken() -> Iterator[bytes]:
+        yield b"abc"
+        yield b"def"
+        raise httpx.ReadError("connection reset")
+
+    got = []
+    with pytest.raises(httpx.ReadError):
+        for chunk in spooled(broken()):
+            got.append(chunk)
+    assert b"".join(got) == b"abcdef"
+    # A reader that stops early stops the receiver (nothing raised, nothing left running).
+    endless = spooled(iter(lambda: b"x" * 100, None))
+    assert next(endless) and endless.close() is None
 
 
 # --- push ---------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ Retries, back-off, ``Retry-After`` and the mapping of 401/5xx to connector error
   the body is still arriving, and memory holds one row plus one network chunk. A missing
   ``row`` is no rows and an object where the array belongs is one row (Slate's shape for
   0 and 1 rows is not documented), anything else is :class:`MalformedResponse`;
+- the body is received at the network's pace, not the engine's: :func:`spooled` lands it in
+  a temporary file from a background thread while the rows are parsed from that file, so a
+  pull that commits slowly never leaves Slate's connection stalled (a server drops a
+  connection it cannot write to for long);
 - ``POST /manage/service/import?cmd=load&format=<guid>`` paced by a shared
   :class:`~daemon.sdk.RateLimiter` at Slate's 50 posts per 5 minutes.
 """
@@ -18,7 +22,10 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import re
+import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -41,6 +48,7 @@ QUERY_PATH = "/manage/query/run"
 IMPORT_PATH = "/manage/service/import"
 UPLOAD_LIMIT = (50, 300.0)  # "The Upload Dataset rate limit is 50 posts in a 5 minute window."
 COMPACT_AT = 1 << 16  # drop consumed text from the buffer once this much has piled up
+READ_CHUNK = 1 << 16
 _WHITESPACE = " \t\r\n"
 
 
@@ -151,6 +159,64 @@ class RowStream:
             yield _row(value)
 
 
+def spooled(chunks: Iterable[bytes], read_chunk: int = READ_CHUNK) -> Iterator[bytes]:
+    """``chunks`` again, received into a temporary file by a background thread.
+
+    The thread drains the network as fast as it delivers; the caller reads the file behind
+    it at its own pace, ``read_chunk`` bytes at a time (memory stays bounded; the body's size
+    goes to disk). An error while receiving is raised in the caller once it has read what
+    arrived before it; a caller that stops early makes the thread stop at its next chunk
+    (closing the response ends a thread waiting on the network).
+    """
+    # Closed by whichever of the two sides finishes last, so the thread never writes to a
+    # closed descriptor (or to a file that reused its number).
+    spool = tempfile.TemporaryFile(prefix="contactsync-slate-")  # noqa: SIM115
+    fd = spool.fileno()
+    ready = threading.Condition()
+    state: dict[str, Any] = {"written": 0, "done": False, "error": None, "abandoned": False}
+
+    def receive() -> None:
+        try:
+            for chunk in chunks:
+                if state["abandoned"]:
+                    break
+                os.write(fd, chunk)
+                with ready:
+                    state["written"] += len(chunk)
+                    ready.notify_all()
+        except BaseException as exc:  # handed to the caller, in order
+            state["error"] = exc
+        finally:
+            with ready:
+                state["done"] = True
+                ready.notify_all()
+                if state["abandoned"]:
+                    spool.close()
+
+    thread = threading.Thread(target=receive, name="slate-spool", daemon=True)
+    thread.start()
+    offset = 0
+    try:
+        while True:
+            with ready:
+                while state["written"] <= offset and not state["done"]:
+                    ready.wait()
+                written, done, error = state["written"], state["done"], state["error"]
+            if written > offset:
+                data = os.pread(fd, min(read_chunk, written - offset), offset)
+                offset += len(data)
+                yield data
+            elif done:
+                if error is not None:
+                    raise error
+                return
+    finally:
+        with ready:
+            state["abandoned"] = True
+            if state["done"]:
+                spool.close()
+
+
 def _row(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise MalformedResponse(f"a Slate row is not an object: {type(value).__name__}")
@@ -212,7 +278,9 @@ class SlateClient:
                 raise MalformedResponse(
                     f"GET {QUERY_PATH}: HTTP {response.status_code}: {_text(response)}"
                 )
-            yield from RowStream(response.iter_bytes())
+            yield from RowStream(spooled(response.iter_bytes()))
+        except httpx.DecodingError as exc:
+            raise MalformedResponse(f"GET {QUERY_PATH}: undecodable answer: {exc}") from exc
         except httpx.TransportError as exc:  # the connection broke mid-body
             raise Unavailable(f"GET {QUERY_PATH}: the answer broke off: {exc}") from exc
         finally:
