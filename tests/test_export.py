@@ -22,7 +22,7 @@ from daemon.filetransport import LocalTransport
 from daemon.hub import save_contact
 from daemon.instances import load_instance
 from daemon.scheduler import Scheduler
-from daemon.store import InstanceRow, Message, SyncLease
+from daemon.store import InstanceRow, InstanceState, Message, SyncLease
 from plugins.export.exporter import parse_zone
 from tests.exportkit import (
     CONNECTORS,
@@ -446,10 +446,20 @@ def test_an_exporter_takes_no_outbox_rows_and_has_only_an_export_job(
         scheduler.schedule(instance)
         assert done.wait(10)
         jobs = sorted(job.id for job in scheduler._scheduler.get_jobs())
+        # The next export is recorded where status reads an instance's next push.
+        state = InstanceState.__table__
+        query = select(state.c.next_pull_at, state.c.next_push_at)
+        for _ in range(1000):
+            with sqlite_engine.connect() as conn:
+                times = conn.execute(query.where(state.c.instance == NAME)).first()
+            if times is not None and times[1] is not None:
+                break
+            threading.Event().wait(0.01)  # the aftercare thread writes it shortly
     finally:
         scheduler.shutdown()
     assert jobs == [f"{NAME}:export"]
     assert ran[0] == (NAME, EXPORT)
+    assert times is not None and times[0] is None and times[1] is not None
 
 
 @pytest.mark.parametrize(
