@@ -39,13 +39,16 @@ from daemon.connector import (
     RemoteRecord,
     Unavailable,
 )
+from daemon.dictionary import Code
 from daemon.hookspecs import HOOKSPEC_VERSION, hookimpl
-from daemon.http import HttpSession, RetryPolicy, make_client, request_with_retries
+from daemon.http import HttpSession, RetryPolicy, Unauthorized, make_client, request_with_retries
 from daemon.log import register_secret
-from daemon.paging import pages, paginate
+from daemon.paging import interleave, pages, paginate, prefetch
 from daemon.ratelimit import DailyQuota, RateLimiter
+from daemon.tokens import Token, TokenCache
 
-SDK_VERSION: Final = "1.0"
+# 1.1 added Code, Token, TokenCache, Unauthorized, interleave and prefetch.
+SDK_VERSION: Final = "1.1"
 """The version of this surface: the major number changes only when a name is removed or
 changes meaning."""
 
@@ -55,6 +58,7 @@ __all__ = [
     "AuthFailed",
     "Capabilities",
     "Clock",
+    "Code",
     "Connector",
     "ConnectorConfig",
     "ConnectorContext",
@@ -74,11 +78,16 @@ __all__ = [
     "RetryPolicy",
     "SecretStr",
     "SystemClock",
+    "Token",
+    "TokenCache",
+    "Unauthorized",
     "Unavailable",
     "hookimpl",
+    "interleave",
     "make_client",
     "pages",
     "paginate",
+    "prefetch",
     "register_secret",
     "request_with_retries",
 ]

@@ -21,7 +21,7 @@ class MemoryPlugin:
 
 def test_sdk_exports_every_name_in_all() -> None:
     assert all(hasattr(sdk, name) for name in sdk.__all__)
-    assert sdk.SDK_VERSION == "1.0"
+    assert sdk.SDK_VERSION == "1.1"
     assert sdk.HOOKSPEC_VERSION == HOOKSPEC_VERSION
 
 
