@@ -24,7 +24,7 @@ from typing import BinaryIO, TypeVar
 import paramiko
 
 from daemon.clock import Clock
-from daemon.connector import AuthFailed, ConnectorError, Unavailable
+from daemon.connector import AuthFailed, Unavailable
 from daemon.filetransport import (
     FileTransport,
     HostKeyRefused,
@@ -378,4 +378,4 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if str(exc) else text
 
 
-__all__ = ["ConnectorError", "SftpTransport", "fingerprint", "load_private_key"]
+__all__ = ["SftpTransport", "fingerprint", "load_private_key"]
