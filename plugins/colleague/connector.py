@@ -300,6 +300,15 @@ class ColleagueConnector(Connector):
                 return
             records = self._records_from(messages)
             pos.cn = max(pos.cn, max(_message_id(m) for m in messages))
+            # What the queue still holds: a backlog that keeps growing means the pull
+            # schedule is too slow for the institution's change rate.
+            log.info(
+                "colleague_consumed",
+                messages=len(messages),
+                records=len(records),
+                last_processed_id=pos.cn,
+                remaining=remaining,
+            )
             # The engine commits this page and checkpoints pos.cn before it asks for the
             # next one; only then does the next /consume delete these messages.
             yield Page(records, pos.dump())
