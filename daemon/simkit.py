@@ -241,6 +241,13 @@ class Simulator:
 
     # --- routes and helpers -------------------------------------------------------------------
 
+    def fault_reply(
+        self, status: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        """The answer to an injected 429 or 5xx. A platform overrides it so that its faults
+        carry its own error body and headers, which its clients parse."""
+        return error_reply(status, message, headers)
+
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         """Serve ``method path`` with ``handler``; ``{name}`` in ``path`` matches one segment."""
         self._routes.append(_Route(method.upper(), _compile(path), handler, path))
@@ -398,7 +405,7 @@ class Simulator:
             if drop < faults.drop_rate:
                 return "drop"
             if error < faults.error_rate:
-                return error_reply(self.rng.choice((500, 502, 503)), "simulated server error")
+                return self.fault_reply(self.rng.choice((500, 502, 503)), "simulated server error")
             if malformed < faults.malformed_rate:
                 return 200, {"Content-Type": "application/json"}, MALFORMED_BODY
             return None
@@ -409,9 +416,9 @@ class Simulator:
         if fault == "rate_limit":
             seconds = self.faults.retry_after
             text = str(int(seconds)) if seconds == int(seconds) else f"{seconds:g}"
-            return error_reply(429, "rate limit exceeded", {"Retry-After": text})
+            return self.fault_reply(429, "rate limit exceeded", {"Retry-After": text})
         if fault == "server_error":
-            return error_reply(500, "simulated server error")
+            return self.fault_reply(500, "simulated server error")
         return 200, {"Content-Type": "application/json"}, MALFORMED_BODY
 
     def _match(self, request: Request) -> tuple[_Route | None, dict[str, str], bool]:

@@ -522,3 +522,14 @@ def test_an_id_range_search_answers_as_a_full_search_would(hub, clock: FakeClock
     assert [int(r["id"]) for r in first["results"]] == general[:5]
     assert first["paging"]["next"]["after"] == "5"
     assert first["total"] >= len(general)
+
+
+def test_injected_faults_speak_hubspots_error_shape(hub) -> None:
+    sim, client = hub
+    sim.inject("rate_limit")
+    limited = client.get(BASE, params={"limit": 1})
+    body = _assert_hubspot_error(limited, 429, "RATE_LIMITS")
+    assert body["policyName"] == "TEN_SECONDLY_ROLLING"
+    assert limited.headers["Retry-After"]
+    sim.inject("server_error")
+    _assert_hubspot_error(client.get(BASE, params={"limit": 1}), 500, "INTERNAL_ERROR")

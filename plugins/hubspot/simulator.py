@@ -31,7 +31,7 @@ import bisect
 import random
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
@@ -761,6 +761,18 @@ class HubSpotSimulator(Simulator):
                 return json_reply(self._error_body(exc), exc.status, {**headers, **exc.headers})
 
         return wrapped
+
+    def fault_reply(
+        self, status: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        """Injected faults in HubSpot's shape: a 429 names the ten-secondly policy."""
+        if status == 429:
+            error = self._too_many(
+                "You have reached your ten_secondly_rolling limit.", "TEN_SECONDLY_ROLLING", {}
+            )
+        else:
+            error = HubSpotError(status, "An internal error occurred.", "INTERNAL_ERROR")
+        return json_reply(self._error_body(error), status, {**error.headers, **(headers or {})})
 
     def setup_routes(self) -> None:
         base = "/crm/v3/objects/contacts"
