@@ -389,22 +389,27 @@ remote = "phone"
 """
 
 
+def load(sim: ColleagueSimulator, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from daemon.instances import load_instance
+
+    monkeypatch.setenv("TEST_ETHOS_API_KEY", sim.api_key)
+    path = tmp_path / "instances" / "colleague.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(INSTANCE.format(url=sim.url))
+    return load_instance(path, {"colleague": ColleagueConnector})
+
+
 def test_the_engine_loses_no_change_when_a_pull_dies_before_its_commit(
     sqlite_engine: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sqlalchemy import select
 
     from daemon import pull
-    from daemon.instances import load_instance
     from daemon.store import Contact
     from tests.enginekit import sync_engine
 
     with ColleagueSimulator(contacts=12, seed=2, staff_share=0.0) as sim:
-        monkeypatch.setenv("TEST_ETHOS_API_KEY", sim.api_key)
-        path = tmp_path / "instances" / "colleague.toml"
-        path.parent.mkdir()
-        path.write_text(INSTANCE.format(url=sim.url))
-        instance = load_instance(path, {"colleague": ColleagueConnector})
+        instance = load(sim, tmp_path, monkeypatch)
         engine = sync_engine(sqlite_engine, instance)
 
         def hub() -> dict[str, str]:
@@ -437,3 +442,25 @@ def test_the_engine_loses_no_change_when_a_pull_dies_before_its_commit(
         expected = {f"{n:07d}": f"Edited{n}" for n in range(1, 11)}
         assert {k: v for k, v in hub().items() if k in expected} == expected
         assert len(sim.messages) == 2  # the last page is deleted by the next pull's first call
+
+
+def test_a_dry_run_deletes_nothing_from_the_queue(
+    sqlite_engine: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.enginekit import sync_engine
+
+    with ColleagueSimulator(contacts=6, seed=2, staff_share=0.0) as sim:
+        instance = load(sim, tmp_path, monkeypatch)
+        engine = sync_engine(sqlite_engine, instance)
+        sim.edit_person("0000001", last_name="Queued")  # one message before any pull
+        assert engine.run(instance, "pull", dry_run=True).outcome == "ok"
+        assert len(sim.messages) == 1  # no checkpoint drain in a dry run
+        assert engine.run(instance, "pull").outcome == "ok"
+        for n in range(1, 7):
+            sim.edit_person(f"{n:07d}", last_name=f"Edited{n}")
+        queued = len(sim.messages)
+        plans: list[Any] = []
+        report = engine.run(instance, "pull", dry_run=True, on_plan=plans.append)
+        assert report.outcome == "ok" and len(plans) == 4  # one page of consume_limit
+        assert len(sim.messages) == queued
+        assert engine.run(instance, "pull").counts["updated"] == 6

@@ -13,7 +13,8 @@ Pull:
   with its last id as its cursor and the next ``/consume`` (which deletes them) is sent only
   when the engine asks for the next page, that is after it committed this one and its cursor.
   A crash before the commit re-reads from the old checkpoint, whose messages are still queued.
-  That is also why the consume is never prefetched.
+  That is also why the consume is never prefetched, and why a dry run reads one page only
+  (the first ``/consume`` names the committed checkpoint, so it deletes nothing new).
 
 Scope: ``roles`` (Colleague's person roles; ``[]`` for every person) filters the walk with
 ``criteria`` and the notifications by the person they carry, so staff and vendors never become
@@ -186,7 +187,9 @@ class ColleagueConnector(Connector):
         pos = _Cursor(cursor)
         if pos.fresh:
             # The checkpoint comes first: whatever is queued now is older than the walk.
-            pos.cn = self._queue_end()
+            # (Not in a dry run: reading the queue to its end deletes what it passes.)
+            if not self.context.dry_run:
+                pos.cn = self._queue_end()
             yield Page([], pos.dump())
         if pos.mode == "walk":
             yield from self._walk(pos)
@@ -312,7 +315,9 @@ class ColleagueConnector(Connector):
             # The engine commits this page and checkpoints pos.cn before it asks for the
             # next one; only then does the next /consume delete these messages.
             yield Page(records, pos.dump())
-            if remaining <= 0:
+            # A dry run commits nothing, so asking past the checkpoint it started from would
+            # delete messages the hub never applied: it shows one page and stops.
+            if remaining <= 0 or self.context.dry_run:
                 return
 
     def _records_from(self, messages: Sequence[Mapping[str, Any]]) -> list[RemoteRecord]:
