@@ -42,7 +42,11 @@ def _print_report(report: MessagesReport, title: str, as_json: bool) -> None:
     else:
         print_table(
             ("outcome", "messages"),
-            [("added", report.added), ("skipped", report.skipped)],
+            [
+                ("added", report.added),
+                ("already present", report.already_present),
+                ("skipped", report.skipped),
+            ],
             title=title,
         )
         if report.problems:
@@ -60,7 +64,9 @@ def _print_report(report: MessagesReport, title: str, as_json: bool) -> None:
                 title=f"Problems ({report.problem_count})",
             )
             console.print(f"contactsync log --run {report.run_id}", markup=False)
-    if report.file_error is not None or (report.skipped and not report.added):
+    if report.file_error is not None or (
+        report.skipped and not report.added and not report.already_present
+    ):
         raise SystemExit(1)
 
 
@@ -74,6 +80,7 @@ def _print_report(report: MessagesReport, title: str, as_json: bool) -> None:
 @click.option("--campaign-name")
 @click.option("--type", "message_type", type=click.Choice(MESSAGE_TYPES), help="Outgoing only.")
 @click.option("--sent-at", help="ISO 8601 time (UTC unless it names a zone); default now.")
+@click.option("--external-id", help="The source's id of the message: added once only.")
 @json_option
 @click.pass_obj
 def add_command(
@@ -87,6 +94,7 @@ def add_command(
     campaign_name: str | None,
     message_type: str | None,
     sent_at: str | None,
+    external_id: str | None,
     as_json: bool,
 ) -> None:
     """Add one message to the hub. Exits 1 when it is refused (the code says why)."""
@@ -103,6 +111,7 @@ def add_command(
         campaign_name=campaign_name,
         message_type=message_type,
         sent_at=sent_at,
+        external_id=external_id,
     )
     _print_report(report, "messages add", as_json)
 
@@ -118,7 +127,9 @@ def import_command(app: App, file: Path, batch_size: int, delimiter: str, as_jso
 
     Columns (header names as in `contactsync import`: case, spaces and dashes do not
     matter): contact_id (or mainstay_id) or crm_id, channel, direction, body, and optional
-    campaign_id, campaign_name, type, sent_at. Exits 1 when the file is refused.
+    campaign_id, campaign_name, type, sent_at, external_id (the source's id of the message:
+    a message whose id the hub has is not added again, so a file can be imported again
+    after a crash). Exits 1 when the file is refused.
     """
     delimiter = "\t" if delimiter in ("\\t", "tab") else delimiter
     if len(delimiter) != 1:

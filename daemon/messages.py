@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
 
 from daemon.csv_import import Columns, FileMalformed, header_key, iter_records, read_header
-from daemon.database import READ_ONLY
+from daemon.database import READ_ONLY, insert_ignore
 from daemon.dictionary import Code
 from daemon.incoming import IncomingRecord
 from daemon.ingest import MAX_REPORTED
@@ -46,6 +46,7 @@ INTEGRATION = "messages"
 _MESSAGE = Message.__table__
 _CONTACT = Contact.__table__
 _LIMITS = {"campaign_id": 64, "campaign_name": 255}
+MAX_EXTERNAL_ID = 255
 
 # Header aliases of a messages file, compared as csv_import compares contact headers.
 HEADER_ALIASES: dict[str, tuple[str, ...]] = {
@@ -58,6 +59,7 @@ HEADER_ALIASES: dict[str, tuple[str, ...]] = {
     "campaign_name": ("campaign_name",),
     "message_type": ("type", "message_type"),
     "sent_at": ("sent_at", "timestamp", "time"),
+    "external_id": ("external_id", "message_id"),
 }
 _ALIAS = {alias: name for name, aliases in HEADER_ALIASES.items() for alias in aliases}
 
@@ -82,6 +84,7 @@ class MessagesReport:
     run_id: str
     added: int = 0
     skipped: int = 0
+    already_present: int = 0  # external ids the hub already had: not added again
     problem_count: int = 0
     problems: list[MessageProblem] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)  # of the added messages (first few only)
@@ -92,6 +95,7 @@ class MessagesReport:
             "run_id": self.run_id,
             "added": self.added,
             "skipped": self.skipped,
+            "already_present": self.already_present,
             "problem_count": self.problem_count,
             "problems": [p.as_dict() for p in self.problems],
             "ids": self.ids,
@@ -181,6 +185,16 @@ def _plan(
         )
         return None
     row: dict[str, Any] = {"contact_id": contact_id}
+    external_id = _text(values.get("external_id"))
+    if len(external_id) > MAX_EXTERNAL_ID:
+        batch.problem(
+            Code.VALUE_TOO_LONG,
+            f"external_id is longer than {MAX_EXTERNAL_ID} characters; message skipped",
+            "external_id",
+            source,
+        )
+        return None
+    row["external_id"] = external_id or None
     for name, allowed in (("channel", CHANNELS), ("direction", DIRECTIONS)):
         value = _text(values.get(name)).lower()
         if value not in allowed:
@@ -242,6 +256,16 @@ def _plan(
     return row
 
 
+def _insert(conn: Any, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert ``rows``; one whose external id the hub (or this batch) already has is left
+    out (``ON CONFLICT DO NOTHING``, so two imports at once cannot both add it). Returns
+    the new ids."""
+    if not rows:
+        return []
+    statement = insert_ignore(_MESSAGE, conn.dialect.name).returning(_MESSAGE.c.id)
+    return list(conn.execute(statement, rows).scalars())
+
+
 def _write(engine: Engine, records: Sequence[IncomingRecord], batch: _Batch) -> None:
     now = utcnow()
     with engine.begin() as conn:
@@ -252,12 +276,12 @@ def _write(engine: Engine, records: Sequence[IncomingRecord], batch: _Batch) -> 
                 batch.report.skipped += 1
             else:
                 batch.rows.append(row)
-        if batch.rows:
-            ids = conn.execute(insert(_MESSAGE).returning(_MESSAGE.c.id), batch.rows).scalars()
-            room = MAX_REPORTED - len(batch.report.ids)
-            batch.report.ids.extend(list(ids)[: max(room, 0)])
+        added = _insert(conn, batch.rows)
+        room = MAX_REPORTED - len(batch.report.ids)
+        batch.report.ids.extend(added[: max(room, 0)])
         batch.log.write(conn)
-    batch.report.added += len(batch.rows)
+    batch.report.added += len(added)
+    batch.report.already_present += len(batch.rows) - len(added)
     batch.rows.clear()
     batch.log.emit()
 

@@ -112,6 +112,9 @@ class Message(SQLModel, table=True):
     campaign_name: str | None = Field(default=None, max_length=255)
     message_type: str | None = Field(default=None, max_length=32)
     sent_at: datetime = _ts(nullable=False, index=True)
+    # The source's own id of the message, when it has one: importing a file again (after a
+    # crash mid-file, say) adds only the messages not yet in the hub.
+    external_id: str | None = Field(default=None, max_length=255, unique=True)
 
 
 class ExportBatch(SQLModel, table=True):

@@ -243,3 +243,38 @@ path = "{out}"
     run("sync", NAME)
     files = exported_files(out)
     assert len(files) == 2 and read_csv(files[0]) == read_csv(files[1])
+
+
+def test_a_file_with_external_ids_can_be_imported_again_without_duplicates(
+    run: Cli, tmp_path: Path
+) -> None:
+    ada = run.contact(1)
+    path = tmp_path / "with-ids.csv"
+    rows = [f"{ada},web,incoming,m{n},src-{n % 4}" for n in range(6)]  # src-0, src-1 twice
+    path.write_text("contact_id,channel,direction,body,message_id\n" + "\n".join(rows) + "\n")
+
+    first = run.json("messages", "import", str(path), "--batch-size", "2")
+    again = run.json("messages", "import", str(path))
+
+    assert (first["added"], first["already_present"]) == (4, 2)
+    assert (again["added"], again["already_present"], again["skipped"]) == (0, 6, 0)
+    assert [m["body"] for m in run.json("messages", "list")] == ["m0", "m1", "m2", "m3"]
+    added = ("messages", "add", "--contact", ada, "--channel", "web", "--direction")
+    run(*added, "incoming", "--body", "x", "--external-id", "src-9")
+    repeat = run.json(*added, "incoming", "--body", "x", "--external-id", "src-9")
+    assert (repeat["added"], repeat["already_present"]) == (0, 1)
+    assert run.log_rows() == []  # a message already present is no error
+
+
+def test_external_ids_dedupe_within_a_batch_and_across_imports(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """On SQLite and PostgreSQL alike (``ON CONFLICT DO NOTHING ... RETURNING``)."""
+    from daemon.hub import save_contact
+    from daemon.messages import import_messages
+
+    ada = save_contact(engine, {"first_name": "A", "last_name": "B", "phone": "2025550100"})
+    path = tmp_path / "m.csv"
+    rows = [f"{ada},twilio,outgoing,m{n},id-{n % 3}" for n in range(5)]
+    path.write_text("contact_id,channel,direction,body,external_id\n" + "\n".join(rows) + "\n")
+    first = import_messages(engine, path)
+    again = import_messages(engine, path)
+    assert (first.added, first.already_present, again.added, again.already_present) == (3, 2, 0, 5)
