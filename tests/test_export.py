@@ -558,3 +558,21 @@ def test_an_upload_whose_lease_passed_to_another_node_stops_and_is_retried(
     (path,) = exported_files(out)
     assert path.name == batches(sqlite_engine)[0]["file_name"]
     assert [r["incoming"] for r in read_csv(path)] == ["m0", "m1", "m2"]
+
+
+def test_a_message_after_the_newest_was_deleted_is_still_exported(
+    tmp_path: Path, sqlite_engine: Engine, out: Path
+) -> None:
+    """SQLite would hand the deleted highest id out again without AUTOINCREMENT, and the new
+    message would sit at the watermark, never exported."""
+    ada = contact(sqlite_engine, 1)
+    message(sqlite_engine, ada, "kept")
+    last = message(sqlite_engine, ada, "deleted later")
+    instance = export_instance(tmp_path / "etc", out)
+    sync = engine_for(sqlite_engine, instance)
+    sync.run(instance, EXPORT)
+    with sqlite_engine.begin() as conn:
+        conn.execute(Message.__table__.delete().where(Message.__table__.c.id == last))
+    assert message(sqlite_engine, ada, "new") > last
+    sync.run(instance, EXPORT)
+    assert [r["incoming"] for r in all_rows(out)] == ["kept", "deleted later", "new"]
