@@ -12,6 +12,10 @@ What it measures
     suite's fixture, tests/sshd.py; skipped with a note when /usr/sbin/sshd is missing).
     Each run exports the same messages (the export's watermark is reset between runs).
 
+    The messages go in as a real user's would: a generated CSV imported with
+    :func:`daemon.messages.import_messages` (``contactsync messages import``), whose rows/s
+    are printed first.
+
     Printed per run: messages exported, files, MiB written, wall seconds, rows/s, and the
     growth of peak RSS during the export (the rows are streamed, so it should not grow with N).
 
@@ -23,6 +27,7 @@ How to run
 from __future__ import annotations
 
 import argparse
+import csv
 import random
 import sys
 import tempfile
@@ -40,10 +45,15 @@ from daemon.database import make_engine  # noqa: E402
 from daemon.engine import SyncEngine, mirror_instances  # noqa: E402
 from daemon.exports import EXPORT  # noqa: E402
 from daemon.log import configure  # noqa: E402
-from daemon.store import Contact, ExportBatch, Message, SyncCursor, utcnow  # noqa: E402
+from daemon.messages import import_messages  # noqa: E402
+from daemon.store import Contact, ExportBatch, SyncCursor, utcnow  # noqa: E402
 from tests.exportkit import CONNECTORS, NAME, export_instance  # noqa: E402
 
 CONTACTS = 2000
+HEADER = (
+    *("contact_id", "channel", "direction", "body", "campaign_id", "campaign_name"),
+    *("type", "sent_at", "external_id"),
+)
 CHUNK = 5000
 WORDS = ("hello", "when", "is", "the", "deadline", "for", "my", "application", "thanks", "ok")
 
@@ -54,7 +64,9 @@ def parse_count(text: str) -> int:
     return int(float(text[:-1] if scale > 1 else text) * scale)
 
 
-def seed(engine, messages: int, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
+def seed(engine, messages: int, rng: random.Random, folder: Path) -> None:  # type: ignore[no-untyped-def]
+    """The contacts straight into the hub; the messages through ``contactsync messages
+    import`` (:func:`daemon.messages.import_messages`) of a generated CSV, timed."""
     now = utcnow()
     contacts = [
         {
@@ -73,25 +85,36 @@ def seed(engine, messages: int, rng: random.Random) -> None:  # type: ignore[no-
     with engine.begin() as conn:
         conn.execute(insert(Contact.__table__), contacts)
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    for first in range(0, messages, CHUNK):
-        rows = []
-        for n in range(first, min(first + CHUNK, messages)):
+    path = folder / "messages.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(HEADER)
+        for n in range(messages):
             outgoing = rng.random() < 0.5
             campaign = outgoing and rng.random() < 0.6
-            rows.append(
-                {
-                    "contact_id": f"c{rng.randrange(CONTACTS):06d}",
-                    "channel": rng.choice(("twilio", "twilio", "web", "facebook")),
-                    "direction": "outgoing" if outgoing else "incoming",
-                    "body": " ".join(rng.choices(WORDS, k=rng.randint(4, 36))),
-                    "campaign_id": f"camp{n % 40}" if campaign else None,
-                    "campaign_name": f"Campaign {n % 40}, fall" if campaign else None,
-                    "message_type": ("campaign" if campaign else "ai") if outgoing else None,
-                    "sent_at": start + timedelta(seconds=n * 7),
-                }
+            writer.writerow(
+                [
+                    f"c{rng.randrange(CONTACTS):06d}",
+                    rng.choice(("twilio", "twilio", "web", "facebook")),
+                    "outgoing" if outgoing else "incoming",
+                    " ".join(rng.choices(WORDS, k=rng.randint(4, 36))),
+                    f"camp{n % 40}" if campaign else "",
+                    f"Campaign {n % 40}, fall" if campaign else "",
+                    ("campaign" if campaign else "ai") if outgoing else "",
+                    (start + timedelta(seconds=n * 7)).isoformat(),
+                    f"src-{n}",
+                ]
             )
-        with engine.begin() as conn:
-            conn.execute(insert(Message.__table__), rows)
+    before = peak_rss_mib()
+    started = time.perf_counter()
+    report = import_messages(engine, path, batch_size=CHUNK)
+    seconds = time.perf_counter() - started
+    if report.added != messages:
+        raise SystemExit(f"import added {report.added} of {messages}: {report.problems[:3]}")
+    print(
+        f"messages import: {messages} rows in {seconds:.2f} s = {messages / seconds:.0f} rows/s, "
+        f"peak RSS +{peak_rss_mib() - before:.1f} MiB"
+    )
 
 
 def reset(engine) -> None:  # type: ignore[no-untyped-def]
@@ -145,7 +168,7 @@ def main() -> None:
         folder = Path(tmp)
         engine = make_engine(f"sqlite:///{folder / 'hub.db'}")
         started = time.perf_counter()
-        seed(engine, messages, random.Random(args.seed))
+        seed(engine, messages, random.Random(args.seed), folder)
         print(
             f"seeded {messages} messages, {CONTACTS} contacts in "
             f"{time.perf_counter() - started:.1f} s; peak RSS {peak_rss_mib():.0f} MiB",
