@@ -7,20 +7,24 @@ simulator's SFTP root through the ``local`` transport. The window runs on a Fake
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Engine, select
 
 from daemon import confirm, links
+from daemon.cli import App, cli
 from daemon.clock import FakeClock
 from daemon.dictionary import Code
 from daemon.engine import SyncEngine
 from daemon.hub import get_contact, save_contact
 from daemon.instances import Instance, load_instance
+from daemon.plugins import get_plugin_manager
 from daemon.status import instance_status
 from daemon.store import SyncLog, utcnow
 from daemon.synclog import SyncContext, SyncLogBuffer
@@ -216,3 +220,18 @@ def test_a_pull_expires_pending_writes_past_the_window(
     report = sync.run(instance, "pull")
     assert report.counts["unconfirmed"] == 1
     assert link_of(sqlite_engine, contact_id).state == links.UNCONFIRMED
+
+
+def test_contactsync_status_shows_the_pending_write(
+    setup: tuple[Engine, SyncEngine, Instance], tmp_path: Path
+) -> None:
+    engine, sync, instance = setup
+    new_contact(engine)
+    sync.run(instance, "push")
+    args = ["--etc", str(tmp_path / "etc"), "--database-url", str(engine.url), "status"]
+    pm = get_plugin_manager()  # the installed plugins, Slate among them
+    text = CliRunner().invoke(cli, args, obj=App(pm=pm))
+    assert text.exit_code == 0, text.output
+    assert "pending 1" in text.stdout
+    (row,) = json.loads(CliRunner().invoke(cli, [*args, "--json"], obj=App(pm=pm)).stdout)
+    assert row["links"]["pending"] == 1 and row["pending_since"]
