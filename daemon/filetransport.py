@@ -266,9 +266,6 @@ class TransportSettings(ConnectorConfig):
     @model_validator(mode="after")
     def _complete(self) -> TransportSettings:
         if self.kind == "local":
-            if self.path.strip() in ("", "/"):
-                # The default base suits a server's chroot, not this machine's root folder.
-                raise ValueError("a local transport needs path: the folder to use")
             return self
         if not self.host or not self.username:
             raise ValueError("an sftp transport needs host and username")
