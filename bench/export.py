@@ -34,8 +34,9 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import Engine, delete, insert
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -64,7 +65,7 @@ def parse_count(text: str) -> int:
     return int(float(text[:-1] if scale > 1 else text) * scale)
 
 
-def seed(engine, messages: int, rng: random.Random, folder: Path) -> None:  # type: ignore[no-untyped-def]
+def seed(engine: Engine, messages: int, rng: random.Random, folder: Path) -> None:
     """The contacts straight into the hub; the messages through ``contactsync messages
     import`` (:func:`daemon.messages.import_messages`) of a generated CSV, timed."""
     now = utcnow()
@@ -117,13 +118,15 @@ def seed(engine, messages: int, rng: random.Random, folder: Path) -> None:  # ty
     )
 
 
-def reset(engine) -> None:  # type: ignore[no-untyped-def]
+def reset(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(delete(ExportBatch.__table__))
         conn.execute(delete(SyncCursor.__table__))
 
 
-def run_once(engine, folder: Path, transport: dict, per_file: int, label: str) -> None:  # type: ignore[no-untyped-def]
+def run_once(
+    engine: Engine, folder: Path, transport: dict[str, Any], per_file: int, label: str
+) -> None:
     instance = export_instance(
         folder / f"etc-{label}-{per_file}",
         transport,
@@ -150,7 +153,7 @@ def run_once(engine, folder: Path, transport: dict, per_file: int, label: str) -
     )
 
 
-def _batches(engine) -> list[dict]:  # type: ignore[no-untyped-def]
+def _batches(engine: Engine) -> list[dict[str, Any]]:
     from daemon.exports import list_batches
 
     return list_batches(engine, NAME, 10_000)

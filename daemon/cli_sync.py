@@ -354,7 +354,8 @@ def status_command(app: App, as_json: bool) -> None:
                 r["direction"],
                 r["enabled"],
                 _run_cell(r["last_runs"]["pull"]),
-                _run_cell(r["last_runs"]["push"]),
+                # An exporter's last export shows where an outgoing instance's last push does.
+                _run_cell(r["last_runs"]["push"] or r["last_runs"].get("export")),
                 r["backoff_until"],
                 (r["lease"] or {}).get("owner"),
                 " / ".join(f"{k} {v}" for k, v in r["outbox"].items()),

@@ -22,7 +22,7 @@ _STATE = InstanceState.__table__
 _CURSOR = SyncCursor.__table__
 _INSTANCE = InstanceRow.__table__
 
-DIRECTIONS = ("pull", "push")
+DIRECTIONS = ("pull", "push", "export")  # export: exporters' one cycle (daemon.exports)
 OUTBOX_STATES = (outbox.PENDING, outbox.PARKED)
 # Always listed; ``unconfirmed`` (pending past the window) shows when there are any.
 LINK_STATES = (links.ACTIVE, links.PENDING, links.DELETED)
@@ -35,7 +35,7 @@ def instance_status(
 
     ``connections`` maps an instance name to its connection, or to ``None`` when its file is
     invalid now; the connection it was last mirrored with is used then. Each value holds
-    ``mirrored`` (the ``instance`` row or ``None``), ``last_runs`` (``pull`` and ``push``:
+    ``mirrored`` (the ``instance`` row or ``None``), ``last_runs`` (``pull``, ``push``, ``export``:
     run id, outcome, started/finished times, counts, error), ``backoff_until`` (only while
     it lasts), ``next_pull_at``, ``next_push_at``, ``lease`` (owner and expiry while held),
     ``outbox`` and ``links`` (counts per state of the connection: ``pending`` writes wait

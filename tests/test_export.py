@@ -8,6 +8,7 @@ process; tests/test_export_sftp.py goes over a real sshd).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -299,7 +300,7 @@ def fail_uploads(
     tried: list[str] = []
     real = LocalTransport.write_atomic
 
-    def flaky(self: LocalTransport, path: str, chunks):  # type: ignore[no-untyped-def]
+    def flaky(self: LocalTransport, path: str, chunks: Iterable[bytes]) -> int:
         tried.append(path)
         if len(tried) <= times:
             for _ in chunks:  # half-way through the rows, as a dropped connection would
@@ -485,7 +486,8 @@ def test_bad_settings_are_config_invalid_naming_the_key(
 
 
 def test_parse_zone_accepts_names_and_offsets() -> None:
-    assert parse_zone("UTC-4").utcoffset(None).total_seconds() == -4 * 3600  # type: ignore[union-attr]
+    offset = parse_zone("UTC-4").utcoffset(None)
+    assert offset is not None and offset.total_seconds() == -4 * 3600
     with pytest.raises(ValueError):
         parse_zone("+25:00")
 

@@ -24,6 +24,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from daemon import exports
 from daemon.database import make_engine
 from daemon.engine import SyncEngine, mirror_instances
@@ -63,14 +65,16 @@ def worker(argv: list[str]) -> int:
 
     real_rows = exports.iter_rows
 
-    def rows(engine: object, batch: exports.BatchInfo, chunk: int = 1) -> Iterator[object]:
+    def rows(
+        engine: Engine, batch: exports.BatchInfo, chunk: int = exports.CHUNK
+    ) -> Iterator[exports.ExportRow]:
         for index, row in enumerate(real_rows(engine, batch, chunk=1)):
             if point == "writing" and batch.id == int(number) and index == 2:
                 die()
             yield row
 
     exports.FAULT_HOOK = hook
-    exports.iter_rows = rows  # type: ignore[assignment]
+    exports.iter_rows = rows
     hub = make_engine(f"sqlite:///{args.hub}")
     instance = load_instance(Path(args.etc) / "instances" / f"{NAME}.toml", CONNECTORS)
     # No plugin manager: an export needs no transforms, and loading every plugin would

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 from click.testing import CliRunner, Result
+from sqlalchemy import Engine
 
 from daemon.cli import cli
 from daemon.database import make_engine
@@ -18,7 +20,7 @@ from tests.exportkit import NAME, exported_files, read_csv, sync_log
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No outside settings, and logging put back as it was (the CLI reconfigures it)."""
     for name in ("CONTACTSYNC_DATABASE_URL", "CONTACTSYNC_ETC", "CONTACTSYNC_STATE_DIR"):
         monkeypatch.delenv(name, raising=False)
@@ -238,6 +240,8 @@ path = "{out}"
     (batch,) = run.json("messages", "exports", NAME)
     assert (batch["file_name"], batch["state"], batch["rows"]) == (path.name, "uploaded", 1)
     assert path.name in run("messages", "exports").stdout
+    (status,) = run.json("status")
+    assert status["name"] == NAME and status["last_runs"]["export"]["outcome"] == "ok"
     # A reset watermark exports everything again, as new files under new names.
     run("cursor", "reset", NAME, "--stream", "export")
     run("sync", NAME)
@@ -266,7 +270,9 @@ def test_a_file_with_external_ids_can_be_imported_again_without_duplicates(
     assert run.log_rows() == []  # a message already present is no error
 
 
-def test_external_ids_dedupe_within_a_batch_and_across_imports(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_external_ids_dedupe_within_a_batch_and_across_imports(
+    engine: Engine, tmp_path: Path
+) -> None:
     """On SQLite and PostgreSQL alike (``ON CONFLICT DO NOTHING ... RETURNING``)."""
     from daemon.hub import save_contact
     from daemon.messages import import_messages
