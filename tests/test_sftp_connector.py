@@ -393,3 +393,47 @@ def test_a_dry_run_reads_but_moves_nothing(sqlite_engine, sshd_server, sftp_root
     assert sorted(p.name for p in (sftp_root / "incoming").iterdir()) == ["bad.csv", "good.csv"]
     # The real run afterwards imports it.
     assert engine.run(instance, "pull").counts["created"] == 1
+
+
+def test_presets_columns_and_instance_fields_combine(sqlite_engine, tmp_path, etc):
+    """Recruit's preset, a `columns` override, an instance [[fields]] entry that wins, and
+    header cells matched whatever their case (a local folder: the mapping is the point)."""
+    instance = write_instance(
+        etc,
+        "recruit",
+        {"kind": "local", "path": str(tmp_path / "drop"), "stable_seconds": 0},
+        settings={"preset": "recruit", "columns": {"crm_id": "elcn_sisid", "phone": ""}},
+        top='direction = "incoming"',
+        fields="""
+        [[fields]]
+        hub = "email"
+        remote = "emailaddress2"
+        [[fields]]
+        hub = "phone"
+        remote = "telephone1"
+        """,
+    )
+    mapped = {(f.hub, f.remote) for f in instance.config.fields}
+    assert mapped == {
+        ("email", "emailaddress2"),
+        ("phone", "telephone1"),
+        ("first_name", "firstname"),
+        ("last_name", "lastname"),
+        ("crm_id", "elcn_sisid"),
+    }
+    put(
+        tmp_path / "drop",
+        "recruit.csv",
+        csv_text(
+            "ContactId,FirstName,LastName,ELCN_SISID,emailaddress1,emailaddress2,telephone1",
+            "c-1,Ada,Lovelace,S1,old@example.edu,ada@example.edu,2025550101",
+        ),
+    )
+    report = sync_engine(sqlite_engine, instance).run(instance, "pull")
+    assert report.outcome == "ok" and report.counts["created"] == 1, report
+    ada = contacts(sqlite_engine)["S1"]
+    assert (ada["first_name"], ada["email"], ada["phone"]) == (
+        "Ada",
+        "ada@example.edu",
+        "+12025550101",
+    )
