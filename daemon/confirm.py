@@ -32,9 +32,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, func, select, update
 
 from daemon import links
+from daemon.connector import Connector
 from daemon.dictionary import Code
 from daemon.fields import HUB_ID, Action, Schema, is_blank, plan_field
 from daemon.incoming import IncomingRecord
+from daemon.instances import Direction, Instance
+from daemon.mapping import MappingError
 from daemon.store import Link
 from daemon.synclog import SyncContext, SyncLogBuffer
 
@@ -183,9 +186,32 @@ def oldest_pending(conn: Connection) -> dict[str, datetime]:
     return {connection: _aware(when) for connection, when in conn.execute(query) if when}
 
 
+def require_hub_id(instance: Instance, connector: Connector) -> None:
+    """Refuse (``config-invalid``) to pull for a connector that confirms later unless the
+    instance maps a remote field onto the hub id: without it, a record this instance
+    pushed would come back unrecognised and be created in the hub a second time."""
+    caps = connector.capabilities
+    if not (caps.confirms_later and caps.push and instance.direction.pushes):
+        return
+    if any(f.hub == HUB_ID for f in instance.mapped(Direction.INCOMING)):
+        return
+    raise MappingError(
+        f"{instance.name}: a {instance.config.type} instance that pushes must map the hub id "
+        f'export incoming ([[fields]] hub = "{HUB_ID}", direction = "incoming"): pushed '
+        "records are recognised by it when a pull sees them"
+    )
+
+
 def outgoing_context(context: SyncContext) -> SyncContext:
     """The sync-log context of an expiry found by a pull: the write was outgoing."""
     return SyncContext(context.integration, "outgoing", context.run_id, context.instance)
 
 
-__all__ = ["Settled", "attach", "expire", "oldest_pending", "outgoing_context"]
+__all__ = [
+    "Settled",
+    "attach",
+    "expire",
+    "oldest_pending",
+    "outgoing_context",
+    "require_hub_id",
+]

@@ -45,7 +45,17 @@ def sim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SlateSimula
         yield simulator
 
 
-def slate_instance(etc: Path, sim: SlateSimulator, extra: str = "") -> Instance:
+HUB_ID_MAP = """
+[[fields]]
+hub = "id"
+remote = "mainstay_id"
+direction = "incoming"
+"""
+
+
+def slate_instance(
+    etc: Path, sim: SlateSimulator, extra: str = "", hub_id: str = HUB_ID_MAP
+) -> Instance:
     folder = etc / "instances"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{NAME}.toml"
@@ -62,11 +72,7 @@ def slate_instance(etc: Path, sim: SlateSimulator, extra: str = "") -> Instance:
             [settings.transport]
             kind = "local"
             path = "{sim.sftp_root}"
-
-            [[fields]]
-            hub = "id"
-            remote = "mainstay_id"
-            direction = "incoming"
+            {{hub_id}}
             [[fields]]
             hub = "first_name"
             remote = "first_name"
@@ -80,7 +86,7 @@ def slate_instance(etc: Path, sim: SlateSimulator, extra: str = "") -> Instance:
             hub = "phone"
             remote = "phone"
             """
-        )
+        ).replace("{hub_id}", hub_id)
     )
     return load_instance(path, {"slate": SlateConnector})
 
@@ -235,3 +241,12 @@ def test_contactsync_status_shows_the_pending_write(
     assert "pending 1" in text.stdout
     (row,) = json.loads(CliRunner().invoke(cli, [*args, "--json"], obj=App(pm=pm)).stdout)
     assert row["links"]["pending"] == 1 and row["pending_since"]
+
+
+def test_an_instance_that_pushes_must_map_the_hub_id(
+    sqlite_engine: Engine, sim: SlateSimulator, tmp_path: Path
+) -> None:
+    instance = slate_instance(tmp_path / "etc", sim, hub_id="")
+    report = sync_engine(sqlite_engine, instance).run(instance, "pull")
+    assert (report.outcome, report.code) == ("failed", str(Code.CONFIG_INVALID))
+    assert 'hub = "id"' in (report.error or "")
