@@ -70,8 +70,10 @@ def student(sim: ColleagueSimulator, i: int, **more: Any) -> str:
 def test_the_jwt_is_renewed_before_it_expires_and_after_a_401(
     sim: ColleagueSimulator, clock: FakeClock, conn: ColleagueConnector
 ) -> None:
+    student(sim, 1)
     conn.check()
     assert sim.counters["token_grants"] == 1
+    assert len(sim.messages) == 1  # check() reads the queue's length without consuming
     clock.advance(200)  # within the 60 s margin of the 5-minute JWT? not yet
     conn.check()
     assert sim.counters["token_grants"] == 1

@@ -12,6 +12,7 @@ Retries, back-off, ``Retry-After`` and the mapping of 401/5xx to connector error
 - ``GET /api/persons`` with ``offset``/``limit``/``criteria`` and its ``x-total-count`` and
   ``x-max-page-size`` headers; ``GET``/``PUT``/``POST`` of one person;
 - ``GET /consume`` with an explicit ``lastProcessedID`` every time, and ``x-remaining``;
+  ``HEAD /consume`` for the backlog alone;
 - Ethos's error bodies (``errors[].message``) kept verbatim in messages.
 """
 
@@ -214,6 +215,13 @@ class EthosClient:
             raise MalformedResponse("GET /consume: the body is not an array of messages")
         remaining = _int_header(response, "x-remaining")
         return body, remaining if remaining is not None else (1 if body else 0)
+
+    def queue_remaining(self) -> int | None:
+        """How many messages wait in the queue (``HEAD /consume``: reads, deletes nothing)."""
+        response = self._send("HEAD", "/consume", CHANGE_NOTIFICATIONS_V2)
+        if response.status_code >= 400:
+            raise MalformedResponse(f"HEAD /consume: HTTP {response.status_code}")
+        return _int_header(response, "x-remaining")
 
     def close(self) -> None:
         """Close the connection pool."""

@@ -167,8 +167,10 @@ class ColleagueConnector(Connector):
     # --- check and describe -------------------------------------------------------------------
 
     def check(self) -> None:
-        """A token and one person prove the URL, the API key and the persons permission."""
+        """A token, one person and the queue's length (``HEAD /consume``, which deletes
+        nothing) prove the URL, the API key and both permissions."""
         self.client.list_persons(0, 1, self._criteria(0))
+        log.info("colleague_queue", remaining=self.client.queue_remaining())
 
     def describe(self) -> list[RemoteField]:
         """The fields this connector reads from and writes to a person."""
