@@ -43,6 +43,7 @@ from sqlalchemy import Connection, and_, func, insert, or_, select, text, update
 from daemon import lease, runs
 from daemon.clock import Cancelled
 from daemon.connector import Capabilities, Connector, ConnectorError
+from daemon.database import READ_ONLY
 from daemon.dictionary import Code
 from daemon.log import get_logger
 from daemon.store import Contact, ExportBatch, Message, utcnow
@@ -277,7 +278,7 @@ def pending_batches(engine: Any, instance: str) -> list[BatchInfo]:
         .where(_BATCH.c.instance == instance, _BATCH.c.state == PENDING)
         .order_by(_BATCH.c.id)
     )
-    with engine.connect() as conn:
+    with engine.connect().execution_options(**READ_ONLY) as conn:
         return [BatchInfo.from_row(row) for row in conn.execute(query).mappings()]
 
 
@@ -300,7 +301,7 @@ def _filtered(message_filter: MessageFilter, after: int, last: int) -> Any:
 
 def _count_new(cycle: _Cycle) -> int:
     """Messages after the watermark that the filter would export now."""
-    with cycle.ctx.engine.connect() as conn:
+    with cycle.ctx.engine.connect().execution_options(**READ_ONLY) as conn:
         after = int(runs.get_cursor(conn, cycle.instance, STREAM) or 0)
         last = int(conn.execute(select(func.max(_MESSAGE.c.id))).scalar() or 0)
         query = _filtered(cycle.exporter.message_filter(), after, last).subquery()
@@ -388,7 +389,7 @@ def iter_rows(engine: Any, batch: BatchInfo, chunk: int = CHUNK) -> Iterator[Exp
             .order_by(m.id)
             .limit(chunk)
         )
-        with engine.connect() as conn:
+        with engine.connect().execution_options(**READ_ONLY) as conn:
             rows = [ExportRow(*row) for row in conn.execute(query)]
         yield from rows
         if len(rows) < chunk:
@@ -467,7 +468,7 @@ def list_batches(engine: Any, instance: str | None = None, limit: int = 50) -> l
     query = select(_BATCH).order_by(_BATCH.c.id.desc()).limit(limit)
     if instance:
         query = query.where(_BATCH.c.instance == instance)
-    with engine.connect() as conn:
+    with engine.connect().execution_options(**READ_ONLY) as conn:
         return [dict(row) for row in conn.execute(query).mappings()]
 
 
