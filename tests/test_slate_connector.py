@@ -135,6 +135,20 @@ def test_pages_of_an_ordered_answer_move_the_cursor_forward(
     assert stamps == sorted(stamps) and stamps[0] < stamps[-1]
 
 
+def test_pages_of_an_unordered_answer_keep_the_cursor_until_the_end(
+    clock: FakeClock,
+) -> None:
+    with SlateSimulator(clock=clock, sort_rows=False) as sim:
+        sim.add_people(120)
+        conn = connector(sim, clock, page_size=50)
+        pages = list(conn.pull(None))
+        cursors = [json.loads(p.cursor or "{}")["ts"] for p in pages]
+        # A crash before the end must re-read from the start, not skip what came unsorted.
+        assert cursors[:-1] == [None, None] and cursors[-1] is not None
+        assert sum(len(p.records) for p in pages) == 120
+        assert pull_all(conn, pages[-1].cursor)[0] == []
+
+
 def test_a_row_without_id_or_time_is_malformed(sim: SlateSimulator, clock: FakeClock) -> None:
     sim.add_person(first_name="Ada")
     with pytest.raises(MalformedResponse, match="export both"):
