@@ -126,7 +126,8 @@ def import_command(app: App, file: Path, batch_size: int, delimiter: str, as_jso
     """Import messages from a CSV FILE.
 
     Columns (header names as in `contactsync import`: case, spaces and dashes do not
-    matter): contact_id (or mainstay_id) or crm_id, channel, direction, body, and optional
+    matter): contact_id (or mainstay_id) or crm_id, channel, direction and body (or a
+    conversations export's incoming and outgoing), and optional
     campaign_id, campaign_name, type, sent_at, external_id (the source's id of the message:
     a message whose id the hub has is not added again, so a file can be imported again
     after a crash). Exits 1 when the file is refused.

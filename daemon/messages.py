@@ -60,7 +60,14 @@ HEADER_ALIASES: dict[str, tuple[str, ...]] = {
     "message_type": ("type", "message_type"),
     "sent_at": ("sent_at", "timestamp", "time"),
     "external_id": ("external_id", "message_id"),
+    # A conversations export (plugins/export) as a messages file: the body sits in the
+    # column of its direction, and the contact's names are read-only context.
+    "incoming": ("incoming",),
+    "outgoing": ("outgoing",),
 }
+IGNORED_COLUMNS = ("first_name", "last_name")
+"""Columns of a conversations export that a messages file may carry and that are ignored
+(the contact's names belong to the contact, not to its messages)."""
 _ALIAS = {alias: name for name, aliases in HEADER_ALIASES.items() for alias in aliases}
 
 
@@ -154,34 +161,21 @@ def _plan(
     """The row to insert for one record, or ``None`` when it is skipped (problems logged)."""
     values = record_.fields
     source = dict(record_.source or {})
-    contact_id = _text(values.get("contact_id"))
+    given_id = _text(values.get("contact_id"))
     crm_id = _text(values.get("crm_id"))
-    if contact_id:
-        source.setdefault("contact_id", contact_id)
-        if contact_id not in known:
-            batch.problem(
-                Code.UNKNOWN_CONTACT_ID,
-                "no contact has this hub id; message skipped",
-                "contact_id",
-                source,
-            )
-            return None
-    elif crm_id:
-        contact_id = by_crm.get(crm_id, "")
-        if not contact_id:
-            batch.problem(
-                Code.UNKNOWN_CONTACT_ID,
-                "no contact has this CRM id; message skipped",
-                "crm_id",
-                source,
-            )
-            return None
-    else:
+    if given_id:
+        source.setdefault("contact_id", given_id)
+    # The hub id first; a CRM id when the row has no hub id, or one from another system (a
+    # Mainstay export's mainstay_id is Mainstay's, not this hub's).
+    contact_id = given_id if given_id in known else by_crm.get(crm_id, "") if crm_id else ""
+    if not contact_id:
+        if given_id or crm_id:
+            what = " or ".join(n for n, v in (("hub id", given_id), ("CRM id", crm_id)) if v)
+            message = f"no contact has this {what}; message skipped"
+        else:
+            message = "the message names no contact (contact_id or crm_id); message skipped"
         batch.problem(
-            Code.UNKNOWN_CONTACT_ID,
-            "the message names no contact (contact_id or crm_id); message skipped",
-            "contact_id",
-            source,
+            Code.UNKNOWN_CONTACT_ID, message, "crm_id" if crm_id else "contact_id", source
         )
         return None
     row: dict[str, Any] = {"contact_id": contact_id}
@@ -195,6 +189,10 @@ def _plan(
         )
         return None
     row["external_id"] = external_id or None
+    if "incoming" in values or "outgoing" in values:
+        values = _from_split(values, batch, source)
+        if values is None:
+            return None
     for name, allowed in (("channel", CHANNELS), ("direction", DIRECTIONS)):
         value = _text(values.get(name)).lower()
         if value not in allowed:
@@ -266,6 +264,25 @@ def _insert(conn: Any, rows: list[dict[str, Any]]) -> list[int]:
     return list(conn.execute(statement, rows).scalars())
 
 
+def _from_split(
+    values: Mapping[str, Any], batch: _Batch, source: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """A conversations-export row (``incoming`` / ``outgoing`` cells) as direction and body;
+    ``None`` (logged) when both cells or neither hold text."""
+    incoming = "" if values.get("incoming") is None else str(values["incoming"])
+    outgoing = "" if values.get("outgoing") is None else str(values["outgoing"])
+    if bool(incoming.strip()) == bool(outgoing.strip()):
+        batch.problem(
+            Code.INVALID_VALUE,
+            "exactly one of incoming and outgoing must hold the message; skipped",
+            "incoming" if incoming.strip() else "body",
+            source,
+        )
+        return None
+    direction, body = ("incoming", incoming) if incoming.strip() else ("outgoing", outgoing)
+    return {**values, "direction": direction, "body": body}
+
+
 def _write(engine: Engine, records: Sequence[IncomingRecord], batch: _Batch) -> None:
     now = utcnow()
     with engine.begin() as conn:
@@ -323,6 +340,9 @@ def map_message_header(header: Sequence[str]) -> Columns:
     for position, raw in enumerate(header, start=1):
         key = header_key(raw)
         target = _ALIAS.get(key)
+        if target is None and key in IGNORED_COLUMNS:
+            columns.fields.append(None)
+            continue
         if target is None:
             known = ", ".join(HEADER_ALIASES)
             raise FileMalformed(f"unknown column {raw.strip()!r} (column {position}); use {known}")
@@ -330,7 +350,12 @@ def map_message_header(header: Sequence[str]) -> Columns:
             raise FileMalformed(f"columns {seen[target]} and {position} both map to {target!r}")
         seen[target] = position
         columns.fields.append(target)
-    for needed in ("channel", "direction", "body"):
+    if "channel" not in seen:
+        raise FileMalformed("the header has no 'channel' column")
+    split = "incoming" in seen or "outgoing" in seen
+    if split and ("direction" in seen or "body" in seen):
+        raise FileMalformed("use direction and body, or incoming and outgoing, not both")
+    for needed in () if split else ("direction", "body"):
         if needed not in seen:
             raise FileMalformed(f"the header has no {needed!r} column")
     if "contact_id" not in seen and "crm_id" not in seen:

@@ -284,3 +284,62 @@ def test_external_ids_dedupe_within_a_batch_and_across_imports(
     first = import_messages(engine, path)
     again = import_messages(engine, path)
     assert (first.added, first.already_present, again.added, again.already_present) == (3, 2, 0, 5)
+
+
+def test_a_conversations_export_imports_into_another_hub_by_crm_id(tmp_path: Path) -> None:
+    """A Mainstay-style export (incoming/outgoing columns, names, its own mainstay_id) is a
+    messages file: another hub matches the contacts by CRM id and gets the same messages."""
+    source_dir, target_dir, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    for folder in (source_dir, target_dir, out):
+        folder.mkdir()
+    source, target = Cli(source_dir), Cli(target_dir)
+    ada = source.contact(1)
+    add = ("messages", "add", "--contact", ada, "--sent-at", "2026-03-01T14:30:00Z")
+    source(*add, "--channel", "twilio", "--direction", "incoming", "--body", 'Hi, "you"')
+    campaign = ("--campaign-id", "c1", "--campaign-name", "Fall, 2026", "--type", "campaign")
+    source(
+        *add, "--channel", "web", "--direction", "outgoing", "--body", "Line 1\nLine 2", *campaign
+    )
+    (source.etc / "instances").mkdir()
+    (source.etc / "instances" / f"{NAME}.toml").write_text(
+        f'type = "conversations_export"\n[settings.transport]\nkind = "local"\npath = "{out}"\n',
+        encoding="utf-8",
+    )
+    source("sync", NAME)
+    (exported,) = exported_files(out)
+    target.contact(1)  # the same person (CRM1), another hub id
+
+    report = target.json("messages", "import", str(exported))
+
+    assert (report["added"], report["skipped"]) == (2, 0), report
+    fields = ("channel", "direction", "body", "campaign_id", "campaign_name", "sent_at")
+    before = [{k: m[k] for k in fields} for m in source.json("messages", "list")]
+    after = [{k: m[k] for k in fields} for m in target.json("messages", "list")]
+    assert after == before
+
+
+def test_a_split_row_needs_exactly_one_of_incoming_and_outgoing(run: Cli, tmp_path: Path) -> None:
+    ada = run.contact(1)
+    path = tmp_path / "split.csv"
+    path.write_text(
+        "crm_id,mainstay_id,first_name,channel,incoming,outgoing\n"
+        f"CRM1,{ada},First1,web,hello,\n"
+        f",{ada},First1,web,,reply\n"
+        f",{ada},First1,web,both,cells\n"
+        f",{ada},First1,web,,\n",
+        encoding="utf-8",
+    )
+    report = run.json("messages", "import", str(path))
+    assert (report["added"], report["skipped"]) == (2, 2)
+    assert [(p["row"], p["code"]) for p in report["problems"]] == [
+        (4, "invalid-value"),
+        (5, "invalid-value"),
+    ]
+    listed = run.json("messages", "list")
+    assert [(m["direction"], m["body"]) for m in listed] == [
+        ("incoming", "hello"),
+        ("outgoing", "reply"),
+    ]
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("contact_id,channel,direction,body,incoming\n", encoding="utf-8")
+    assert "not both" in run.json("messages", "import", str(mixed), expect=1)["file_error"]
