@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from daemon.clock import FakeClock
+from daemon.dictionary import Code
 from daemon.sdk import AuthFailed, ConnectorContext, MalformedResponse, PushItem, PushStatus
 from plugins.slate.client import RowStream, spooled
 from plugins.slate.connector import (
@@ -149,10 +150,26 @@ def test_pages_of_an_unordered_answer_keep_the_cursor_until_the_end(
         assert pull_all(conn, pages[-1].cursor)[0] == []
 
 
-def test_a_row_without_id_or_time_is_malformed(sim: SlateSimulator, clock: FakeClock) -> None:
-    sim.add_person(first_name="Ada")
-    with pytest.raises(MalformedResponse, match="export both"):
-        pull_all(connector(sim, clock, id_field="Person GUID"), None)
+def test_a_row_without_id_or_time_is_reported_and_skipped_alone(
+    sim: SlateSimulator, clock: FakeClock
+) -> None:
+    # The query's time export is "when" here: one good, one unreadable, one missing.
+    good = sim.add_person(first_name="Ada", when="2025-01-06T07:00:00")
+    sim.add_person(first_name="Bob", when="soon")
+    sim.add_person(first_name="Cy")
+    reported: list[tuple[str, str, dict[str, Any]]] = []
+    conn = connector(sim, clock, updated_field="when")
+    conn.context.reporter = lambda code, message, details: reported.append(
+        (str(code), message, details)
+    )
+    records, _ = pull_all(conn, None)
+    assert [r.remote_id for r in records] == [good]
+    assert sorted(m.split(":")[0] for _, m, _ in reported) == [
+        "a Slate row without 'slate_id' or 'when'",
+        "when is not a date",
+    ]
+    assert {c for c, _, _ in reported} == {str(Code.REMOTE_MALFORMED)}
+    assert all(d["row"] in (1, 2, 3) for _, _, d in reported)
 
 
 def test_naive_times_are_read_in_the_instance_time_zone(clock: FakeClock, tmp_path: Path) -> None:

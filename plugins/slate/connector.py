@@ -36,6 +36,7 @@ import httpx
 from pydantic import Field, field_validator, model_validator
 
 from daemon.csv_write import csv_bytes, write_csv
+from daemon.dictionary import Code
 from daemon.filetransport import FileTransport, TransportSettings, open_transport
 from daemon.sdk import (
     AuthFailed,
@@ -257,8 +258,11 @@ class SlateConnector(Connector):
             params[s.since_param] = slate_time(since, self.zone)
         in_order, last_ms = True, -1
         batch: list[RemoteRecord] = []
-        for row in self.client.query(params):
-            record, ms = self._record(row)
+        for number, row in enumerate(self.client.query(params), 1):
+            parsed = self._record(row, number)
+            if parsed is None:
+                continue
+            record, ms = parsed
             if ms < last_ms:
                 in_order = False  # only the end of the answer may move the cursor now
             last_ms = max(last_ms, ms)
@@ -273,21 +277,32 @@ class SlateConnector(Connector):
                 batch = []
         yield Page(batch, pos.dump(self._overlap_ms))
 
-    def _record(self, row: Mapping[str, Any]) -> tuple[RemoteRecord, int]:
+    def _record(self, row: Mapping[str, Any], number: int) -> tuple[RemoteRecord, int] | None:
+        """The row as a record and its time in ms; ``None`` (reported, coded) for a row
+        that cannot be one, so one bad row never holds up the others."""
         s = self.settings
         remote_id = row.get(s.id_field)
         updated = row.get(s.updated_field)
         if remote_id in (None, "") or updated in (None, ""):
-            raise MalformedResponse(
+            self.context.report(
+                Code.REMOTE_MALFORMED,
                 f"a Slate row without {s.id_field!r} or {s.updated_field!r}: the query must "
-                "export both"
+                "export both",
+                row=number,
             )
+            return None
         known = self._times.get(str(updated))
         if known is None:
             try:
                 modified = parse_slate_time(updated, self.zone)
             except ValueError:
-                raise MalformedResponse(f"{s.updated_field} {updated!r} is not a date") from None
+                self.context.report(
+                    Code.REMOTE_MALFORMED,
+                    f"{s.updated_field} is not a date: {str(updated)[:40]!r}",
+                    row=number,
+                    remote_id=str(remote_id),
+                )
+                return None
             if len(self._times) > 10_000:
                 self._times.clear()
             known = self._times[str(updated)] = (modified, _ms(modified))
