@@ -408,6 +408,29 @@ def test_a_bulk_pull_resumes_its_job_from_the_checkpointed_locator(
     assert sorted(got) == ids
 
 
+def test_a_results_page_is_handed_on_in_smaller_pages_and_resumed_inside(
+    sim: SalesforceSimulator, clock: FakeClock
+) -> None:
+    ids = seed(sim, 25)
+    connector = connect(sim, clock, bulk_pull_threshold=20, bulk_page_size=10)
+    connector.bulk_rows_per_page = 4
+    pages = list(connector.pull(None))
+    assert [len(p.records) for p in pages] == [4, 4, 2, 4, 4, 2, 4, 1]
+    # A pull stopped after its second page resumes inside the same results page.
+    stopped = connect(sim, clock, bulk_pull_threshold=20, bulk_page_size=10)
+    stopped.bulk_rows_per_page = 4
+    pull = stopped.pull(None)
+    first_two = [next(pull), next(pull)]
+    pull.close()
+    cursor = json.loads(first_two[1].cursor or "{}")
+    assert cursor["job"] and cursor["skip"] == 8 and cursor["locator"] is None
+    resumed = connect(sim, clock, bulk_pull_threshold=20, bulk_page_size=10)
+    rest = [r.remote_id for p in resumed.pull(first_two[1].cursor) for r in p.records]
+    done = [r.remote_id for p in first_two for r in p.records]
+    assert sorted(done + rest) == ids
+    assert sim.counters["bulk_jobs"] == 2  # the resumed pull made no job of its own
+
+
 def test_a_big_initial_push_is_one_bulk_upsert_job(
     sim: SalesforceSimulator, clock: FakeClock
 ) -> None:

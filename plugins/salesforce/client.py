@@ -407,10 +407,11 @@ class SalesforceClient:
 
     def query_results(
         self, job_id: str, locator: str | None, max_records: int
-    ) -> tuple[list[dict[str, str]], str | None]:
-        """One page of a query job's CSV results (at most ``max_records``, so memory is
-        bounded by the page, not the result) and the next ``Sforce-Locator`` (``None`` at
-        the end)."""
+    ) -> tuple[Iterator[dict[str, str]], str | None]:
+        """One page of a query job's CSV results and the next ``Sforce-Locator`` (``None`` at
+        the end). At most ``max_records`` rows are fetched, so a page's text bounds memory,
+        never the whole result; the rows are parsed as they are iterated, and a count that
+        disagrees with ``Sforce-NumberOfRecords`` is MalformedResponse at the end."""
         params: dict[str, Any] = {"maxRecords": max_records}
         if locator:
             params["locator"] = locator
@@ -421,16 +422,23 @@ class SalesforceClient:
                 f"bulk results: HTTP {response.status_code}: "
                 f"{error_text(body, response.status_code)}"
             )
-        rows = list(csv.DictReader(io.StringIO(response.text)))
         nxt = response.headers.get("Sforce-Locator")
         if nxt is None:
             raise MalformedResponse("bulk results: no Sforce-Locator header")
-        count = response.headers.get("Sforce-NumberOfRecords")
-        if count is not None and count.isdigit() and int(count) != len(rows):
-            raise MalformedResponse(
-                f"bulk results: Sforce-NumberOfRecords says {count}, the CSV has {len(rows)}"
-            )
-        return rows, None if nxt in ("", "null") else nxt
+        expected = response.headers.get("Sforce-NumberOfRecords")
+        text = response.text
+
+        def rows() -> Iterator[dict[str, str]]:
+            count = 0
+            for row in csv.DictReader(io.StringIO(text)):
+                count += 1
+                yield row
+            if expected is not None and expected.isdigit() and int(expected) != count:
+                raise MalformedResponse(
+                    f"bulk results: Sforce-NumberOfRecords says {expected}, the CSV has {count}"
+                )
+
+        return rows(), None if nxt in ("", "null") else nxt
 
     def delete_job(self, kind: str, job_id: str) -> None:
         """Remove a finished job (best effort: a failure only leaves it to expire)."""

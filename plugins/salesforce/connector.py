@@ -16,8 +16,9 @@ Pull (the robust pattern of the research notes, §3 "Salesforce issues to learn 
 - later pulls use ``queryAll``: deleted rows come back with ``IsDeleted = true`` and become
   tombstones (``RemoteRecord(deleted=True)``);
 - a first pull (no cursor) counts the records and, above ``bulk_pull_threshold``, reads them
-  through a Bulk API 2.0 query job instead, one ``Sforce-Locator`` page of CSV at a time,
-  each page checkpointed with the job and its locator so a restart resumes it.
+  through a Bulk API 2.0 query job instead: ``Sforce-Locator`` pages of CSV, parsed as they
+  are read and handed on 2,000 rows at a time, each checkpointed with the job, the locator
+  and the rows used, so a restart resumes the job where it stopped.
 
 Push: linked records are updated by ``Id``; the others are upserted by ``external_id_field``
 (e.g. ``Mainstay_ID__c``) carrying the hub contact id, which every write also sets, so a
@@ -69,6 +70,7 @@ DELETED = "IsDeleted"
 # How many (Id -> stamp) pairs the cursor keeps to recognise rows re-read in the overlap
 # window; past it the oldest are dropped and a re-read is an overlap the engine tolerates.
 MAX_SEEN = 5000
+BULK_ROWS_PER_PAGE = 2000  # as many as a REST query page
 NA = "#N/A"  # Bulk CSV: sets a field to null (an empty cell leaves it unchanged)
 # Salesforce's per-record statusCodes, as the hub's dictionary codes.
 RECORD_CODES = {
@@ -178,8 +180,9 @@ class _Position:
     """Where a pull stands, as the cursor records it.
 
     ``ts``/``id``: the keyset of the newest row read. ``seen``: recent ``Id -> stamp|deleted``
-    of yielded rows, to skip rows re-read in the overlap window. ``job``/``locator``: a Bulk
-    query job being read, and the page to read next.
+    of yielded rows, to skip rows re-read in the overlap window. ``job``/``locator``/``skip``:
+    a Bulk query job being read, the results page being read, and the rows of it already
+    yielded.
     """
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
@@ -188,6 +191,7 @@ class _Position:
         self.seen: dict[str, str] = {str(k): str(v) for k, v in (raw.get("seen") or {}).items()}
         self.job: str | None = raw.get("job")
         self.locator: str | None = raw.get("locator")
+        self.skip: int = int(raw.get("skip") or 0)
 
     @property
     def moment(self) -> datetime | None:
@@ -220,7 +224,7 @@ class _Position:
             self.seen = {i: v for v, i in recent[:MAX_SEEN]}
         raw: dict[str, Any] = {"v": 1, "ts": self.ts, "id": self.id}
         if self.job:
-            raw.update(job=self.job, locator=self.locator)
+            raw.update(job=self.job, locator=self.locator, skip=self.skip)
         raw["seen"] = self.seen
         return json.dumps(raw, separators=(",", ":"))
 
@@ -278,6 +282,8 @@ class SalesforceConnector(Connector):
         # What every read asks for: the mapped fields plus what the cursor needs.
         self._read = list(dict.fromkeys([ID, *config.fields, MODSTAMP, DELETED]))
         self._ext = ext
+        # Records per Page from a Bulk results page; an attribute so tests can use fewer.
+        self.bulk_rows_per_page = BULK_ROWS_PER_PAGE
 
     # --- check and describe -----------------------------------------------------------------
 
@@ -399,7 +405,9 @@ class SalesforceConnector(Connector):
         return RemoteRecord(record_id, fields, modified)
 
     def _pull_bulk(self, pos: _Position) -> Iterator[Page]:
-        """A first pull through a Bulk 2.0 query job, one locator page per Page."""
+        """A first pull through a Bulk 2.0 query job: results pages of ``bulk_page_size``
+        rows (few requests), parsed as read and handed on in Pages of 2,000 (bounded
+        memory), each checkpointed with the job, the results page and the rows it used."""
         client, settings = self.client, self.settings
         if not pos.job:
             where = self._filter()
@@ -427,13 +435,23 @@ class SalesforceConnector(Connector):
                 # overlap the engine tolerates.
                 yield from self.pull(None)
                 return
-            records = []
+            records: list[RemoteRecord] = []
+            consumed = 0
             for row in rows:
+                consumed += 1
+                if consumed <= pos.skip:
+                    continue  # yielded before a restart: resume inside the page
                 record = self._record(row, csv_row=True)
                 pos.read(record)
                 pos.yielded(record)
                 records.append(record)
-            pos.locator = nxt
+                if len(records) >= self.bulk_rows_per_page:
+                    # The engine gets pages of REST's size: memory stays bounded by them
+                    # however large a results page is, and a restart skips what it had.
+                    pos.skip = consumed
+                    yield Page(records, pos.dump(settings.overlap_seconds))
+                    records = []
+            pos.locator, pos.skip = nxt, 0
             job = pos.job
             if nxt is None:
                 pos.job = None  # done: later pulls go on from the newest row read
