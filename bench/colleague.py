@@ -13,13 +13,17 @@ What it measures
     * ``consume``: ``--changes`` persons (default 10k) get a new last name in Colleague, which
       publishes as many change notifications carrying the whole person; one incremental pull
       consumes them from the first pull's checkpoint (one request per ~900 messages: Ethos's
-      1 MB payload cap) and applies them to the hub. Records/s is changes per second.
+      1 MB payload cap) and applies them to the hub. Records/s is changes per second;
+    * ``consume-ids`` (with ``--ids-only``): the same number of changes published with only
+      the person's id, as some publishers send them, so the connector fetches each person
+      (``concurrency`` at a time).
 
     Requests are the simulator's own count, read as a delta around each stage.
 
 How to run
     .venv/bin/python bench/colleague.py                                 # 100k, 0 and 150ms
     .venv/bin/python bench/colleague.py --contacts 10000 --changes 2000 --latency 0  # quick
+    .venv/bin/python bench/colleague.py --ids-only --latency 0      # also id-only messages
     .venv/bin/python bench/colleague.py --json
 """
 
@@ -115,7 +119,9 @@ def run_stage(sim: ColleagueSimulator, stage: str, db: Path, latency: float) -> 
     return result
 
 
-def bench(total: int, changes: int, latencies: list[float]) -> list[dict[str, Any]]:
+def bench(
+    total: int, changes: int, latencies: list[float], ids_only: bool = False
+) -> list[dict[str, Any]]:
     """Both stages for ``total`` persons against one simulator."""
     started = time.perf_counter()
     sim = ColleagueSimulator(contacts=total, seed=1, staff_share=0.0)
@@ -147,6 +153,16 @@ def bench(total: int, changes: int, latencies: list[float]) -> list[dict[str, An
         result = run_stage(sim, "consume", db, latency)
         result["records"] = len(ids)
         results.append(result)
+        if ids_only:
+            # The same changes again, published as ids only: each person is then fetched.
+            with sim.lock:
+                sim.full_notifications = False
+            for n, colleague_id in enumerate(ids):
+                sim.edit_person(colleague_id, last_name=f"Again{n}")
+            print(f"consume-ids @ {latency * 1000:g}ms …", file=sys.stderr, flush=True)
+            result = run_stage(sim, "consume-ids", db, latency)
+            result["records"] = len(ids)
+            results.append(result)
     for r in results:
         r["persons"] = total
         r["records_per_s"] = round(r["records"] / r["seconds"])
@@ -159,20 +175,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--contacts", type=int, default=100_000, help="persons to seed")
     parser.add_argument("--changes", type=int, default=10_000, help="changes to consume")
     parser.add_argument("--latency", default="0,150ms", help="comma-separated latencies")
+    parser.add_argument(
+        "--ids-only", action="store_true", help="also consume changes published as ids only"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     latencies = [parse_duration(x) for x in args.latency.split(",")]
-    results = bench(args.contacts, args.changes, latencies)
+    results = bench(args.contacts, args.changes, latencies, args.ids_only)
     if args.json:
         print(json.dumps(results, indent=2))
         return
     print(
-        f"{'stage':<8} {'latency':>7} {'persons':>8} {'records':>8} {'seconds':>8}"
+        f"{'stage':<11} {'latency':>7} {'persons':>8} {'records':>8} {'seconds':>8}"
         f" {'records/s':>9} {'requests':>8} {'per req':>7} {'peak RSS':>9}"
     )
     for r in results:
         print(
-            f"{r['stage']:<8} {r['latency_ms']:>5}ms {r['persons']:>8} {r['records']:>8}"
+            f"{r['stage']:<11} {r['latency_ms']:>5}ms {r['persons']:>8} {r['records']:>8}"
             f" {r['seconds']:>8} {r['records_per_s']:>9} {r['requests']:>8}"
             f" {r['records_per_request'] or '-':>7} {r['peak_rss_mib']:>7.1f}Mi"
         )
