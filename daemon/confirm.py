@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from daemon import links
 from daemon.connector import Connector
@@ -186,19 +186,28 @@ def oldest_pending(conn: Connection) -> dict[str, datetime]:
     return {connection: _aware(when) for connection, when in conn.execute(query) if when}
 
 
-def require_hub_id(instance: Instance, connector: Connector) -> None:
+def require_hub_id(engine: Engine, instance: Instance, connector: Connector) -> None:
     """Refuse (``config-invalid``) to pull for a connector that confirms later unless the
-    instance maps a remote field onto the hub id: without it, a record this instance
-    pushed would come back unrecognised and be created in the hub a second time."""
-    caps = connector.capabilities
-    if not (caps.confirms_later and caps.push and instance.direction.pushes):
+    instance maps a remote field onto the hub id, when this instance pushes or its
+    connection has writes waiting (another instance pushes on it, Mainstay-style): without
+    it, a pushed record would come back unrecognised and be created in the hub again."""
+    if not connector.capabilities.confirms_later:
         return
     if any(f.hub == HUB_ID for f in instance.mapped(Direction.INCOMING)):
         return
+    if not instance.direction.pushes:
+        with engine.connect() as conn:
+            waiting = conn.execute(
+                select(func.count())
+                .select_from(_LINK)
+                .where(_LINK.c.connection == instance.connection, _LINK.c.state.in_(WAITING))
+            ).scalar()
+        if not waiting:
+            return
     raise MappingError(
-        f"{instance.name}: a {instance.config.type} instance that pushes must map the hub id "
-        f'export incoming ([[fields]] hub = "{HUB_ID}", direction = "incoming"): pushed '
-        "records are recognised by it when a pull sees them"
+        f"{instance.name}: a {instance.config.type} instance must map the hub id export "
+        f'incoming ([[fields]] hub = "{HUB_ID}", direction = "incoming") on a connection '
+        "that pushes: pushed records are recognised by it when a pull sees them"
     )
 
 

@@ -41,7 +41,7 @@ class _Tagged:
 def pull_cycle(ctx: CycleContext, *, full: bool = False, cancel: Event | None = None) -> Counter:
     """Pull every page since the instance's checkpoint (or everything with ``full``)."""
     counts: Counter[str] = Counter()
-    confirm.require_hub_id(ctx.instance, ctx.connector)
+    confirm.require_hub_id(ctx.engine, ctx.instance, ctx.connector)
     with ctx.engine.connect() as conn:
         cursor = None if full else runs.get_cursor(conn, ctx.instance.name)
     ingestor = Ingestor(

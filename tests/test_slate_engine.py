@@ -247,6 +247,15 @@ def test_an_instance_that_pushes_must_map_the_hub_id(
     sqlite_engine: Engine, sim: SlateSimulator, tmp_path: Path
 ) -> None:
     instance = slate_instance(tmp_path / "etc", sim, hub_id="")
-    report = sync_engine(sqlite_engine, instance).run(instance, "pull")
+    sync = sync_engine(sqlite_engine, instance)
+    report = sync.run(instance, "pull")
     assert (report.outcome, report.code) == ("failed", str(Code.CONFIG_INVALID))
     assert 'hub = "id"' in (report.error or "")
+    # An incoming-only instance needs it only while its connection has writes waiting.
+    incoming = slate_instance(tmp_path / "etc", sim, hub_id="", extra='direction = "incoming"')
+    assert sync.run(incoming, "pull").outcome == "ok"
+    pushing = slate_instance(tmp_path / "etc", sim)
+    new_contact(sqlite_engine)
+    assert sync_engine(sqlite_engine, pushing).run(pushing, "push").outcome == "ok"
+    report = sync.run(incoming, "pull")
+    assert (report.outcome, report.code) == ("failed", str(Code.CONFIG_INVALID))
