@@ -54,6 +54,13 @@ class Settled:
     previous: dict[str, links.LinkRow] = field(default_factory=dict)
     still_pending: set[str] = field(default_factory=set)
     confirmed: int = 0
+    decided: bool = False  # a retried batch reuses the decisions: its records were changed
+
+    def drop_handles(self, conn: Connection, connection: str) -> None:
+        """Delete the settled links keyed by a handle (every attempt of the batch): the
+        pull saves each under the real remote id, and a contact has one link per
+        connection."""
+        links.drop_contact_links(conn, connection, [p.contact_id for p in self.previous.values()])
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -74,9 +81,10 @@ def attach(
     ``known`` holds the links found by the records' remote ids. Records are changed in
     place: a new record is attached to its contact and the values pushed; a stale read of
     a pending update loses the fields that would undo the push. Runs inside the page's
-    transaction, before the incoming rules.
+    transaction, before the incoming rules, once per page (a retried batch keeps the
+    answer: see :attr:`Settled.decided`); then :meth:`Settled.drop_handles`.
     """
-    settled = Settled()
+    settled = Settled(decided=True)
     records = list(records)
     # New records: no link by remote id, but a hub id whose contact waits for one.
     by_hub_id: dict[str, IncomingRecord] = {}
@@ -96,9 +104,6 @@ def attach(
         record.last_exchanged = link.values
         settled.previous[record.remote_id] = link
         settled.confirmed += 1
-    # The pull saves the link under the real remote id; the handle's row must go first
-    # (a contact has one link per connection).
-    links.drop_contact_links(conn, connection, waiting)
     # Updates: a pending link found by the remote id itself.
     for record in records:
         link = known.get(record.remote_id or "")

@@ -120,11 +120,13 @@ def _page(ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter) ->
                 item.last_exchanged = link.values
                 tagged[link.remote_id].link = link
         # Writes the platform confirms later: this page may be what confirms them.
-        found = confirm.attach(conn, connection, records, known, ctx.schema)
-        settled.previous, settled.still_pending = found.previous, found.still_pending
-        settled.confirmed = found.confirmed
-        for remote_id, link in found.previous.items():
+        if not settled.decided:
+            found = confirm.attach(conn, connection, records, known, ctx.schema)
+            settled.previous, settled.still_pending = found.previous, found.still_pending
+            settled.confirmed, settled.decided = found.confirmed, True
+        for remote_id, link in settled.previous.items():
             tagged[remote_id].link = link
+        settled.drop_handles(conn, connection)
 
     def after(conn: Connection, plans: list[RecordPlan]) -> None:
         now = utcnow()
