@@ -22,7 +22,7 @@ from daemon.cli import App, cli
 from daemon.clock import FakeClock
 from daemon.dictionary import Code
 from daemon.engine import SyncEngine
-from daemon.hub import get_contact, save_contact
+from daemon.hub import add_custom_field, get_contact, save_contact
 from daemon.instances import Instance, load_instance
 from daemon.plugins import get_plugin_manager
 from daemon.status import instance_status
@@ -54,7 +54,12 @@ direction = "incoming"
 
 
 def slate_instance(
-    etc: Path, sim: SlateSimulator, extra: str = "", hub_id: str = HUB_ID_MAP
+    etc: Path,
+    sim: SlateSimulator,
+    extra: str = "",
+    hub_id: str = HUB_ID_MAP,
+    more_fields: str = "",
+    settings: str = "",
 ) -> Instance:
     folder = etc / "instances"
     folder.mkdir(parents=True, exist_ok=True)
@@ -69,6 +74,7 @@ def slate_instance(
             query_id = "{sim.query_id}"
             token = {{ env = "{TOKEN_ENV}" }}
             timezone = "{sim.timezone_name}"
+            {{settings}}
             [settings.transport]
             kind = "local"
             path = "{sim.sftp_root}"
@@ -86,7 +92,10 @@ def slate_instance(
             hub = "phone"
             remote = "phone"
             """
-        ).replace("{hub_id}", hub_id)
+        )
+        .replace("{hub_id}", hub_id)
+        .replace("{settings}", settings)
+        + textwrap.dedent(more_fields)
     )
     return load_instance(path, {"slate": SlateConnector})
 
@@ -259,3 +268,42 @@ def test_an_instance_that_pushes_must_map_the_hub_id(
     assert sync_engine(sqlite_engine, pushing).run(pushing, "push").outcome == "ok"
     report = sync.run(incoming, "pull")
     assert (report.outcome, report.code) == ("failed", str(Code.CONFIG_INVALID))
+
+
+def test_custom_fields_travel_as_custom_columns(
+    sqlite_engine: Engine, sim: SlateSimulator, tmp_path: Path
+) -> None:
+    add_custom_field(sqlite_engine, "Class Year", "number")
+    instance = slate_instance(
+        tmp_path / "etc",
+        sim,
+        settings='fields = ["first_name", "last_name", "email", "phone", "CUSTOM_Class Year"]',
+        more_fields="""
+        [[fields]]
+        hub = "custom:Class Year"
+        remote = "CUSTOM_Class Year"
+        """,
+    )
+    sync = sync_engine(sqlite_engine, instance)
+    contact_id = save_contact(
+        sqlite_engine,
+        {
+            "first_name": "Cus",
+            "last_name": "Tom",
+            "phone": "+16175550123",
+            "custom:Class Year": "2029",
+        },
+    )
+    sync.run(instance, "push")
+    (upload,) = sim.incoming.glob("*.csv")
+    assert "CUSTOM_Class Year" in upload.read_text().splitlines()[0].split(",")
+    sim.process_pending()
+    assert sync.run(instance, "pull").counts["confirmed"] == 1
+    person = sim.find("mainstay_id", contact_id)
+    assert person is not None and person["CUSTOM_Class Year"] == "2029"
+    # A Slate user changes it; the next pull brings it to the hub's custom field.
+    sim.clock.advance(60)
+    sim.edit_person(person["slate_id"], **{"CUSTOM_Class Year": "2030"})
+    sync.run(instance, "pull")
+    contact = get_contact(sqlite_engine, contact_id)
+    assert contact is not None and contact.custom["Class Year"] == "2030"
