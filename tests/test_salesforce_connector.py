@@ -22,7 +22,7 @@ from daemon.sdk import (
     RateLimited,
     RemoteRecord,
 )
-from plugins.salesforce.client import STATE_REFRESH_TOKEN, QueryRefused
+from plugins.salesforce.client import STATE_REFRESH_TOKEN, QueryRefused, default_audience
 from plugins.salesforce.connector import SalesforceConnector
 from plugins.salesforce.simulator import SalesforceSimulator
 
@@ -364,6 +364,13 @@ def test_jwt_bearer_signs_an_assertion_and_a_wrong_user_is_refused(
     stranger = connect(sim, clock, private_key=sim.private_key_pem, **settings)
     with pytest.raises(AuthFailed, match="hasn't approved"):
         stranger.check()
+
+
+def test_jwt_audience_is_the_login_host_even_for_my_domain() -> None:
+    assert default_audience("https://acme.my.salesforce.com") == "https://login.salesforce.com"
+    sandbox = "https://acme--uat.sandbox.my.salesforce.com"
+    assert default_audience(sandbox) == "https://test.salesforce.com"
+    assert default_audience("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
 
 
 def test_config_refuses_a_grant_without_its_secrets(sim: SalesforceSimulator) -> None:

@@ -116,6 +116,17 @@ def parse_limit_info(value: str | None) -> tuple[int, int] | None:
     return None
 
 
+def default_audience(login_url: str) -> str:
+    """The JWT ``aud`` Salesforce expects: its login host (``test`` for sandboxes), even when
+    the token is asked of a My Domain host; any other host (a community, a simulator) is its
+    own audience."""
+    host = (urlsplit(login_url).hostname or "").lower()
+    if not host.endswith(".salesforce.com"):
+        return login_url.rstrip("/")
+    sandbox = host.startswith("test.") or ".sandbox." in host
+    return "https://test.salesforce.com" if sandbox else "https://login.salesforce.com"
+
+
 def jwt_assertion(
     private_key_pem: str, *, issuer: str, subject: str, audience: str, now: float
 ) -> str:
@@ -173,7 +184,7 @@ class SalesforceClient:
         self._client_secret = client_secret
         self._username = username
         self._private_key = private_key
-        self._audience = audience or self.login_url
+        self._audience = audience or default_audience(self.login_url)
         self.version = api_version if api_version.startswith("v") else f"v{api_version}"
         self.limit_backoff_seconds = limit_backoff_seconds
         for secret in (client_secret, refresh_token, private_key):
