@@ -378,6 +378,8 @@ def test_config_refuses_a_grant_without_its_secrets(sim: SalesforceSimulator) ->
         SalesforceConnector.Config.model_validate(
             {"client_id": "x", "client_secret": "y", "auth": "refresh_token"}
         )
+    with pytest.raises(ValueError, match="My Domain"):
+        SalesforceConnector.Config.model_validate({"client_id": "x", "client_secret": "y"})
 
 
 # --- Bulk API 2.0 -----------------------------------------------------------------------------

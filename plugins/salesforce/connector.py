@@ -34,6 +34,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field, field_validator, model_validator
@@ -70,6 +71,7 @@ DELETED = "IsDeleted"
 # How many (Id -> stamp) pairs the cursor keeps to recognise rows re-read in the overlap
 # window; past it the oldest are dropped and a re-read is an overlap the engine tolerates.
 MAX_SEEN = 5000
+GENERIC_LOGIN_HOSTS = frozenset({"login.salesforce.com", "test.salesforce.com"})
 BULK_ROWS_PER_PAGE = 2000  # as many as a REST query page
 NA = "#N/A"  # Bulk CSV: sets a field to null (an empty cell leaves it unchanged)
 # Salesforce's per-record statusCodes, as the hub's dictionary codes.
@@ -137,6 +139,14 @@ class SalesforceConfig(ConnectorConfig):
         missing = [name for name in needs if not getattr(self, name)]
         if missing:
             raise ValueError(f"auth = {self.auth!r} needs {', '.join(missing)}")
+        generic = urlsplit(self.login_url).hostname in GENERIC_LOGIN_HOSTS
+        if self.auth == "client_credentials" and generic:
+            # Salesforce answers this grant only at the org's own host (simple-salesforce
+            # refuses login/test for it too).
+            raise ValueError(
+                "client_credentials needs login_url = the org's My Domain "
+                "(https://<domain>.my.salesforce.com), not login or test.salesforce.com"
+            )
         return self
 
 
