@@ -240,6 +240,19 @@ def test_a_person_leaving_the_listing_mid_walk_does_not_hide_another(
     connector.close()
 
 
+def test_a_listing_that_ignores_the_offset_is_malformed_not_endless(
+    sim: ColleagueSimulator, conn: ColleagueConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon.sdk import MalformedResponse
+
+    for i in range(7):
+        student(sim, i)
+    real = conn.client.list_persons
+    monkeypatch.setattr(conn.client, "list_persons", lambda at, limit, c=None: real(0, limit, c))
+    with pytest.raises(MalformedResponse, match="did not move"):
+        pull_all(conn, None)
+
+
 def test_walk_pages_fetched_concurrently_come_in_order(clock: FakeClock) -> None:
     with ColleagueSimulator(contacts=200, seed=4, clock=clock, staff_share=0.0) as sim:
         connector = connect(sim, clock, page_size=7, concurrency=4, roles=[])

@@ -263,6 +263,10 @@ class ColleagueConnector(Connector):
         previous = {p.get("id") for p in persons}
         for at, page in self._pages_in_order(criteria, start + step, step, limit, total):
             fresh = [p for p in page if p.get("id") not in previous]
+            if page and not fresh and len(page) >= limit:
+                # A full page of nothing new: the platform ignored the offset, and walking on
+                # would re-read the same persons forever.
+                raise MalformedResponse(f"GET persons at offset {at} did not move past {at}")
             previous = {p.get("id") for p in page}
             if len(page) < limit:
                 yield fresh, None
