@@ -249,8 +249,10 @@ class SalesforceConnector(Connector):
 
     type: ClassVar[str] = "salesforce"
     Config: ClassVar[type[ConnectorConfig]] = SalesforceConfig
+    # push() is thread-safe (one httpx pool, a locked token cache and quota), and Salesforce
+    # limits only long-running (20 s+) concurrent requests: the engine may overlap batches.
     capabilities: ClassVar[Capabilities] = Capabilities(
-        pull=True, push=True, create=True, deletes=True, modified_at=True
+        pull=True, push=True, create=True, deletes=True, modified_at=True, concurrent_push=True
     )
 
     def __init__(
