@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, select
 
 from daemon.clock import FakeClock
 from daemon.dictionary import Code
+from daemon.hub import save_contact
+from daemon.instances import load_instance
 from daemon.sdk import (
     AuthFailed,
     ConnectorContext,
@@ -22,9 +26,12 @@ from daemon.sdk import (
     RateLimited,
     RemoteRecord,
 )
+from daemon.store import Contact
 from plugins.salesforce.client import STATE_REFRESH_TOKEN, QueryRefused, default_audience
 from plugins.salesforce.connector import SalesforceConnector
 from plugins.salesforce.simulator import SalesforceSimulator
+from tests.enginekit import sync_engine
+from tests.hubkit import log_rows
 
 
 @pytest.fixture
@@ -454,3 +461,64 @@ def test_a_big_initial_push_is_one_bulk_upsert_job(
     again = {r.contact_id: r for r in connector.push(batch[:59])}
     assert again["hub-3"].remote_id == results["hub-3"].remote_id
     assert len(sim.find()) == 59  # upserted by the hub id: no duplicates
+
+
+# --- through the engine -----------------------------------------------------------------------
+
+
+def test_through_the_engine_a_rejection_is_logged_and_a_delete_tombstoned(
+    sim: SalesforceSimulator,
+    clock: FakeClock,
+    cs_hub: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine records Salesforce's own message in the sync log, and a record deleted in
+    Salesforce leaves a tombstone the push never writes to again."""
+    ada = sim.add_contact(
+        FirstName="Ada", LastName="Lovelace", Email="ada@example.org", Phone="+12025550143"
+    )
+    alan = sim.add_contact(
+        FirstName="Alan", LastName="Turing", Email="alan@example.org", Phone="+16175550199"
+    )
+    monkeypatch.setenv("SF_TEST_SECRET", sim.client_secret)
+    path = tmp_path / "instances" / "sf.toml"
+    path.parent.mkdir()
+    path.write_text(
+        'type = "salesforce"\n[settings]\n'
+        f'login_url = "{sim.url}"\nclient_id = "{sim.client_id}"\n'
+        'client_secret = { env = "SF_TEST_SECRET" }\n'
+        + "".join(
+            f'[[fields]]\nhub = "{hub}"\nremote = "{remote}"\n'
+            for hub, remote in (
+                ("first_name", "FirstName"),
+                ("last_name", "LastName"),
+                ("email", "Email"),
+                ("phone", "Phone"),
+            )
+        )
+    )
+    instance = load_instance(path, {"salesforce": SalesforceConnector})
+    sync = sync_engine(cs_hub, instance)
+    first = sync.run(instance, "pull", full=True)
+    assert first.counts.get("created") == 2, [r["message"] for r in log_rows(cs_hub)]
+
+    with cs_hub.connect() as conn:
+        table = Contact.__table__
+        hub_ids = {r.email: r.id for r in conn.execute(select(table.c.email, table.c.id))}
+
+    sim.delete_record(ada)  # deleted in Salesforce before the hub's edit is pushed
+    save_contact(cs_hub, {"first_name": "Augusta"}, contact_id=hub_ids["ada@example.org"])
+    save_contact(cs_hub, {"first_name": "Alonzo"}, contact_id=hub_ids["alan@example.org"])
+    report = sync.run(instance, "push")
+    assert sim.record(alan)["FirstName"] == "Alonzo"
+    assert sim.record(alan)["Mainstay_ID__c"] == hub_ids["alan@example.org"]
+    rows = [(r["code"], r["remote_id"], r["message"]) for r in log_rows(cs_hub, report.run_id)]
+    assert rows == [("remote-rejected", ada, "ENTITY_IS_DELETED: entity is deleted")]
+
+    clock.advance(5)
+    assert sync.run(instance, "pull").counts["tombstoned"] == 1
+    before = sim.counters["collections"]
+    save_contact(cs_hub, {"first_name": "Ada"}, contact_id=hub_ids["ada@example.org"])
+    sync.run(instance, "push")
+    assert sim.counters["collections"] == before  # the tombstone keeps the push away
