@@ -8,14 +8,10 @@ instance would not read back what the round-trip check pushes (the scope has its
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
-import pytest
+from contractkit import SimulatorContract
 
-from daemon.clock import FakeClock
-from daemon.sdk import Connector, ConnectorContext
-from daemon.testing import ConnectorContract
 from plugins.colleague.connector import ColleagueConnector
 from plugins.colleague.simulator import ColleagueSimulator
 
@@ -24,31 +20,23 @@ SEED = 11
 EDITS = {"firstName": "first_name", "lastName": "last_name", "email": "email", "phone": "phone"}
 
 
-class TestColleagueContract(ConnectorContract):
+class TestColleagueContract(SimulatorContract):
     """Persons v12 through Ethos, with an API key exchanged for 5-minute JWTs."""
 
+    simulator = ColleagueSimulator
+    seed = SEED
+    connector = ColleagueConnector
+    context_name = "colleague-test"
     secrets: ClassVar[list[str]] = [ColleagueSimulator(seed=SEED).api_key]
     mapped_fields: ClassVar[list[str]] = ["firstName", "lastName", "email", "phone"]
-    page_size: ClassVar[int] = 5
-    uses_clock: ClassVar[bool] = True
 
-    @pytest.fixture(autouse=True)
-    def _platform(self, cs_clock: FakeClock) -> Iterator[None]:
-        with ColleagueSimulator(seed=SEED, clock=cs_clock) as sim:
-            self.sim = sim
-            self._reject_next = False
-            yield
-
-    def make_connector(self, *, bad_credentials: bool = False) -> Connector:
-        config = ColleagueConnector.Config.model_validate(
-            {
-                "base_url": self.sim.url,
-                "api_key": "wrong-key" if bad_credentials else self.sim.api_key,
-                "page_size": self.page_size,
-                "roles": [],
-            }
-        )
-        return ColleagueConnector(config, ConnectorContext("colleague-test"), clock=self.clock)
+    def settings(self, *, bad_credentials: bool = False) -> dict[str, Any]:
+        return {
+            "base_url": self.sim.url,
+            "api_key": "wrong-key" if bad_credentials else self.sim.api_key,
+            "page_size": self.page_size,
+            "roles": [],
+        }
 
     def seed_remote(self, count: int) -> list[str]:
         return [
@@ -62,20 +50,10 @@ class TestColleagueContract(ConnectorContract):
         self.sim.edit_person(remote_id, **{EDITS[k]: v for k, v in fields.items()})
 
     def push_fields(self, i: int) -> dict[str, Any]:
-        email = f"pushed{i}@example.edu"
-        if self._reject_next:
-            # Colleague's own rule refuses it: an email address without an @.
-            self._reject_next = False
-            email = f"pushed{i}-at-example.edu"
         return {
             "firstName": f"Pushed{i}",
             "lastName": "Hub",
             "phone": f"+1202555{i:04d}",
-            "email": email,
+            # After inject("reject"), no @: Colleague's own rule refuses it.
+            "email": self.pushed_email(i, "example.edu"),
         }
-
-    def inject(self, fault: str) -> None:
-        if fault == "reject":
-            self._reject_next = True  # no "reject" knob: a real Colleague rule refuses it
-        else:
-            self.sim.inject(fault)

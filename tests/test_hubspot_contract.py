@@ -6,44 +6,30 @@ token expiry and the connector's pacing all run on the same time, and no wait is
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
+from contractkit import SimulatorContract
 
-from daemon.clock import FakeClock
-from daemon.sdk import Connector, ConnectorContext
-from daemon.testing import ConnectorContract
 from plugins.hubspot.connector import HubSpotConnector
 from plugins.hubspot.simulator import HubSpotSimulator
 
 SEED = 42
 
 
-class TestHubSpotContract(ConnectorContract):
+class TestHubSpotContract(SimulatorContract):
     """The private-app flavour: a bearer token that never expires."""
 
+    simulator = HubSpotSimulator
+    seed = SEED
+    connector = HubSpotConnector
+    context_name = "hubspot-test"
     secrets: ClassVar[list[str]] = [HubSpotSimulator(seed=SEED).private_app_token]
     mapped_fields: ClassVar[list[str]] = ["firstname", "lastname", "email", "phone"]
-    page_size: ClassVar[int] = 5
-    uses_clock: ClassVar[bool] = True
-
-    @pytest.fixture(autouse=True)
-    def _platform(self, cs_clock: FakeClock) -> Iterator[None]:
-        with HubSpotSimulator(seed=SEED, clock=cs_clock) as sim:
-            self.sim = sim
-            self._reject_next = False
-            yield
 
     def settings(self, *, bad_credentials: bool = False) -> dict[str, Any]:
         token = "pat-na1-wrong" if bad_credentials else self.sim.private_app_token
         return {"base_url": self.sim.url, "access_token": token, "page_size": self.page_size}
-
-    def make_connector(self, *, bad_credentials: bool = False) -> Connector:
-        config = HubSpotConnector.Config.model_validate(
-            self.settings(bad_credentials=bad_credentials)
-        )
-        return HubSpotConnector(config, ConnectorContext("hubspot-test"), clock=self.clock)
 
     def seed_remote(self, count: int) -> list[str]:
         return [
@@ -60,23 +46,13 @@ class TestHubSpotContract(ConnectorContract):
         self.sim.edit_contact(remote_id, **fields)
 
     def push_fields(self, i: int) -> dict[str, Any]:
-        email = f"pushed{i}@example.org"
-        if self._reject_next:
-            # HubSpot's own rule refuses it: an email without an @ is INVALID_EMAIL.
-            self._reject_next = False
-            email = f"pushed{i}-at-example.org"
         return {
             "firstname": f"Pushed{i}",
             "lastname": "Hub",
             "phone": f"+1202555{i:04d}",
-            "email": email,
+            # After inject("reject"), no @: HubSpot's own rule refuses it as INVALID_EMAIL.
+            "email": self.pushed_email(i),
         }
-
-    def inject(self, fault: str) -> None:
-        if fault == "reject":
-            self._reject_next = True  # the simulator has no "reject" knob: use a real rule
-        else:
-            self.sim.inject(fault)
 
 
 class TestHubSpotOAuthContract(TestHubSpotContract):
@@ -87,12 +63,8 @@ class TestHubSpotOAuthContract(TestHubSpotContract):
         HubSpotSimulator(seed=SEED).refresh_token,
     ]
 
-    @pytest.fixture(autouse=True)
-    def _platform(self, cs_clock: FakeClock) -> Iterator[None]:
-        with HubSpotSimulator(seed=SEED, clock=cs_clock, rotate_refresh_tokens=True) as sim:
-            self.sim = sim
-            self._reject_next = False
-            yield
+    def simulator_options(self, request: pytest.FixtureRequest) -> dict[str, Any]:
+        return {"rotate_refresh_tokens": True}
 
     def settings(self, *, bad_credentials: bool = False) -> dict[str, Any]:
         return {

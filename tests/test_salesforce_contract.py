@@ -8,14 +8,10 @@ contract run per grant would cost more test time than it finds).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
-import pytest
+from contractkit import SimulatorContract
 
-from daemon.clock import FakeClock
-from daemon.sdk import Connector, ConnectorContext
-from daemon.testing import ConnectorContract
 from plugins.salesforce.connector import SalesforceConnector
 from plugins.salesforce.simulator import SalesforceSimulator
 
@@ -23,34 +19,27 @@ SEED = 42
 _SIM = SalesforceSimulator(seed=SEED)
 
 
-class TestSalesforceContract(ConnectorContract):
+class TestSalesforceContract(SimulatorContract):
     """Client credentials: the connected app's key and secret."""
 
+    simulator = SalesforceSimulator
+    seed = SEED
+    connector = SalesforceConnector
+    context_name = "salesforce-test"
     secrets: ClassVar[list[str]] = [_SIM.client_secret]
     mapped_fields: ClassVar[list[str]] = ["FirstName", "LastName", "Email", "Phone"]
-    page_size: ClassVar[int] = 5
-    uses_clock: ClassVar[bool] = True
-
-    @pytest.fixture(autouse=True)
-    def _platform(self, cs_clock: FakeClock) -> Iterator[None]:
-        with SalesforceSimulator(seed=SEED, clock=cs_clock) as sim:
-            self.sim = sim
-            self._reject_next = False
-            yield
 
     def auth_settings(self, bad: bool) -> dict[str, Any]:
         secret = "wrong-secret" if bad else self.sim.client_secret
         return {"client_id": self.sim.client_id, "client_secret": secret}
 
-    def make_connector(self, *, bad_credentials: bool = False) -> Connector:
-        settings = {
+    def settings(self, *, bad_credentials: bool = False) -> dict[str, Any]:
+        return {
             "login_url": self.sim.url,
             # Small chunks so the suite's few records still span several keyset queries.
             "query_chunk": self.page_size,
             **self.auth_settings(bad_credentials),
         }
-        config = SalesforceConnector.Config.model_validate(settings)
-        return SalesforceConnector(config, ConnectorContext("salesforce-test"), clock=self.clock)
 
     def seed_remote(self, count: int) -> list[str]:
         return [
@@ -68,20 +57,10 @@ class TestSalesforceContract(ConnectorContract):
         self.sim.edit_record(remote_id, **fields)
 
     def push_fields(self, i: int) -> dict[str, Any]:
-        email = f"pushed{i}@example.org"
-        if self._reject_next:
-            # Salesforce's own rule refuses it: INVALID_EMAIL_ADDRESS.
-            self._reject_next = False
-            email = f"pushed{i}-at-example.org"
         return {
             "FirstName": f"Pushed{i}",
             "LastName": "Hub",
             "Phone": f"+1202555{i:04d}",
-            "Email": email,
+            # After inject("reject"), no @: Salesforce's own rule, INVALID_EMAIL_ADDRESS.
+            "Email": self.pushed_email(i),
         }
-
-    def inject(self, fault: str) -> None:
-        if fault == "reject":
-            self._reject_next = True  # no "reject" knob: a real validation rule does it
-        else:
-            self.sim.inject(fault)
