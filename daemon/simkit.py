@@ -18,6 +18,10 @@ loopback. The kit gives it:
 
 A platform simulator subclasses :class:`Simulator`, sets ``name``, builds its records in
 :meth:`Simulator.reset_state` and registers its routes in :meth:`Simulator.setup_routes`.
+Its own knobs it declares once, in ``knob_options``: the kit takes them as keyword options,
+sets each as an attribute (converted to its type, or its default), shows them in
+:meth:`Simulator.knobs`, changes them at run time on ``POST /_sim/<name>``, and
+``contactsync simulate`` offers each as a flag.
 Handlers run one at a time under :attr:`Simulator.lock`, so platform rules need no locking of
 their own; the server still serves requests concurrently, so latency overlaps as it would.
 """
@@ -174,17 +178,29 @@ def _compile(path: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$")
 
 
+def knob_value(kind: type, value: Any) -> Any:
+    """``value`` as a knob of type ``kind``; a boolean also from ``"true"``/``"1"``/``"yes"``
+    (``bool("false")`` would be true). ``ValueError`` or ``TypeError`` when it is not one."""
+    if kind is bool and isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return kind(value)
+
+
 class Simulator:
     """Base of every platform simulator. See the module docstring for what it provides.
 
     Constructor options are the ones ``contactsync simulate`` passes to every simulator
     factory: ``contacts`` (records to seed), ``latency`` (seconds), ``error_rate`` and
-    ``seed``; a ``clock`` may be injected by tests.
+    ``seed``; a ``clock`` may be injected by tests; and the platform's own knobs, as declared
+    in :attr:`knob_options`.
     """
 
     name: ClassVar[str] = "simulator"
     # One-shot faults a platform adds to the kit's (the example adds "reject").
     extra_one_shot_faults: ClassVar[frozenset[str]] = frozenset()
+    # The platform's own knobs, (type, default, help) by keyword: each becomes an attribute,
+    # a flag of ``contactsync simulate NAME`` and a key of ``POST /_sim/NAME``.
+    knob_options: ClassVar[dict[str, tuple[type, Any, str]]] = {}
 
     def __init__(
         self,
@@ -194,7 +210,14 @@ class Simulator:
         error_rate: float = 0.0,
         seed: int = 0,
         clock: Clock = SYSTEM_CLOCK,
+        **knobs: Any,
     ) -> None:
+        unknown = sorted(set(knobs) - set(self.knob_options))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no knob(s) {unknown}")
+        # Set before reset_state(), which may read them.
+        for knob, (_kind, default, _text) in self.knob_options.items():
+            self.set_knob(knob, knobs.get(knob, default))
         self.contacts = contacts
         self.seed = seed
         self.clock = clock
@@ -213,6 +236,8 @@ class Simulator:
         self.add_route("POST", "/_sim/reset", self._control_reset)
         self.add_route("POST", "/_sim/faults", self._control_faults)
         self.add_route("GET", "/_sim/state", self._control_state)
+        if self.knob_options:
+            self.add_route("POST", CONTROL_PREFIX + self.name, self._control_knobs)
         self.setup_routes()
         with self.lock:
             self.reset_state()
@@ -233,6 +258,20 @@ class Simulator:
     def credentials(self) -> dict[str, Any]:
         """What a connector needs to sign in (a token, a client id …)."""
         return {}
+
+    def set_knob(self, name: str, value: Any) -> None:
+        """Set the knob ``name`` to ``value`` converted to its declared type (at construction
+        and on ``POST /_sim/<name>``). A platform overrides it for a knob that needs more: a
+        clamp, a derived attribute."""
+        setattr(self, name, knob_value(self.knob_options[name][0], value))
+
+    def knobs_changed(self, names: list[str]) -> None:
+        """Called under the lock after ``POST /_sim/<name>`` set the knobs ``names``, for a
+        knob whose change must also touch the records."""
+
+    def knobs(self) -> dict[str, Any]:
+        """The platform's knobs as they are now (a platform puts them in its :meth:`state`)."""
+        return {knob: getattr(self, knob) for knob in self.knob_options}
 
     def take_one_shot(self, fault: str) -> Reply | None:
         """Answer a platform-specific one-shot fault; ``None`` leaves it queued for the
@@ -307,6 +346,23 @@ class Simulator:
         except (ValueError, TypeError) as exc:
             return error_reply(400, str(exc))
         return json_reply({"faults": self.faults.as_dict()})
+
+    def _control_knobs(self, request: Request) -> Reply:
+        body = request.json()
+        if not isinstance(body, dict):
+            return error_reply(400, "send a JSON object of knobs")
+        unknown = sorted(set(body) - set(self.knob_options))
+        if unknown:
+            return error_reply(
+                400, f"unknown knob(s) {unknown}; known: {sorted(self.knob_options)}"
+            )
+        try:
+            for knob, value in body.items():
+                self.set_knob(knob, value)
+        except (ValueError, TypeError) as exc:
+            return error_reply(400, str(exc))
+        self.knobs_changed(list(body))
+        return json_reply({"knobs": self.knobs()})
 
     def _control_state(self, request: Request) -> Reply:
         return json_reply(

@@ -34,7 +34,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from daemon.clock import SYSTEM_CLOCK, Clock
 from daemon.simkit import Reply, Request, Simulator, json_reply
 
 PERSONS_V12 = "application/vnd.hedtech.integration.v12+json"
@@ -89,8 +88,8 @@ class ColleagueSimulator(Simulator):
     """
 
     name = "colleague"
-    # The platform's own knobs, (type, default, help) by constructor keyword: each is a flag
-    # of ``contactsync simulate colleague`` (``--token-ttl-seconds 60``).
+    # The platform's own knobs, (type, default, help): the kit sets each as an attribute and
+    # offers it as a flag (``--token-ttl-seconds 60``) and on ``POST /_sim/colleague``.
     knob_options: ClassVar[dict[str, tuple[type, Any, str]]] = {
         "token_ttl_seconds": (float, 300.0, "Lifetime of the JWT POST /auth returns."),
         "max_page_size": (int, 500, "x-max-page-size: larger persons limits are clamped."),
@@ -98,30 +97,6 @@ class ColleagueSimulator(Simulator):
         "full_notifications": (bool, True, "Messages carry the whole person (off: its id)."),
         "staff_share": (float, 0.2, "Share of seeded persons who are staff or vendors."),
     }
-
-    def __init__(
-        self,
-        *,
-        contacts: int = 0,
-        latency: float | str = 0.0,
-        error_rate: float = 0.0,
-        seed: int = 0,
-        clock: Clock = SYSTEM_CLOCK,
-        token_ttl_seconds: float = 300.0,
-        max_page_size: int = 500,
-        consume_max_bytes: int = 1_000_000,
-        full_notifications: bool = True,
-        staff_share: float = 0.2,
-    ) -> None:
-        # Set before super().__init__, which calls reset_state().
-        self.token_ttl_seconds = float(token_ttl_seconds)
-        self.max_page_size = int(max_page_size)
-        self.consume_max_bytes = int(consume_max_bytes)
-        self.full_notifications = bool(full_notifications)
-        self.staff_share = float(staff_share)
-        super().__init__(
-            contacts=contacts, latency=latency, error_rate=error_rate, seed=seed, clock=clock
-        )
 
     # --- credentials --------------------------------------------------------------------------
 
@@ -189,12 +164,6 @@ class ColleagueSimulator(Simulator):
             "counters": dict(self.counters),
             "knobs": self.knobs(),
         }
-
-    def knobs(self) -> dict[str, Any]:
-        """The Colleague knobs as they are now (also in ``GET /_sim/state``)."""
-        return {name: getattr(self, name) for name in self.knob_options}
-
-    # --- what a registrar does (tests call these directly) ------------------------------------
 
     def add_person(
         self,
@@ -356,7 +325,6 @@ class ColleagueSimulator(Simulator):
         self.add_route("PUT", "/api/persons/{guid}", self._ethos(self._put))
         self.add_route("GET", "/consume", self._ethos(self._consume))
         self.add_route("HEAD", "/consume", self._ethos(self._consume_head))
-        self.add_route("POST", "/_sim/colleague", self._control_knobs)
 
     def _ethos(
         self, handler: Callable[[Request], Reply], *, authenticated: bool = True
@@ -520,18 +488,6 @@ class ColleagueSimulator(Simulator):
 
     def _consume_head(self, request: Request) -> Reply:
         return 200, {"x-remaining": str(len(self.messages))}, b""
-
-    def _control_knobs(self, request: Request) -> Reply:
-        """``POST /_sim/colleague``: change the Colleague knobs at run time."""
-        body = request.json()
-        if not isinstance(body, dict):
-            return json_reply({"error": "send a JSON object of knobs"}, 400)
-        for key, value in body.items():
-            if key not in self.knob_options:
-                return json_reply({"error": f"unknown knob {key!r}"}, 400)
-            kind = self.knob_options[key][0]
-            setattr(self, key, kind(value))
-        return json_reply({"knobs": self.knobs()})
 
 
 def _name(first: str, last: str) -> dict[str, Any]:

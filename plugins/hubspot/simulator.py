@@ -36,7 +36,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
-from daemon.clock import SYSTEM_CLOCK, Clock
 from daemon.simkit import Reply, Request, Simulator, json_reply
 
 MAX_BATCH = 100
@@ -252,8 +251,8 @@ class HubSpotSimulator(Simulator):
 
     name = "hubspot"
     extra_one_shot_faults: ClassVar[frozenset[str]] = frozenset()
-    # The platform's own knobs, (type, default, help) by constructor keyword: what a command
-    # line needs to offer each as a flag (``--rate-limit-per-10s 190``).
+    # The platform's own knobs, (type, default, help): the kit sets each as an attribute
+    # and offers it as a flag (``--rate-limit-per-10s 190``) and on ``POST /_sim/hubspot``.
     knob_options: ClassVar[dict[str, tuple[type, Any, str]]] = {
         "rate_limit_per_10s": (int, 100, "Requests per rolling 10 s (190: Professional)."),
         "daily_limit": (int, 250_000, "Requests per UTC day."),
@@ -264,36 +263,6 @@ class HubSpotSimulator(Simulator):
         "token_ttl_seconds": (float, 1800.0, "Lifetime of OAuth access tokens."),
         "rotate_refresh_tokens": (bool, False, "Each refresh grant returns a new refresh token."),
     }
-
-    def __init__(
-        self,
-        *,
-        contacts: int = 0,
-        latency: float | str = 0.0,
-        error_rate: float = 0.0,
-        seed: int = 0,
-        clock: Clock = SYSTEM_CLOCK,
-        rate_limit_per_10s: int = 100,
-        daily_limit: int = 250_000,
-        search_rate_per_s: float = 5.0,
-        search_result_cap: int = SEARCH_RESULT_CAP,
-        indexing_lag_seconds: float = 0.0,
-        shared_lastmodified_count: int = 0,
-        token_ttl_seconds: float = 1800.0,
-        rotate_refresh_tokens: bool = False,
-    ) -> None:
-        # Set before super().__init__, which calls reset_state().
-        self.rate_limit_per_10s = int(rate_limit_per_10s)
-        self.daily_limit = int(daily_limit)
-        self.search_rate_per_s = float(search_rate_per_s)
-        self.search_result_cap = int(search_result_cap)
-        self.indexing_lag_seconds = float(indexing_lag_seconds)
-        self.shared_lastmodified_count = int(shared_lastmodified_count)
-        self.token_ttl_seconds = float(token_ttl_seconds)
-        self.rotate_refresh_tokens = bool(rotate_refresh_tokens)
-        super().__init__(
-            contacts=contacts, latency=latency, error_rate=error_rate, seed=seed, clock=clock
-        )
 
     # --- credentials --------------------------------------------------------------------------
 
@@ -367,19 +336,6 @@ class HubSpotSimulator(Simulator):
             "properties": sorted(self.catalogue),
             "counters": dict(self.counters),
             "knobs": self.knobs(),
-        }
-
-    def knobs(self) -> dict[str, Any]:
-        """The HubSpot knobs as they are now (also in ``GET /_sim/state``)."""
-        return {
-            "rate_limit_per_10s": self.rate_limit_per_10s,
-            "daily_limit": self.daily_limit,
-            "search_rate_per_s": self.search_rate_per_s,
-            "search_result_cap": self.search_result_cap,
-            "indexing_lag_seconds": self.indexing_lag_seconds,
-            "shared_lastmodified_count": self.shared_lastmodified_count,
-            "token_ttl_seconds": self.token_ttl_seconds,
-            "rotate_refresh_tokens": self.rotate_refresh_tokens,
         }
 
     # --- what a HubSpot user does (tests call these directly) ---------------------------------
@@ -799,7 +755,6 @@ class HubSpotSimulator(Simulator):
         # Token grants need no bearer token and do not count against the API limits.
         self.add_route("POST", "/oauth/v1/token", self._token_grant)
         self.add_route("POST", "/oauth/2026-03/token", self._token_grant)
-        self.add_route("POST", "/_sim/hubspot", self._control_knobs)
 
     # --- OAuth --------------------------------------------------------------------------------
 
@@ -1322,30 +1277,11 @@ class HubSpotSimulator(Simulator):
             }
         )
 
-    def _control_knobs(self, request: Request) -> Reply:
-        """``POST /_sim/hubspot``: change HubSpot knobs at run time (the kit's /_sim/faults
-        knows only the kit's)."""
-        body = request.json()
-        if not isinstance(body, dict):
-            return json_reply({"error": "send a JSON object of knobs"}, 400)
-        casts: dict[str, Callable[[Any], Any]] = {
-            "rate_limit_per_10s": int,
-            "daily_limit": int,
-            "search_rate_per_s": float,
-            "search_result_cap": int,
-            "indexing_lag_seconds": float,
-            "token_ttl_seconds": float,
-            "rotate_refresh_tokens": bool,
-        }
-        for key, value in body.items():
-            if key == "shared_lastmodified_count":
-                ids = [r["id"] for r in self._sorted(self.records.values())][: int(value)]
-                self.share_lastmodified(ids)
-            elif key in casts:
-                setattr(self, key, casts[key](value))
-            else:
-                return json_reply({"error": f"unknown knob {key!r}"}, 400)
-        return json_reply({"knobs": self.knobs()})
+    def knobs_changed(self, names: list[str]) -> None:
+        # A new shared_lastmodified_count gives that many existing contacts one stamp now.
+        if "shared_lastmodified_count" in names:
+            ids = [r["id"] for r in self._sorted(self.records.values())]
+            self.share_lastmodified(ids[: self.shared_lastmodified_count])
 
 
 def _copy(record: dict[str, Any]) -> dict[str, Any]:

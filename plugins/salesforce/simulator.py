@@ -45,7 +45,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
-from daemon.clock import SYSTEM_CLOCK, Clock
 from daemon.simkit import Reply, Request, Simulator, json_reply
 from plugins.salesforce.soql import SoqlError, parse, parse_datetime
 
@@ -191,37 +190,10 @@ class SalesforceSimulator(Simulator):
         "bulk_page_size": (int, BULK_DEFAULT_PAGE, "Bulk results per page without maxRecords."),
     }
 
-    def __init__(
-        self,
-        *,
-        contacts: int = 0,
-        latency: float | str = 0.0,
-        error_rate: float = 0.0,
-        seed: int = 0,
-        clock: Clock = SYSTEM_CLOCK,
-        leads: int = 0,
-        daily_limit: int = 100_000,
-        session_timeout_seconds: float = 7200.0,
-        rotate_refresh_tokens: bool = False,
-        query_batch_size: int = QUERY_BATCH_MAX,
-        shared_modstamp_count: int = 0,
-        late_commit_seconds: float = 0.0,
-        bulk_poll_steps: int = 1,
-        bulk_page_size: int = BULK_DEFAULT_PAGE,
-    ) -> None:
-        # Set before super().__init__, which calls reset_state().
-        self.leads = int(leads)
-        self.daily_limit = int(daily_limit)
-        self.session_timeout_seconds = float(session_timeout_seconds)
-        self.rotate_refresh_tokens = bool(rotate_refresh_tokens)
-        self.query_batch_size = max(QUERY_BATCH_MIN, min(QUERY_BATCH_MAX, int(query_batch_size)))
-        self.shared_modstamp_count = int(shared_modstamp_count)
-        self.late_commit_seconds = float(late_commit_seconds)
-        self.bulk_poll_steps = int(bulk_poll_steps)
-        self.bulk_page_size = int(bulk_page_size)
-        super().__init__(
-            contacts=contacts, latency=latency, error_rate=error_rate, seed=seed, clock=clock
-        )
+    def set_knob(self, name: str, value: object) -> None:
+        super().set_knob(name, value)
+        if name == "query_batch_size":  # Salesforce's own bounds on batchSize
+            self.query_batch_size = max(QUERY_BATCH_MIN, min(QUERY_BATCH_MAX, int(value)))
 
     # --- credentials ------------------------------------------------------------------------
 
@@ -325,10 +297,6 @@ class SalesforceSimulator(Simulator):
             "jobs": {j: job["state"] for j, job in self.jobs.items()},
             "knobs": self.knobs(),
         }
-
-    def knobs(self) -> dict[str, Any]:
-        """The Salesforce knobs as they are now (also in ``GET /_sim/state``)."""
-        return {name: getattr(self, name) for name in self.knob_options}
 
     def api_usage(self) -> int:
         """API calls counted in the rolling 24 h."""
@@ -699,7 +667,6 @@ class SalesforceSimulator(Simulator):
 
     def setup_routes(self) -> None:
         self.add_route("POST", "/services/oauth2/token", self._token_route)
-        self.add_route("POST", "/_sim/salesforce", self._control_knobs)
         base = "/services/data/{version}"
         routes: list[tuple[str, str, Callable[[Request], Reply]]] = [
             ("GET", "/query", lambda r: self._query(r, all_rows=False)),
@@ -730,14 +697,6 @@ class SalesforceSimulator(Simulator):
         ]
         for method, path, handler in routes:
             self.add_route(method, base + path, self._api(handler))
-
-    def _control_knobs(self, request: Request) -> Reply:
-        body = request.json()
-        if not isinstance(body, dict) or any(k not in self.knob_options for k in body):
-            return json_reply({"error": f"knobs: {sorted(self.knob_options)}"}, 400)
-        for key, value in body.items():
-            setattr(self, key, self.knob_options[key][0](value))
-        return json_reply({"knobs": self.knobs()})
 
     # --- OAuth ------------------------------------------------------------------------------
 

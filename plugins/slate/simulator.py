@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from daemon.clock import SYSTEM_CLOCK, Clock
 from daemon.simkit import Reply, Request, Simulator, SimulatorError, json_reply
 
 QUERY_PATH = "/manage/query/run"
@@ -96,44 +95,23 @@ class SlateSimulator(Simulator):
         "sort_rows": (bool, True, "Rows come sorted by updated (else by Slate id)."),
     }
 
-    def __init__(
-        self,
-        *,
-        contacts: int = 0,
-        latency: float | str = 0.0,
-        error_rate: float = 0.0,
-        seed: int = 0,
-        clock: Clock = SYSTEM_CLOCK,
-        timezone: str = "America/New_York",
-        processing_delay_seconds: float = 0.0,
-        upload_rate_limit: int = 50,
-        upload_rate_window_seconds: float = 300.0,
-        sftp_root: str | Path | None = None,
-        sftp_folder: str = "mainstay",
-        import_mask: str = "mainstay*.csv",
-        scan_interval_seconds: float = 0.0,
-        include_nulls: bool = False,
-        match_field: str = HUB_ID,
-        sort_rows: bool = True,
-    ) -> None:
-        self.timezone = ZoneInfo(timezone)
-        self.timezone_name = timezone
-        self.processing_delay_seconds = float(processing_delay_seconds)
-        self.upload_rate_limit = int(upload_rate_limit)
-        self.upload_rate_window_seconds = float(upload_rate_window_seconds)
-        self.sftp_root = Path(sftp_root) if sftp_root else None
-        self.sftp_folder = sftp_folder.strip("/")
-        self.import_mask = import_mask
-        self.scan_interval_seconds = float(scan_interval_seconds)
-        self.include_nulls = bool(include_nulls)
-        self.match_field = match_field
-        self.sort_rows = bool(sort_rows)
-        super().__init__(
-            contacts=contacts, latency=latency, error_rate=error_rate, seed=seed, clock=clock
-        )
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         if self.sftp_root is not None:
             for folder in (self.incoming, self.sftp_root / "incoming" / "processed"):
                 folder.mkdir(parents=True, exist_ok=True)
+
+    def set_knob(self, name: str, value: Any) -> None:
+        # Three knobs are kept in the form the rules use; the rest as declared.
+        if name == "timezone":
+            self.timezone = ZoneInfo(str(value))
+            self.timezone_name = str(value)
+        elif name == "sftp_root":
+            self.sftp_root = Path(value) if value else None
+        elif name == "sftp_folder":
+            self.sftp_folder = str(value).strip("/")
+        else:
+            super().set_knob(name, value)
 
     # --- credentials --------------------------------------------------------------------------
 
@@ -220,8 +198,13 @@ class SlateSimulator(Simulator):
             "queued_uploads": len(self._queue),
             "import_log": self.import_log[-50:],
             "counters": dict(self.counters),
-            "knobs": {k: getattr(self, k) for k in self.knob_options if k != "timezone"}
-            | {"timezone": self.timezone_name, "sftp_root": str(self.sftp_root or "")},
+            "knobs": self.knobs(),
+        }
+
+    def knobs(self) -> dict[str, Any]:
+        return super().knobs() | {
+            "timezone": self.timezone_name,
+            "sftp_root": str(self.sftp_root or ""),
         }
 
     def local_now(self) -> datetime:
