@@ -10,9 +10,8 @@ from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.dml import Insert
-from sqlmodel import SQLModel
 
-from daemon import store  # noqa: F401  (registers the tables on SQLModel.metadata)
+from daemon.schema import ensure_schema
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_STATEMENT_CACHE = 16
@@ -62,7 +61,7 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     if create:
-        SQLModel.metadata.create_all(engine)
+        ensure_schema(engine)
     return engine
 
 

@@ -407,21 +407,25 @@ class Scheduler:
                 )
 
     def record_next_runs(self, names: Iterable[str]) -> None:
-        """Copy the next pull and push times of ``names`` into ``instance_state``."""
-        times: dict[str, tuple[datetime | None, datetime | None]] = {}
+        """Copy the next pull, push and deletion-scan times of ``names`` into
+        ``instance_state``, so a restarted daemon keeps the schedule (a daily scan is not
+        run again on every start, nor skipped by frequent restarts)."""
+        times: dict[str, tuple[datetime | None, ...]] = {}
         for name in names:
-            pull = self._scheduler.get_job(job_id(name, PULL))
             # An exporter's next export shows where an outgoing instance's next push does.
-            push = self._scheduler.get_job(job_id(name, PUSH)) or self._scheduler.get_job(
-                job_id(name, EXPORT)
-            )
             times[name] = (
-                pull.next_run_time if pull is not None else None,
-                push.next_run_time if push is not None else None,
+                self.next_run_of(name, PULL),
+                self.next_run_of(name, PUSH) or self.next_run_of(name, EXPORT),
+                self.next_run_of(name, DELETES),
             )
         self._write_next_runs(times)
 
-    def _write_next_runs(self, times: dict[str, tuple[datetime | None, datetime | None]]) -> None:
+    def next_run_of(self, name: str, direction: str) -> datetime | None:
+        """When the ``direction`` job of instance ``name`` runs next (``None``: no job)."""
+        job = self._scheduler.get_job(job_id(name, direction))
+        return job.next_run_time if job is not None else None
+
+    def _write_next_runs(self, times: dict[str, tuple[datetime | None, ...]]) -> None:
         if not times:
             return
         with self.engine.begin() as conn:
@@ -432,17 +436,21 @@ class Scheduler:
             conn.execute(
                 update(_STATE)
                 .where(_STATE.c.instance == bindparam("name"))
-                .values(next_pull_at=bindparam("pull"), next_push_at=bindparam("push")),
-                [{"name": n, "pull": p, "push": q} for n, (p, q) in times.items()],
+                .values(
+                    next_pull_at=bindparam("pull"),
+                    next_push_at=bindparam("push"),
+                    next_deletes_at=bindparam("deletes"),
+                ),
+                [{"name": n, "pull": p, "push": q, "deletes": d} for n, (p, q, d) in times.items()],
             )
 
     def _stored_next_runs(self, name: str) -> dict[str, datetime | None]:
         with self.engine.connect().execution_options(**READ_ONLY) as conn:
             row = conn.execute(
-                select(_STATE.c.next_pull_at, _STATE.c.next_push_at).where(
-                    _STATE.c.instance == name
-                )
+                select(
+                    _STATE.c.next_pull_at, _STATE.c.next_push_at, _STATE.c.next_deletes_at
+                ).where(_STATE.c.instance == name)
             ).first()
         if row is None:
             return {}
-        return {PULL: row[0], PUSH: row[1], EXPORT: row[1]}
+        return {PULL: row[0], PUSH: row[1], EXPORT: row[1], DELETES: row[2]}

@@ -37,9 +37,10 @@ def instance_status(
     invalid now; the connection it was last mirrored with is used then. Each value holds
     ``mirrored`` (the ``instance`` row or ``None``), ``last_runs`` (``pull``, ``push``, ``export``:
     run id, outcome, started/finished times, counts, error), ``backoff_until`` (only while
-    it lasts), ``next_pull_at``, ``next_push_at``, ``lease`` (owner and expiry while held),
-    ``outbox`` and ``links`` (counts per state of the connection: ``pending`` writes wait
-    for a pull to confirm them, ``unconfirmed`` ones waited past the window),
+    it lasts), ``next_pull_at``, ``next_push_at``, ``next_deletes_at``, ``lease`` (owner and
+    expiry while held), ``outbox`` and ``links`` (counts per state of the connection:
+    ``pending`` writes wait for a pull to confirm them, ``unconfirmed`` ones waited past the
+    window),
     ``pending_since`` (when the oldest pending write was sent) and ``cursor_updated_at``
     (the last checkpoint of the contacts stream).
     """
@@ -71,6 +72,7 @@ def instance_status(
             "backoff_until": backoff if backoff is not None and backoff > now else None,
             "next_pull_at": state.get("next_pull_at"),
             "next_push_at": state.get("next_push_at"),
+            "next_deletes_at": state.get("next_deletes_at"),
             "lease": {"owner": holder[0], "expires_at": holder[1]} if holder else None,
             "outbox": _counts(queued.get(connection or "", {}), OUTBOX_STATES),
             "links": _counts(linked.get(connection or "", {}), LINK_STATES),
@@ -123,7 +125,11 @@ def _last_runs(conn: Connection, names: list[str]) -> dict[tuple[str, str], dict
 
 def _states(conn: Connection, names: list[str]) -> dict[str, dict[str, Any]]:
     query = select(
-        _STATE.c.instance, _STATE.c.backoff_until, _STATE.c.next_pull_at, _STATE.c.next_push_at
+        _STATE.c.instance,
+        _STATE.c.backoff_until,
+        _STATE.c.next_pull_at,
+        _STATE.c.next_push_at,
+        _STATE.c.next_deletes_at,
     ).where(_STATE.c.instance.in_(names))
     return {r["instance"]: dict(r) for r in conn.execute(query).mappings()}
 

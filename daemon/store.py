@@ -202,6 +202,7 @@ class InstanceState(SQLModel, table=True):
     backoff_until: datetime | None = _ts(nullable=True)
     next_pull_at: datetime | None = _ts(nullable=True)
     next_push_at: datetime | None = _ts(nullable=True)
+    next_deletes_at: datetime | None = _ts(nullable=True)  # the deletion scan's next run
     last_run_id: str | None = Field(default=None, max_length=32)
     # Set once the first sync queued every unlinked contact for the push.
     seeded_at: datetime | None = _ts(nullable=True)

@@ -226,3 +226,43 @@ def test_only_connectors_with_a_deletion_scan_get_a_deletes_job(tmp_path):
         memory.name, memory.path, memory.config, memory.settings, HubSpotConnector
     )
     assert has_deletion_scan(hubspot)
+
+
+def test_a_restarted_daemon_keeps_the_deletion_scans_schedule(tmp_path, sqlite_engine):
+    """A daily scan runs once, and a restart neither runs it again nor forgets it."""
+
+    class Scanning(MemoryConnector):
+        def scan_deletes(self, cursor):
+            return iter(())
+
+    path = tmp_path / "scan.toml"
+    path.write_text(instance_toml(tmp_path / "scan.json", settings=""), encoding="utf-8")
+    instance = load_instance(path, {"memory": Scanning})
+    table = InstanceState.__table__
+
+    def stored_scan() -> datetime | None:
+        with sqlite_engine.connect() as conn:
+            query = select(table.c.next_deletes_at).where(table.c.instance == "scan")
+            return conn.execute(query).scalar()
+
+    first = Recorder()
+    sched = Scheduler(sqlite_engine, DaemonSettings(workers=2), first)
+    sched.start()
+    try:
+        sched.schedule(instance)
+        wait_until(lambda: first.count("scan", "deletes") == 1)
+        tomorrow = utcnow() + timedelta(hours=23)
+        recorded = wait_until(lambda: (t := stored_scan()) and t > tomorrow and t)
+    finally:
+        sched.shutdown()
+
+    second = Recorder()
+    restarted = Scheduler(sqlite_engine, DaemonSettings(workers=2), second)
+    restarted.start()
+    try:
+        restarted.schedule(instance)
+        wait_until(lambda: second.count("scan", "pull"))  # the pull is owed: it runs now
+        assert second.count("scan", "deletes") == 0
+        assert restarted.next_run_of("scan", "deletes") == recorded
+    finally:
+        restarted.shutdown()
