@@ -45,6 +45,7 @@ from daemon.http import HttpSession, RetryPolicy, Unauthorized, make_client, req
 from daemon.log import register_secret
 from daemon.paging import interleave, pages, paginate, prefetch
 from daemon.ratelimit import DailyQuota, RateLimiter
+from daemon.secrets import reveal
 from daemon.tokens import Token, TokenCache
 
 # 1.1 added Code, Token, TokenCache, Unauthorized, interleave and prefetch.
@@ -90,4 +91,5 @@ __all__ = [
     "prefetch",
     "register_secret",
     "request_with_retries",
+    "reveal",
 ]

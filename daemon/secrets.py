@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from daemon.log import register_secret
 
 REFERENCE_KINDS = ("env", "file", "credential")
@@ -25,6 +27,12 @@ REFERENCE_KINDS = ("env", "file", "credential")
 
 class SecretError(ValueError):
     """A reference that cannot be resolved; the message names the reference, not a value."""
+
+
+def reveal(secret: SecretStr | None) -> str | None:
+    """The value of an optional config secret (``None`` when it is not set), for handing to a
+    client. The value was registered with the log redactor when the config resolved it."""
+    return secret.get_secret_value() if secret is not None else None
 
 
 def is_reference(value: Any) -> bool:

@@ -51,6 +51,7 @@ from daemon.sdk import (
     RetryPolicy,
     SecretStr,
     Unavailable,
+    reveal,
 )
 from plugins.hubspot.client import (
     MAX_BATCH,
@@ -213,9 +214,6 @@ class HubSpotConnector(Connector):
         super().__init__(config, context)
         assert isinstance(config, HubSpotConfig)
         self.settings = config
-
-        def reveal(secret: SecretStr | None) -> str | None:
-            return secret.get_secret_value() if secret is not None else None
 
         self.client = HubSpotClient(
             base_url=config.base_url,

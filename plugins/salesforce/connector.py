@@ -57,6 +57,7 @@ from daemon.sdk import (
     RetryPolicy,
     SecretStr,
     Unavailable,
+    reveal,
 )
 from plugins.salesforce.client import (
     MAX_COLLECTION,
@@ -267,9 +268,6 @@ class SalesforceConnector(Connector):
         super().__init__(config, context)
         assert isinstance(config, SalesforceConfig)
         self.settings = config
-
-        def reveal(secret: SecretStr | None) -> str | None:
-            return secret.get_secret_value() if secret is not None else None
 
         assert config.auth is not None
         self.client = SalesforceClient(

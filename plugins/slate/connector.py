@@ -57,6 +57,7 @@ from daemon.sdk import (
     SecretStr,
     SystemClock,
     Unavailable,
+    reveal,
 )
 from plugins.slate.client import SlateClient
 
@@ -199,9 +200,6 @@ class SlateConnector(Connector):
         self.settings = config
         self.clock = clock or SystemClock()
         self.zone = ZoneInfo(config.timezone)
-
-        def reveal(secret: SecretStr | None) -> str | None:
-            return secret.get_secret_value() if secret is not None else None
 
         self.client = SlateClient(
             base_url=config.base_url,
