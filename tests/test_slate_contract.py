@@ -9,36 +9,30 @@ suite's ``confirm_pending`` has the simulator process what it was sent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from contractkit import SimulatorContract
 
-from daemon.clock import FakeClock
-from daemon.sdk import Connector, ConnectorContext
-from daemon.testing import ConnectorContract
 from plugins.slate.connector import SlateConnector
 from plugins.slate.simulator import SlateSimulator
 
 SEED = 9
 
 
-class TestSlateContract(ConnectorContract):
+class TestSlateContract(SimulatorContract):
     """User token in ``h``; the batch is a CSV file dropped into incoming/mainstay/."""
 
+    simulator = SlateSimulator
+    seed = SEED
+    connector = SlateConnector
+    context_name = "slate-test"
     secrets: ClassVar[list[str]] = [SlateSimulator(seed=SEED).user_token]
     mapped_fields: ClassVar[list[str]] = ["first_name", "last_name", "email", "phone"]
-    page_size: ClassVar[int] = 5
-    uses_clock: ClassVar[bool] = True
 
-    @pytest.fixture(autouse=True)
-    def _platform(self, cs_clock: FakeClock, tmp_path: Path) -> Iterator[None]:
-        self.root = tmp_path / "sftp"
-        with SlateSimulator(seed=SEED, clock=cs_clock, sftp_root=self.root) as sim:
-            self.sim = sim
-            self._reject_next = False
-            yield
+    def simulator_options(self, request: pytest.FixtureRequest) -> dict[str, Any]:
+        self.root = request.getfixturevalue("tmp_path") / "sftp"
+        return {"sftp_root": self.root}
 
     def settings(self, *, bad_credentials: bool = False) -> dict[str, Any]:
         return {
@@ -50,12 +44,6 @@ class TestSlateContract(ConnectorContract):
             "page_size": self.page_size,
             "transport": {"kind": "local", "path": str(self.root)},
         }
-
-    def make_connector(self, *, bad_credentials: bool = False) -> Connector:
-        config = SlateConnector.Config.model_validate(
-            self.settings(bad_credentials=bad_credentials)
-        )
-        return SlateConnector(config, ConnectorContext("slate-test"), clock=self.clock)
 
     def seed_remote(self, count: int) -> list[str]:
         return [
@@ -72,23 +60,14 @@ class TestSlateContract(ConnectorContract):
         self.sim.edit_person(remote_id, **fields)
 
     def push_fields(self, i: int) -> dict[str, Any]:
-        email = f"pushed{i}@example.org"
-        if self._reject_next:
-            # Slate's import would refuse it; the connector says so for this row alone.
-            self._reject_next = False
-            email = f"pushed{i}-at-example.org"
         return {
             "first_name": f"Pushed{i}",
             "last_name": "Hub",
-            "email": email,
+            # After inject("reject"), no @: Slate's import would refuse it; the connector
+            # says so for this row alone.
+            "email": self.pushed_email(i),
             "phone": f"202555{i:04d}",
         }
-
-    def inject(self, fault: str) -> None:
-        if fault == "reject":
-            self._reject_next = True
-        else:
-            self.sim.inject(fault)
 
     def confirm_pending(self) -> None:
         self.sim.process_pending()
