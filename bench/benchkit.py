@@ -1,10 +1,30 @@
-"""What the benchmarks share: the peak-RSS reading and queueing every contact for a push."""
+"""What the benchmarks share: a stage in a fresh child process and its figures (seconds,
+peak RSS), the instance file a child loads, a clock that seeds a simulator's history in the
+past, and queueing every contact for a push.
+
+A bench script runs each stage as ``python <script> _child <stage> <args…>``: the child
+prints its figures as JSON on its last line, so its peak RSS is the stage's alone.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, insert, literal, select, update
+
+from daemon.clock import SystemClock
+
+if TYPE_CHECKING:
+    from daemon.engine import SyncEngine
+    from daemon.instances import Instance
 
 
 def peak_rss_mib() -> float:
@@ -41,3 +61,84 @@ def edit_and_queue_all(engine: Engine, connection: str) -> None:
                 select(literal(connection), contact.c.id, *columns.values()),
             )
         )
+
+
+def run_child(script: str, stage: str, *args: str) -> dict[str, Any]:
+    """Run ``script _child stage *args`` in a fresh process; return the JSON figures it
+    prints last. A failed child ends the benchmark with the tail of its output."""
+    out = subprocess.run(
+        [sys.executable, script, "_child", stage, *args],
+        check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"{stage} failed:\n{out.stderr[-3000:]}{out.stdout[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def child_instance(
+    db: Path,
+    name: str,
+    text: str,
+    connectors: Mapping[str, type[Any]],
+    env: Mapping[str, str],
+) -> Instance:
+    """In a child: quiet logs, the secrets in the environment (instance files name them by
+    ``env``), and ``text`` written as ``<name>.toml`` beside the hub ``db`` and loaded."""
+    from daemon import log
+    from daemon.instances import load_instance
+
+    log.configure(level="error")
+    os.environ.update(env)
+    path = db.parent / f"instances-{db.stem}" / f"{name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return load_instance(path, connectors)
+
+
+def open_hub(
+    db: Path, instances: Mapping[str, Instance], keep: Iterable[str] = ()
+) -> tuple[Engine, SyncEngine]:
+    """The SQLite hub at ``db`` with ``instances`` mirrored (and ``keep`` left enabled), and
+    an engine to sync it."""
+    from daemon.database import make_engine
+    from daemon.engine import SyncEngine, mirror_instances
+
+    engine = make_engine(f"sqlite:///{db}")
+    mirror_instances(engine, instances, keep=keep)
+    return engine, SyncEngine(engine)
+
+
+def figures(
+    started: float, counts: Mapping[str, int], rss_before: float | None = None
+) -> dict[str, Any]:
+    """A child's figures: seconds since ``started`` (``perf_counter``), its peak RSS, and the
+    peak before the stage when given."""
+    out: dict[str, Any] = {
+        "seconds": round(time.perf_counter() - started, 2),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
+    if rss_before is not None:
+        out["rss_before_mib"] = round(rss_before, 1)
+    out["counts"] = dict(counts)
+    return out
+
+
+class SeedInThePast(SystemClock):
+    """The system clock, except while a simulator seeds: then one ``step`` per reading,
+    ending a day ago.
+
+    Seeded records would otherwise all be modified "just now", within a connector's lookback
+    of each other, and an idle cycle would re-read every one; a real platform's history is
+    spread out. Set ``seeding = False`` once the simulator is built.
+    """
+
+    def __init__(self, readings: int, step: timedelta = timedelta(minutes=1)) -> None:
+        self.seeding = True
+        self.step = step
+        self.next = datetime.now(UTC) - timedelta(days=1) - step * readings
+
+    def now(self) -> datetime:
+        if not self.seeding:
+            return super().now()
+        self.next += self.step
+        return self.next

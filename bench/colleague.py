@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchkit import peak_rss_mib  # noqa: E402
+from benchkit import child_instance, figures, open_hub, peak_rss_mib, run_child  # noqa: E402
 
 from daemon.simkit import parse_duration  # noqa: E402
 from plugins.colleague.simulator import ColleagueSimulator  # noqa: E402
@@ -72,33 +70,22 @@ remote = "phone"
 
 def child(stage: str, db: Path, url: str, api_key: str) -> dict[str, Any]:
     """Run one stage in this (fresh) process and report its figures."""
-    from daemon import log
-    from daemon.database import make_engine
-    from daemon.engine import SyncEngine, mirror_instances
-    from daemon.instances import load_instance
     from plugins.colleague.connector import ColleagueConnector
 
-    log.configure(level="error")
-    path = db.parent / f"instances-{db.stem}" / "colleague.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.environ["BENCH_ETHOS_API_KEY"] = api_key
-    path.write_text(INSTANCE.format(url=url))
-    instance = load_instance(path, {"colleague": ColleagueConnector})
-    engine = make_engine(f"sqlite:///{db}")
-    mirror_instances(engine, {instance.name: instance})
-    sync = SyncEngine(engine)
+    instance = child_instance(
+        db,
+        "colleague",
+        INSTANCE.format(url=url),
+        {"colleague": ColleagueConnector},
+        {"BENCH_ETHOS_API_KEY": api_key},
+    )
+    _, sync = open_hub(db, {instance.name: instance})
     rss_before = peak_rss_mib()
     started = time.perf_counter()
     report = sync.run(instance, "pull", full=stage == "pull", respect_backoff=False)
     if report.outcome != "ok":
         raise SystemExit(f"{stage}: {report.outcome}: {report.error}")
-    seconds = time.perf_counter() - started
-    return {
-        "seconds": round(seconds, 2),
-        "peak_rss_mib": round(peak_rss_mib(), 1),
-        "rss_before_mib": round(rss_before, 1),
-        "counts": dict(report.counts),
-    }
+    return figures(started, report.counts, rss_before)
 
 
 def run_stage(sim: ColleagueSimulator, stage: str, db: Path, latency: float) -> dict[str, Any]:
@@ -106,13 +93,7 @@ def run_stage(sim: ColleagueSimulator, stage: str, db: Path, latency: float) -> 
     with sim.lock:
         sim.set_faults(latency=latency)
         requests = sim.requests
-    out = subprocess.run(
-        [sys.executable, __file__, "_child", stage, str(db), sim.url, sim.api_key],
-        check=False, capture_output=True, text=True,
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise SystemExit(f"{stage} failed:\n{out.stderr[-3000:]}{out.stdout[-2000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_child(__file__, stage, str(db), sim.url, sim.api_key)
     with sim.lock:
         result["requests"] = sim.requests - requests
     result.update(stage=stage, latency_ms=round(latency * 1000))

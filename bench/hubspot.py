@@ -33,21 +33,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchkit import edit_and_queue_all, peak_rss_mib  # noqa: E402
+from benchkit import (  # noqa: E402
+    SeedInThePast,
+    child_instance,
+    edit_and_queue_all,
+    figures,
+    open_hub,
+    peak_rss_mib,
+    run_child,
+)
 
-from daemon.clock import SystemClock  # noqa: E402
 from daemon.simkit import parse_duration  # noqa: E402
 from plugins.hubspot.simulator import HubSpotSimulator  # noqa: E402
 
@@ -75,44 +79,18 @@ remote = "phone"
 """
 
 
-class SeedInThePast(SystemClock):
-    """The system clock, except while the simulator seeds: then one minute per reading,
-    ending a day ago.
-
-    Seeded contacts would otherwise all be modified "just now", within the connector's
-    search lookback (300 s) of each other, and an idle cycle would re-read every one.
-    """
-
-    def __init__(self, readings: int) -> None:
-        self.seeding = True
-        self.next = datetime.now(UTC) - timedelta(days=1, minutes=readings)
-
-    def now(self) -> datetime:
-        if not self.seeding:
-            return super().now()
-        self.next += timedelta(minutes=1)
-        return self.next
-
-
-
-
 def child(stage: str, db: Path, url: str, token: str) -> dict[str, Any]:
     """Run one stage in this (fresh) process and report its figures."""
-    from daemon import log
-    from daemon.database import make_engine
-    from daemon.engine import SyncEngine, mirror_instances
-    from daemon.instances import load_instance
     from plugins.hubspot.connector import HubSpotConnector
 
-    log.configure(level="error")
-    path = db.parent / f"instances-{db.stem}" / "hubspot.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.environ["BENCH_HUBSPOT_TOKEN"] = token
-    path.write_text(INSTANCE.format(url=url))
-    instance = load_instance(path, {"hubspot": HubSpotConnector})
-    engine = make_engine(f"sqlite:///{db}")
-    mirror_instances(engine, {instance.name: instance})
-    sync = SyncEngine(engine)
+    instance = child_instance(
+        db,
+        "hubspot",
+        INSTANCE.format(url=url),
+        {"hubspot": HubSpotConnector},
+        {"BENCH_HUBSPOT_TOKEN": token},
+    )
+    engine, sync = open_hub(db, {instance.name: instance})
     if stage == "push":
         edit_and_queue_all(engine, instance.connection)
     rss_before = peak_rss_mib()
@@ -125,13 +103,7 @@ def child(stage: str, db: Path, url: str, token: str) -> dict[str, Any]:
             raise SystemExit(f"{stage}/{direction}: {report.outcome}: {report.error}")
         for key, value in report.counts.items():
             counts[f"{direction}.{key}"] = counts.get(f"{direction}.{key}", 0) + value
-    seconds = time.perf_counter() - started
-    return {
-        "seconds": round(seconds, 2),
-        "peak_rss_mib": round(peak_rss_mib(), 1),
-        "rss_before_mib": round(rss_before, 1),
-        "counts": counts,
-    }
+    return figures(started, counts, rss_before)
 
 
 def run_stage(sim: HubSpotSimulator, stage: str, db: Path, latency: float) -> dict[str, Any]:
@@ -140,13 +112,7 @@ def run_stage(sim: HubSpotSimulator, stage: str, db: Path, latency: float) -> di
         sim.set_faults(latency=latency)
         sim._window.clear()  # a fresh rolling 10 s window: no requests inherited
         requests, limited = sim.requests, sim.counters["rate_limited"]
-    out = subprocess.run(
-        [sys.executable, __file__, "_child", stage, str(db), sim.url, sim.private_app_token],
-        check=False, capture_output=True, text=True,
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise SystemExit(f"{stage} failed:\n{out.stderr[-3000:]}{out.stdout[-2000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_child(__file__, stage, str(db), sim.url, sim.private_app_token)
     with sim.lock:
         result["requests"] = sim.requests - requests
         result["http_429"] = sim.counters["rate_limited"] - limited
@@ -157,6 +123,8 @@ def run_stage(sim: HubSpotSimulator, stage: str, db: Path, latency: float) -> di
 def bench(total: int, latencies: list[float]) -> list[dict[str, Any]]:
     """Every stage for ``total`` contacts against one simulator."""
     started = time.perf_counter()
+    # One minute apart: else every contact sits within the connector's search lookback
+    # (300 s) of the others, and the idle cycle would re-read them all.
     clock = SeedInThePast(2 * total)
     sim = HubSpotSimulator(contacts=total, seed=1, clock=clock)
     clock.seeding = False

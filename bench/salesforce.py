@@ -34,21 +34,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchkit import edit_and_queue_all, peak_rss_mib  # noqa: E402
+from benchkit import (  # noqa: E402
+    SeedInThePast,
+    child_instance,
+    edit_and_queue_all,
+    figures,
+    open_hub,
+    run_child,
+)
 
-from daemon.clock import SystemClock  # noqa: E402
 from daemon.simkit import parse_duration  # noqa: E402
 from plugins.salesforce.simulator import SalesforceSimulator  # noqa: E402
 
@@ -78,23 +82,9 @@ remote = "Phone"
 """
 
 
-class SeedInThePast(SystemClock):
-    """The system clock, except while an org seeds: then one second per reading, ending a
-    day ago (Salesforce stamps whole seconds; a real org's history is spread out)."""
-
-    def __init__(self, readings: int) -> None:
-        self.seeding = True
-        self.next = datetime.now(UTC) - timedelta(days=1, seconds=readings)
-
-    def now(self) -> datetime:
-        if not self.seeding:
-            return super().now()
-        self.next += timedelta(seconds=1)
-        return self.next
-
-
 def make_org(contacts: int, seed: int) -> SalesforceSimulator:
-    clock = SeedInThePast(contacts + 10)
+    # One second apart (Salesforce stamps whole seconds; a real org's history is spread out).
+    clock = SeedInThePast(contacts + 10, timedelta(seconds=1))
     started = time.perf_counter()
     sim = SalesforceSimulator(contacts=contacts, seed=seed, clock=clock, daily_limit=10_000_000)
     clock.seeding = False
@@ -106,21 +96,16 @@ def child(
     stage: str, db: Path, name: str, url: str, client_id: str, secret: str, batch: int
 ) -> dict[str, Any]:
     """Run one stage in this (fresh) process and report its figures."""
-    from daemon import log
-    from daemon.database import make_engine
-    from daemon.engine import SyncEngine, mirror_instances
-    from daemon.instances import load_instance
     from plugins.salesforce.connector import SalesforceConnector
 
-    log.configure(level="error")
-    path = db.parent / f"instances-{db.stem}" / f"{name}.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.environ["BENCH_SALESFORCE_SECRET"] = secret
-    path.write_text(INSTANCE.format(connection=name, batch=batch, url=url, client_id=client_id))
-    instance = load_instance(path, {"salesforce": SalesforceConnector})
-    engine = make_engine(f"sqlite:///{db}")
-    mirror_instances(engine, {instance.name: instance}, keep=_other_instances(engine, name))
-    sync = SyncEngine(engine)
+    instance = child_instance(
+        db,
+        name,
+        INSTANCE.format(connection=name, batch=batch, url=url, client_id=client_id),
+        {"salesforce": SalesforceConnector},
+        {"BENCH_SALESFORCE_SECRET": secret},
+    )
+    engine, sync = open_hub(db, {instance.name: instance}, keep=_other_instances(db, name))
     if stage == "push":
         edit_and_queue_all(engine, instance.connection)
     if stage == "initial-push":
@@ -131,25 +116,27 @@ def child(
     started = time.perf_counter()
     direction = direction_of(stage)
     report = sync.run(instance, direction, full=stage == "backfill", respect_backoff=False)
-    seconds = time.perf_counter() - started
+    result = figures(started, report.counts)
     if report.outcome != "ok":
         raise SystemExit(f"{stage}: {report.outcome}: {report.error}")
-    return {
-        "seconds": round(seconds, 2),
-        "peak_rss_mib": round(peak_rss_mib(), 1),
-        "counts": dict(report.counts),
-    }
+    return result
 
 
-def _other_instances(engine: Any, name: str) -> list[str]:
+def _other_instances(db: Path, name: str) -> list[str]:
     # Keep the earlier stages' instance mirrored (enabled) when a new one joins the hub.
-    from sqlalchemy import inspect, text
+    from sqlalchemy import create_engine, inspect, text
 
-    if "instance" not in inspect(engine).get_table_names():
+    if not db.exists():
         return []
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT name FROM instance")).scalars()
-        return [n for n in rows if n != name]
+    engine = create_engine(f"sqlite:///{db}")
+    try:
+        if "instance" not in inspect(engine).get_table_names():
+            return []
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT name FROM instance")).scalars()
+            return [n for n in rows if n != name]
+    finally:
+        engine.dispose()
 
 
 def run_stage(
@@ -158,13 +145,9 @@ def run_stage(
     """One stage in a child process, with the simulator's request count around it."""
     with sim.lock:
         requests = sim.requests
-    args = [stage, str(db), name, sim.url, sim.client_id, sim.client_secret, str(batch)]
-    out = subprocess.run(
-        [sys.executable, __file__, "_child", *args], check=False, capture_output=True, text=True
+    result = run_child(
+        __file__, stage, str(db), name, sim.url, sim.client_id, sim.client_secret, str(batch)
     )
-    if out.returncode != 0:
-        raise SystemExit(f"{stage} failed:\n{out.stderr[-3000:]}{out.stdout[-2000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
     with sim.lock:
         result["requests"] = sim.requests - requests
         result["bulk_jobs"] = sim.counters["bulk_jobs"]

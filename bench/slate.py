@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchkit import peak_rss_mib  # noqa: E402
+from benchkit import child_instance, figures, open_hub, run_child  # noqa: E402
 
 from plugins.slate.simulator import SlateSimulator  # noqa: E402
 
@@ -85,18 +83,15 @@ remote = "phone"
 
 def child(stage: str, db: Path, setup: dict[str, Any]) -> dict[str, Any]:
     """Run one stage in this (fresh) process and report its figures."""
-    from daemon import log
-    from daemon.database import make_engine
-    from daemon.engine import SyncEngine, mirror_instances
-    from daemon.instances import load_instance
     from plugins.slate.connector import SlateConnector
 
-    log.configure(level="error")
-    path = db.parent / "instances" / "slate.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.environ["BENCH_SLATE_TOKEN"] = setup["token"]
-    path.write_text(INSTANCE.format(**setup))
-    instance = load_instance(path, {"slate": SlateConnector})
+    instance = child_instance(
+        db,
+        "slate",
+        INSTANCE.format(**setup),
+        {"slate": SlateConnector},
+        {"BENCH_SLATE_TOKEN": setup["token"]},
+    )
     if stage == "stream":
         from daemon.sdk import ConnectorContext
 
@@ -104,25 +99,15 @@ def child(stage: str, db: Path, setup: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         count = sum(len(page.records) for page in connector.pull(None))
         connector.close()
-        return _figures(started, {"pull.read": count})
-    engine = make_engine(f"sqlite:///{db}")
-    mirror_instances(engine, {instance.name: instance})
-    sync = SyncEngine(engine)
+        return figures(started, {"pull.read": count})
+    engine, sync = open_hub(db, {instance.name: instance})
     if stage == "pull":
         started = time.perf_counter()
         report = sync.run(instance, "pull", full=True, respect_backoff=False)
         if report.outcome != "ok":
             raise SystemExit(f"pull: {report.outcome}: {report.error}")
-        return _figures(started, {f"pull.{k}": v for k, v in report.counts.items()})
+        return figures(started, {f"pull.{k}": v for k, v in report.counts.items()})
     return _trips(sync, engine, instance, int(setup["trips"]))
-
-
-def _figures(started: float, counts: dict[str, int]) -> dict[str, Any]:
-    return {
-        "seconds": round(time.perf_counter() - started, 2),
-        "peak_rss_mib": round(peak_rss_mib(), 1),
-        "counts": counts,
-    }
 
 
 def _trips(sync: Any, engine: Any, instance: Any, trips: int) -> dict[str, Any]:
@@ -161,7 +146,7 @@ def _trips(sync: Any, engine: Any, instance: Any, trips: int) -> dict[str, Any]:
         if push.outcome != "ok" or pull.outcome != "ok" or link.state != links.ACTIVE:
             raise SystemExit(f"trip {n}: push {push.outcome}, pull {pull.outcome}, {link}")
         timings[kind].append((time.perf_counter() - t0) * 1000)
-    out = _figures(started, {})
+    out = figures(started, {})
     for kind, values in timings.items():
         out[f"{kind}_ms_median"] = round(statistics.median(values), 1)
         out[f"{kind}_ms_max"] = round(max(values), 1)
@@ -171,13 +156,7 @@ def _trips(sync: Any, engine: Any, instance: Any, trips: int) -> dict[str, Any]:
 def run_stage(sim: SlateSimulator, stage: str, db: Path, setup: dict[str, Any]) -> dict[str, Any]:
     """One stage in a child process, with the simulator's counts around it."""
     before = dict(sim.state()["counters"])
-    out = subprocess.run(
-        [sys.executable, __file__, "_child", stage, str(db), json.dumps(setup)],
-        check=False, capture_output=True, text=True,
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise SystemExit(f"{stage} failed:\n{out.stderr[-3000:]}{out.stdout[-2000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_child(__file__, stage, str(db), json.dumps(setup))
     after = sim.state()["counters"]
     result["queries"] = after["queries"] - before["queries"]
     result["files"] = after["files"] - before["files"]
