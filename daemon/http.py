@@ -181,6 +181,35 @@ def safe_url(client: httpx.Client, url: str | httpx.URL) -> str:
     return redact_text(str(full.copy_with(query=None, fragment=None)))
 
 
+def json_body(response: httpx.Response) -> Any:
+    """The response's JSON body; :class:`MalformedResponse` naming the request when the body
+    is not JSON (a proxy's HTML page, a truncated answer), whatever the status."""
+    try:
+        return response.json()
+    except ValueError:
+        raise MalformedResponse(
+            f"{response.request.method} {response.request.url.path}: body is not JSON "
+            f"(HTTP {response.status_code})"
+        ) from None
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    """The JSON body, or ``None`` when there is none: for reading an error's words, where a
+    body that is not JSON must not hide the status."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def int_header(headers: Mapping[str, str] | httpx.Headers, name: str) -> int | None:
+    """A whole-number header (a rate-limit count, a total), or ``None`` if absent or not one."""
+    try:
+        return int(headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
 def request_with_retries(
     client: httpx.Client,
     method: str,

@@ -22,6 +22,20 @@ Token = Any  # a string, a number or a small dict; compared by value
 FetchPage = Callable[[Token | None], tuple[Sequence[Item], Token | None]]
 
 
+def json_cursor(cursor: str | None, platform: str) -> dict[str, Any]:
+    """A connector's JSON cursor as a dict (``{}`` for none). A cursor that is not a JSON
+    object was not written by this connector: :class:`MalformedResponse`, naming ``platform``."""
+    if not cursor:
+        return {}
+    try:
+        value = json.loads(cursor)
+    except ValueError:
+        raise MalformedResponse(f"not a {platform} cursor: {cursor[:40]!r}") from None
+    if not isinstance(value, dict):
+        raise MalformedResponse(f"not a {platform} cursor: {cursor[:40]!r}")
+    return value
+
+
 def pages(
     fetch_page: FetchPage[Item],
     start: Token | None = None,

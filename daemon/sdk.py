@@ -41,9 +41,18 @@ from daemon.connector import (
 )
 from daemon.dictionary import Code
 from daemon.hookspecs import HOOKSPEC_VERSION, hookimpl
-from daemon.http import HttpSession, RetryPolicy, Unauthorized, make_client, request_with_retries
+from daemon.http import (
+    HttpSession,
+    RetryPolicy,
+    Unauthorized,
+    int_header,
+    json_body,
+    json_or_none,
+    make_client,
+    request_with_retries,
+)
 from daemon.log import register_secret
-from daemon.paging import interleave, pages, paginate, prefetch
+from daemon.paging import interleave, json_cursor, pages, paginate, prefetch
 from daemon.ratelimit import DailyQuota, RateLimiter
 from daemon.secrets import reveal
 from daemon.tokens import Token, TokenCache
@@ -84,7 +93,11 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "hookimpl",
+    "int_header",
     "interleave",
+    "json_body",
+    "json_cursor",
+    "json_or_none",
     "make_client",
     "pages",
     "paginate",

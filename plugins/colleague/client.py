@@ -31,6 +31,9 @@ from daemon.sdk import (
     MalformedResponse,
     RetryPolicy,
     SystemClock,
+    int_header,
+    json_body,
+    json_or_none,
     make_client,
     register_secret,
 )
@@ -77,16 +80,6 @@ def jwt_seconds_left(token: str, now: float) -> float:
     return max(0.0, float(exp) - now)
 
 
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise MalformedResponse(
-            f"{response.request.method} {response.request.url.path}: body is not JSON "
-            f"(HTTP {response.status_code})"
-        ) from None
-
-
 class EthosClient:
     """One Ethos application's persons and change-notification queue."""
 
@@ -125,7 +118,7 @@ class EthosClient:
         if response.status_code >= 400:
             raise MalformedResponse(
                 f"POST /auth: HTTP {response.status_code}: "
-                f"{error_message(_safe_json(response), response.status_code)}"
+                f"{error_message(json_or_none(response), response.status_code)}"
             )
         token = response.text.strip().strip('"')
         register_secret(token)
@@ -147,7 +140,7 @@ class EthosClient:
         if criteria:
             params["criteria"] = criteria
         response = self._send("GET", PERSONS, PERSONS_V12, params=params)
-        body = _body(response)
+        body = json_body(response)
         if response.status_code >= 400:
             raise MalformedResponse(
                 f"GET {PERSONS}: HTTP {response.status_code}: "
@@ -157,8 +150,8 @@ class EthosClient:
             raise MalformedResponse(f"GET {PERSONS}: the body is not an array of persons")
         return (
             body,
-            _int_header(response, "x-total-count"),
-            _int_header(response, "x-max-page-size"),
+            int_header(response.headers, "x-total-count"),
+            int_header(response.headers, "x-max-page-size"),
         )
 
     def find_persons(self, criteria: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -171,7 +164,7 @@ class EthosClient:
         response = self._send("GET", f"{PERSONS}/{guid}", PERSONS_V12)
         if response.status_code == 404:
             return None
-        body = _body(response)
+        body = json_body(response)
         if response.status_code >= 400 or not isinstance(body, dict):
             raise MalformedResponse(
                 f"GET {PERSONS}/{{id}}: HTTP {response.status_code}: "
@@ -189,7 +182,7 @@ class EthosClient:
             response = self._send("POST", PERSONS, PERSONS_V12, json=dict(person))
         else:
             response = self._send("PUT", f"{PERSONS}/{guid}", PERSONS_V12, json=dict(person))
-        body = _body(response)
+        body = json_body(response)
         if not isinstance(body, dict):
             raise MalformedResponse(f"{response.request.method} persons: the body is not an object")
         return response.status_code, body
@@ -205,7 +198,7 @@ class EthosClient:
         """
         params = {"lastProcessedID": last_processed_id, "limit": min(limit, MAX_CONSUME_LIMIT)}
         response = self._send("GET", "/consume", CHANGE_NOTIFICATIONS_V2, params=params)
-        body = _body(response)
+        body = json_body(response)
         if response.status_code >= 400:
             raise MalformedResponse(
                 f"GET /consume: HTTP {response.status_code}: "
@@ -213,7 +206,7 @@ class EthosClient:
             )
         if not isinstance(body, list) or not all(isinstance(m, dict) for m in body):
             raise MalformedResponse("GET /consume: the body is not an array of messages")
-        remaining = _int_header(response, "x-remaining")
+        remaining = int_header(response.headers, "x-remaining")
         return body, remaining if remaining is not None else (1 if body else 0)
 
     def queue_remaining(self) -> int | None:
@@ -221,22 +214,8 @@ class EthosClient:
         response = self._send("HEAD", "/consume", CHANGE_NOTIFICATIONS_V2)
         if response.status_code >= 400:
             raise MalformedResponse(f"HEAD /consume: HTTP {response.status_code}")
-        return _int_header(response, "x-remaining")
+        return int_header(response.headers, "x-remaining")
 
     def close(self) -> None:
         """Close the connection pool."""
         self.session.close()
-
-
-def _int_header(response: httpx.Response, name: str) -> int | None:
-    try:
-        return int(response.headers[name])
-    except (KeyError, ValueError):
-        return None
-
-
-def _safe_json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None

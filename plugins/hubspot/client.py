@@ -17,7 +17,6 @@ HubSpot's own:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -38,6 +37,8 @@ from daemon.sdk import (
     RateLimiter,
     RetryPolicy,
     SystemClock,
+    int_header,
+    json_body,
     make_client,
     pages,
     register_secret,
@@ -88,19 +89,9 @@ def error_message(body: Any, status: int) -> str:
     return f"HTTP {status}"
 
 
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise MalformedResponse(
-            f"{response.request.method} {response.request.url.path}: body is not JSON "
-            f"(HTTP {response.status_code})"
-        ) from None
-
-
 def _json_object(response: httpx.Response) -> dict[str, Any]:
     """A 2xx JSON object body, else MalformedResponse with HubSpot's message."""
-    body = _body(response)
+    body = json_body(response)
     where = f"{response.request.method} {response.request.url.path}"
     if response.status_code >= 400:
         raise MalformedResponse(
@@ -122,13 +113,6 @@ def _next_after(body: Mapping[str, Any]) -> str | None:
     nxt = (body.get("paging") or {}).get("next") if isinstance(body.get("paging"), dict) else None
     after = nxt.get("after") if isinstance(nxt, dict) else None
     return str(after) if after not in (None, "") else None
-
-
-def _int_header(headers: httpx.Headers, name: str) -> int | None:
-    try:
-        return int(headers[name])
-    except (KeyError, ValueError):
-        return None
 
 
 def midnight_in(zone: str) -> Callable[[datetime], datetime]:
@@ -223,7 +207,7 @@ class HubSpotClient:
             "refresh_token": refresh_token or "",
         }
         response = self.session.post(self._token_path, data=form, idempotent=True)
-        body = _body(response)
+        body = json_body(response)
         if response.status_code >= 400 or not isinstance(body, dict):
             raise AuthFailed(
                 "HubSpot refused the OAuth refresh token: "
@@ -244,18 +228,18 @@ class HubSpotClient:
     def _on_response(self, response: httpx.Response) -> None:
         """Feed HubSpot's own count of the window and the day to the limiter and quota."""
         headers = response.headers
-        interval = _int_header(headers, "X-HubSpot-RateLimit-Interval-Milliseconds")
+        interval = int_header(headers, "X-HubSpot-RateLimit-Interval-Milliseconds")
         window = interval / 1000 if interval else None
-        maximum = _int_header(headers, "X-HubSpot-RateLimit-Max")
-        remaining = _int_header(headers, "X-HubSpot-RateLimit-Remaining")
+        maximum = int_header(headers, "X-HubSpot-RateLimit-Max")
+        remaining = int_header(headers, "X-HubSpot-RateLimit-Remaining")
         if maximum is None and remaining is None:  # the 2018 header names
-            maximum = _int_header(headers, "X-HubSpot-RateLimit-Secondly")
-            remaining = _int_header(headers, "X-HubSpot-RateLimit-Secondly-Remaining")
+            maximum = int_header(headers, "X-HubSpot-RateLimit-Secondly")
+            remaining = int_header(headers, "X-HubSpot-RateLimit-Secondly-Remaining")
             window = window or (DEFAULT_BURST[1] if maximum is not None else None)
         if maximum is not None or remaining is not None:
             self.limiter.update_from_headers(remaining, limit=maximum, window_seconds=window)
-        daily = _int_header(headers, "X-HubSpot-RateLimit-Daily")
-        daily_left = _int_header(headers, "X-HubSpot-RateLimit-Daily-Remaining")
+        daily = int_header(headers, "X-HubSpot-RateLimit-Daily")
+        daily_left = int_header(headers, "X-HubSpot-RateLimit-Daily-Remaining")
         if daily is not None and daily_left is not None:
             self.quota.update(max(0, daily - daily_left), limit=daily)
 
@@ -361,7 +345,7 @@ class HubSpotClient:
             json={"inputs": list(inputs), **extra},
             idempotent=idempotent,
         )
-        body = _body(response)
+        body = json_body(response)
         if not isinstance(body, dict):
             raise MalformedResponse(f"batch/{action}: the body is not a JSON object")
         return response.status_code, body
@@ -369,16 +353,3 @@ class HubSpotClient:
     def close(self) -> None:
         """Close the connection pool (both sessions share it)."""
         self.session.close()
-
-
-def parse_json_cursor(cursor: str | None) -> dict[str, Any]:
-    """A JSON cursor as a dict; a cursor this connector did not write is malformed."""
-    if not cursor:
-        return {}
-    try:
-        value = json.loads(cursor)
-    except ValueError:
-        raise MalformedResponse(f"not a HubSpot cursor: {cursor[:40]!r}") from None
-    if not isinstance(value, dict):
-        raise MalformedResponse(f"not a HubSpot cursor: {cursor[:40]!r}")
-    return value

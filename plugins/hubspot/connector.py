@@ -51,6 +51,7 @@ from daemon.sdk import (
     RetryPolicy,
     SecretStr,
     Unavailable,
+    json_cursor,
     reveal,
 )
 from plugins.hubspot.client import (
@@ -59,7 +60,6 @@ from plugins.hubspot.client import (
     MAX_SEARCH_RESULTS,
     HubSpotClient,
     error_message,
-    parse_json_cursor,
 )
 
 ID = "hs_object_id"
@@ -273,7 +273,7 @@ class HubSpotConnector(Connector):
 
     def pull(self, cursor: str | None) -> Iterator[Page]:
         """Pages of contacts changed since ``cursor``; see the module docstring."""
-        pos = _Position(parse_json_cursor(cursor))
+        pos = _Position(json_cursor(cursor, "HubSpot"))
         if pos.mode == "list" and pos.after is None and self.settings.pull_concurrency > 1:
             pos.mode = "scan"
         if pos.mode == "scan":
@@ -452,7 +452,7 @@ class HubSpotConnector(Connector):
         is the newest ``archivedAt`` seen (ms): a later scan yields only newer archives.
         HubSpot keeps archived contacts restorable for 90 days, which bounds the list.
         """
-        since = int(parse_json_cursor(cursor).get("archived_since", 0))
+        since = int(json_cursor(cursor, "HubSpot").get("archived_since", 0))
         newest = since
         for rows, after in self.client.list_pages([ID, EMAIL], archived=True):
             records = []

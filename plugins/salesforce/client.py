@@ -47,6 +47,7 @@ from daemon.sdk import (
     RetryPolicy,
     SystemClock,
     Unavailable,
+    json_body,
     make_client,
     pages,
     register_secret,
@@ -88,16 +89,6 @@ def error_codes(body: Any) -> set[str]:
     if not isinstance(body, list):
         return set()
     return {str(e.get("errorCode")) for e in body if isinstance(e, Mapping) and e.get("errorCode")}
-
-
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise MalformedResponse(
-            f"{response.request.method} {response.request.url.path}: body is not JSON "
-            f"(HTTP {response.status_code})"
-        ) from None
 
 
 def parse_limit_info(value: str | None) -> tuple[int, int] | None:
@@ -252,7 +243,7 @@ class SalesforceClient:
             register_secret(basic)
             headers["Authorization"] = f"Basic {basic}"
         response = self.login.post(TOKEN_PATH, data=form, headers=headers, idempotent=True)
-        body = _body(response)
+        body = json_body(response)
         if response.status_code >= 400 or not isinstance(body, dict):
             why = error_text(body, response.status_code)
             raise AuthFailed(f"Salesforce refused the {self.auth} grant: {why}")
@@ -313,7 +304,7 @@ class SalesforceClient:
     def json(self, method: str, path: str, *, idempotent: bool | None = None, **kw: Any) -> Any:
         """A call answering JSON; a 4xx body is MalformedResponse with Salesforce's words."""
         response = self.request(method, path, idempotent=idempotent, **kw)
-        body = _body(response)
+        body = json_body(response)
         if response.status_code >= 400:
             raise MalformedResponse(
                 f"{method} {path.partition('?')[0]}: HTTP {response.status_code}: "
@@ -337,7 +328,7 @@ class SalesforceClient:
         else:
             endpoint = "queryAll" if all_rows else "query"
             response = self.request("GET", endpoint, params={"q": soql})
-        body = _body(response)
+        body = json_body(response)
         if response.status_code >= 400:
             message = error_text(body, response.status_code)
             codes = error_codes(body)
@@ -428,7 +419,7 @@ class SalesforceClient:
             params["locator"] = locator
         response = self.request("GET", f"jobs/query/{job_id}/results", params=params)
         if response.status_code >= 400:
-            body = _body(response)
+            body = json_body(response)
             raise MalformedResponse(
                 f"bulk results: HTTP {response.status_code}: "
                 f"{error_text(body, response.status_code)}"
@@ -489,7 +480,7 @@ class SalesforceClient:
         if upload.status_code >= 400:
             raise MalformedResponse(
                 f"bulk upload: HTTP {upload.status_code}: "
-                f"{error_text(_body(upload), upload.status_code)}"
+                f"{error_text(json_body(upload), upload.status_code)}"
             )
         self.json("PATCH", f"jobs/ingest/{job_id}", json={"state": "UploadComplete"})
         info = self.wait_for_job("ingest", job_id, poll=poll, timeout=timeout)
@@ -505,19 +496,6 @@ class SalesforceClient:
         """Close both connection pools."""
         self.session.close()
         self.login.close()
-
-
-def parse_json_cursor(cursor: str | None) -> dict[str, Any]:
-    """A JSON cursor as a dict; a cursor this connector did not write is malformed."""
-    if not cursor:
-        return {}
-    try:
-        value = json.loads(cursor)
-    except ValueError:
-        raise MalformedResponse(f"not a Salesforce cursor: {cursor[:40]!r}") from None
-    if not isinstance(value, dict):
-        raise MalformedResponse(f"not a Salesforce cursor: {cursor[:40]!r}")
-    return value
 
 
 __all__ = [

@@ -57,13 +57,13 @@ from daemon.sdk import (
     RetryPolicy,
     SecretStr,
     Unavailable,
+    json_cursor,
     reveal,
 )
 from plugins.salesforce.client import (
     MAX_COLLECTION,
     SalesforceClient,
     error_text,
-    parse_json_cursor,
 )
 
 ID = "Id"
@@ -329,7 +329,7 @@ class SalesforceConnector(Connector):
 
     def pull(self, cursor: str | None) -> Iterator[Page]:
         """Pages of records changed since ``cursor``; see the module docstring."""
-        pos = _Position(parse_json_cursor(cursor))
+        pos = _Position(json_cursor(cursor, "Salesforce"))
         if pos.job:
             yield from self._pull_bulk(pos)
             return
