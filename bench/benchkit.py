@@ -85,14 +85,11 @@ def child_instance(
     """In a child: quiet logs, the secrets in the environment (instance files name them by
     ``env``), and ``text`` written as ``<name>.toml`` beside the hub ``db`` and loaded."""
     from daemon import log
-    from daemon.instances import load_instance
+    from tests.instancekit import load_written
 
     log.configure(level="error")
     os.environ.update(env)
-    path = db.parent / f"instances-{db.stem}" / f"{name}.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return load_instance(path, connectors)
+    return load_written(db.parent / f"instances-{db.stem}", name, text, connectors)
 
 
 def open_hub(

@@ -44,6 +44,7 @@ from benchkit import child_instance, figures, open_hub, peak_rss_mib, run_child 
 
 from daemon.simkit import parse_duration  # noqa: E402
 from plugins.colleague.simulator import ColleagueSimulator  # noqa: E402
+from tests.instancekit import contact_fields  # noqa: E402
 
 INSTANCE = """
 type = "colleague"
@@ -53,19 +54,7 @@ owns_crm_id = true
 base_url = "{url}"
 api_key = {{ env = "BENCH_ETHOS_API_KEY" }}
 
-[[fields]]
-hub = "first_name"
-remote = "firstName"
-[[fields]]
-hub = "last_name"
-remote = "lastName"
-[[fields]]
-hub = "email"
-remote = "email"
-[[fields]]
-hub = "phone"
-remote = "phone"
-"""
+""" + contact_fields("firstName", "lastName", "email", "phone")
 
 
 def child(stage: str, db: Path, url: str, api_key: str) -> dict[str, Any]:

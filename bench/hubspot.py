@@ -54,6 +54,7 @@ from benchkit import (  # noqa: E402
 
 from daemon.simkit import parse_duration  # noqa: E402
 from plugins.hubspot.simulator import HubSpotSimulator  # noqa: E402
+from tests.instancekit import contact_fields  # noqa: E402
 
 INSTANCE = """
 type = "hubspot"
@@ -64,19 +65,7 @@ base_url = "{url}"
 access_token = {{ env = "BENCH_HUBSPOT_TOKEN" }}
 page_size = 200
 
-[[fields]]
-hub = "first_name"
-remote = "firstname"
-[[fields]]
-hub = "last_name"
-remote = "lastname"
-[[fields]]
-hub = "email"
-remote = "email"
-[[fields]]
-hub = "phone"
-remote = "phone"
-"""
+""" + contact_fields("firstname", "lastname", "email", "phone")
 
 
 def child(stage: str, db: Path, url: str, token: str) -> dict[str, Any]:

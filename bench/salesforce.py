@@ -55,6 +55,7 @@ from benchkit import (  # noqa: E402
 
 from daemon.simkit import parse_duration  # noqa: E402
 from plugins.salesforce.simulator import SalesforceSimulator  # noqa: E402
+from tests.instancekit import contact_fields  # noqa: E402
 
 INSTANCE = """
 type = "salesforce"
@@ -67,19 +68,7 @@ client_id = "{client_id}"
 client_secret = {{ env = "BENCH_SALESFORCE_SECRET" }}
 bulk_poll_seconds = 0.05
 
-[[fields]]
-hub = "first_name"
-remote = "FirstName"
-[[fields]]
-hub = "last_name"
-remote = "LastName"
-[[fields]]
-hub = "email"
-remote = "Email"
-[[fields]]
-hub = "phone"
-remote = "Phone"
-"""
+""" + contact_fields("FirstName", "LastName", "Email", "Phone")
 
 
 def make_org(contacts: int, seed: int) -> SalesforceSimulator:

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from benchkit import child_instance, figures, open_hub, run_child  # noqa: E402
 
 from plugins.slate.simulator import SlateSimulator  # noqa: E402
+from tests.instancekit import contact_fields  # noqa: E402
 
 INSTANCE = """
 type = "slate"
@@ -66,19 +67,7 @@ page_size = 500
 hub = "id"
 remote = "mainstay_id"
 direction = "incoming"
-[[fields]]
-hub = "first_name"
-remote = "first_name"
-[[fields]]
-hub = "last_name"
-remote = "last_name"
-[[fields]]
-hub = "email"
-remote = "email"
-[[fields]]
-hub = "phone"
-remote = "phone"
-"""
+""" + contact_fields("first_name", "last_name", "email", "phone")
 
 
 def child(stage: str, db: Path, setup: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from daemon.dictionary import Code
 from daemon.sdk import ConnectorContext, Page, PushItem, PushStatus, RemoteRecord
 from plugins.colleague.connector import ColleagueConnector, apply_fields
 from plugins.colleague.simulator import ColleagueSimulator
+from tests.instancekit import contact_fields, load_written
 
 
 @pytest.fixture
@@ -389,29 +390,15 @@ api_key = {{ env = "TEST_ETHOS_API_KEY" }}
 consume_limit = 4
 roles = []
 
-[[fields]]
-hub = "first_name"
-remote = "firstName"
-[[fields]]
-hub = "last_name"
-remote = "lastName"
-[[fields]]
-hub = "email"
-remote = "email"
-[[fields]]
-hub = "phone"
-remote = "phone"
-"""
+""" + contact_fields("firstName", "lastName", "email", "phone")
 
 
 def load(sim: ColleagueSimulator, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from daemon.instances import load_instance
-
     monkeypatch.setenv("TEST_ETHOS_API_KEY", sim.api_key)
-    path = tmp_path / "instances" / "colleague.toml"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(INSTANCE.format(url=sim.url))
-    return load_instance(path, {"colleague": ColleagueConnector})
+    text = INSTANCE.format(url=sim.url)
+    return load_written(
+        tmp_path / "instances", "colleague", text, {"colleague": ColleagueConnector}
+    )
 
 
 def test_the_engine_loses_no_change_when_a_pull_dies_before_its_commit(

@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from daemon.hub import get_contact, save_contact
-from daemon.instances import Instance, load_instance
+from daemon.instances import Instance
 from daemon.store import Contact, SyncLog
 from plugins.hubspot.connector import HubSpotConnector
 from plugins.hubspot.simulator import HubSpotSimulator
 from tests.enginekit import sync_engine
+from tests.instancekit import contact_fields, load_written
 
 INSTANCE = """
 type = "hubspot"
@@ -26,19 +27,7 @@ base_url = "{url}"
 access_token = {{ env = "TEST_HUBSPOT_TOKEN" }}
 {extra}
 
-[[fields]]
-hub = "first_name"
-remote = "firstname"
-[[fields]]
-hub = "last_name"
-remote = "lastname"
-[[fields]]
-hub = "email"
-remote = "email"
-[[fields]]
-hub = "phone"
-remote = "phone"
-"""
+""" + contact_fields("firstname", "lastname", "email", "phone")
 
 
 @pytest.fixture
@@ -51,12 +40,8 @@ def _instance(
     tmp_path: Path, sim: HubSpotSimulator, monkeypatch, owns: bool, extra: str = ""
 ) -> Instance:
     monkeypatch.setenv("TEST_HUBSPOT_TOKEN", sim.private_app_token)
-    path = tmp_path / "instances" / "hs.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        textwrap.dedent(INSTANCE.format(url=sim.url, owns=str(owns).lower(), extra=extra))
-    )
-    return load_instance(path, {"hubspot": HubSpotConnector})
+    text = textwrap.dedent(INSTANCE.format(url=sim.url, owns=str(owns).lower(), extra=extra))
+    return load_written(tmp_path / "instances", "hs", text, {"hubspot": HubSpotConnector})
 
 
 def _log(engine) -> list[tuple[str, str | None, str]]:

@@ -17,7 +17,6 @@ from sqlalchemy import Engine, select
 from daemon.clock import FakeClock
 from daemon.dictionary import Code
 from daemon.hub import save_contact
-from daemon.instances import load_instance
 from daemon.sdk import (
     AuthFailed,
     ConnectorContext,
@@ -32,6 +31,7 @@ from plugins.salesforce.connector import SalesforceConnector
 from plugins.salesforce.simulator import SalesforceSimulator
 from tests.enginekit import sync_engine
 from tests.hubkit import log_rows
+from tests.instancekit import contact_fields, load_written
 
 
 @pytest.fixture
@@ -482,23 +482,13 @@ def test_through_the_engine_a_rejection_is_logged_and_a_delete_tombstoned(
         FirstName="Alan", LastName="Turing", Email="alan@example.org", Phone="+16175550199"
     )
     monkeypatch.setenv("SF_TEST_SECRET", sim.client_secret)
-    path = tmp_path / "instances" / "sf.toml"
-    path.parent.mkdir()
-    path.write_text(
+    text = (
         'type = "salesforce"\n[settings]\n'
         f'login_url = "{sim.url}"\nclient_id = "{sim.client_id}"\n'
         'client_secret = { env = "SF_TEST_SECRET" }\n'
-        + "".join(
-            f'[[fields]]\nhub = "{hub}"\nremote = "{remote}"\n'
-            for hub, remote in (
-                ("first_name", "FirstName"),
-                ("last_name", "LastName"),
-                ("email", "Email"),
-                ("phone", "Phone"),
-            )
-        )
+        + contact_fields("FirstName", "LastName", "Email", "Phone")
     )
-    instance = load_instance(path, {"salesforce": SalesforceConnector})
+    instance = load_written(tmp_path / "instances", "sf", text, {"salesforce": SalesforceConnector})
     sync = sync_engine(cs_hub, instance)
     first = sync.run(instance, "pull", full=True)
     assert first.counts.get("created") == 2, [r["message"] for r in log_rows(cs_hub)]
