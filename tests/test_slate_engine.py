@@ -23,7 +23,7 @@ from daemon.clock import FakeClock
 from daemon.dictionary import Code
 from daemon.engine import SyncEngine
 from daemon.hub import add_custom_field, get_contact, save_contact
-from daemon.instances import Instance, load_instance
+from daemon.instances import Instance
 from daemon.plugins import get_plugin_manager
 from daemon.status import instance_status
 from daemon.store import SyncLog, utcnow
@@ -31,6 +31,7 @@ from daemon.synclog import SyncContext, SyncLogBuffer
 from plugins.slate.connector import PENDING_PREFIX, SlateConnector
 from plugins.slate.simulator import SlateSimulator
 from tests.enginekit import sync_engine
+from tests.instancekit import contact_fields, load_written
 
 TOKEN_ENV = "SLATE_ENGINE_TEST_TOKEN"
 NAME = "slate-main"
@@ -61,10 +62,7 @@ def slate_instance(
     more_fields: str = "",
     settings: str = "",
 ) -> Instance:
-    folder = etc / "instances"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{NAME}.toml"
-    path.write_text(
+    text = (
         textwrap.dedent(
             f"""
             type = "slate"
@@ -79,25 +77,14 @@ def slate_instance(
             kind = "local"
             path = "{sim.sftp_root}"
             {{hub_id}}
-            [[fields]]
-            hub = "first_name"
-            remote = "first_name"
-            [[fields]]
-            hub = "last_name"
-            remote = "last_name"
-            [[fields]]
-            hub = "email"
-            remote = "email"
-            [[fields]]
-            hub = "phone"
-            remote = "phone"
             """
         )
         .replace("{hub_id}", hub_id)
         .replace("{settings}", settings)
+        + contact_fields("first_name", "last_name", "email", "phone")
         + textwrap.dedent(more_fields)
     )
-    return load_instance(path, {"slate": SlateConnector})
+    return load_written(etc / "instances", NAME, text, {"slate": SlateConnector})
 
 
 def link_of(engine: Engine, contact_id: str) -> links.LinkRow:
