@@ -61,6 +61,7 @@ from daemon.sdk import (
     RetryPolicy,
     SecretStr,
     Unavailable,
+    json_cursor,
 )
 from plugins.colleague.client import MAX_CONSUME_LIMIT, EthosClient, error_message
 
@@ -106,14 +107,9 @@ class _Cursor:
     committed (taken before the walk), the next ``lastProcessedID``."""
 
     def __init__(self, text: str | None) -> None:
-        raw: Any = {}
-        if text:
-            try:
-                raw = json.loads(text)
-            except ValueError:
-                raw = None
-            if not isinstance(raw, dict) or raw.get("mode") not in ("walk", "consume"):
-                raise MalformedResponse(f"not a Colleague cursor: {text[:40]!r}")
+        raw = json_cursor(text, "Colleague")
+        if text and raw.get("mode") not in ("walk", "consume"):
+            raise MalformedResponse(f"not a Colleague cursor: {text[:40]!r}")
         self.fresh = not raw
         self.mode: str = str(raw.get("mode") or "walk")
         self.cn: int = int(raw.get("cn") or 0)

@@ -62,6 +62,7 @@ from daemon.sdk import (
     RemoteField,
     RemoteRecord,
     Unavailable,
+    json_cursor,
 )
 from plugins.sftp.presets import PRESETS
 
@@ -117,7 +118,7 @@ class _Cursor:
     its last page is committed) and the ledger of imported files."""
 
     def __init__(self, text: str | None) -> None:
-        raw = json.loads(text) if text else {}
+        raw = json_cursor(text, "SFTP")
         self.file: dict[str, Any] | None = raw.get("file")
         self.ledger: list[list[Any]] = [list(entry) for entry in raw.get("ledger", [])]
 

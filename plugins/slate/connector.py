@@ -57,6 +57,7 @@ from daemon.sdk import (
     SecretStr,
     SystemClock,
     Unavailable,
+    json_cursor,
     reveal,
 )
 from plugins.slate.client import SlateClient
@@ -154,18 +155,6 @@ class _Position:
         return json.dumps({"v": 1, "ts": self.ts, "seen": self.seen}, separators=(",", ":"))
 
 
-def _parse_cursor(cursor: str | None) -> dict[str, Any]:
-    if not cursor:
-        return {}
-    try:
-        value = json.loads(cursor)
-    except ValueError:
-        raise MalformedResponse(f"not a Slate cursor: {cursor[:40]!r}") from None
-    if not isinstance(value, dict):
-        raise MalformedResponse(f"not a Slate cursor: {cursor[:40]!r}")
-    return value
-
-
 def _fingerprint(ms: int, fields: Mapping[str, Any]) -> str:
     # repr of JSON values (str, numbers, bools, None) is stable across runs, and cheaper
     # than json.dumps on 100k rows; the cursor outlives the process.
@@ -248,7 +237,7 @@ class SlateConnector(Connector):
     def pull(self, cursor: str | None) -> Iterator[Page]:
         """Pages of rows updated since the cursor (less the overlap); module docstring."""
         s = self.settings
-        pos = _Position(_parse_cursor(cursor))
+        pos = _Position(json_cursor(cursor, "Slate"))
         start = pos.dump(self._overlap_ms) if cursor else json.dumps({"v": 1, "ts": None})
         params = dict(s.params)
         if pos.ts is not None:
