@@ -78,6 +78,16 @@ def interval_seconds(text: str) -> int | None:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)[0]]
 
 
+def check_time_zone(value: str) -> str:
+    """``value`` if it names an IANA time zone (``America/New_York``), else ``ValueError``:
+    a pydantic validator for any config's time zone."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
 def _check_schedule(text: str) -> str:
     if interval_seconds(text) is not None:
         if interval_seconds(text) == 0:
@@ -111,11 +121,7 @@ class Schedule(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
+        return check_time_zone(value)
 
 
 class FieldMap(BaseModel):

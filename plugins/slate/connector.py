@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import httpx
 from pydantic import Field, field_validator, model_validator
@@ -38,6 +38,7 @@ from pydantic import Field, field_validator, model_validator
 from daemon.csv_write import csv_bytes, write_csv
 from daemon.dictionary import Code
 from daemon.filetransport import FileTransport, TransportSettings, open_transport
+from daemon.instances import check_time_zone
 from daemon.sdk import (
     AuthFailed,
     Capabilities,
@@ -97,11 +98,7 @@ class SlateConfig(ConnectorConfig):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
+        return check_time_zone(value)
 
     @model_validator(mode="after")
     def _complete(self) -> SlateConfig:
