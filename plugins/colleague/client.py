@@ -140,14 +140,7 @@ class EthosClient:
         if criteria:
             params["criteria"] = criteria
         response = self._send("GET", PERSONS, PERSONS_V12, params=params)
-        body = json_body(response)
-        if response.status_code >= 400:
-            raise MalformedResponse(
-                f"GET {PERSONS}: HTTP {response.status_code}: "
-                f"{error_message(body, response.status_code)}"
-            )
-        if not isinstance(body, list) or not all(isinstance(p, dict) for p in body):
-            raise MalformedResponse(f"GET {PERSONS}: the body is not an array of persons")
+        body = _object_array(response, f"GET {PERSONS}", "persons")
         return (
             body,
             int_header(response.headers, "x-total-count"),
@@ -198,14 +191,7 @@ class EthosClient:
         """
         params = {"lastProcessedID": last_processed_id, "limit": min(limit, MAX_CONSUME_LIMIT)}
         response = self._send("GET", "/consume", CHANGE_NOTIFICATIONS_V2, params=params)
-        body = json_body(response)
-        if response.status_code >= 400:
-            raise MalformedResponse(
-                f"GET /consume: HTTP {response.status_code}: "
-                f"{error_message(body, response.status_code)}"
-            )
-        if not isinstance(body, list) or not all(isinstance(m, dict) for m in body):
-            raise MalformedResponse("GET /consume: the body is not an array of messages")
+        body = _object_array(response, "GET /consume", "messages")
         remaining = int_header(response.headers, "x-remaining")
         return body, remaining if remaining is not None else (1 if body else 0)
 
@@ -219,3 +205,15 @@ class EthosClient:
     def close(self) -> None:
         """Close the connection pool."""
         self.session.close()
+
+
+def _object_array(response: httpx.Response, where: str, what: str) -> list[dict[str, Any]]:
+    """A 2xx body that is a JSON array of objects, else MalformedResponse with Ethos's words."""
+    body = json_body(response)
+    if response.status_code >= 400:
+        raise MalformedResponse(
+            f"{where}: HTTP {response.status_code}: {error_message(body, response.status_code)}"
+        )
+    if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
+        raise MalformedResponse(f"{where}: the body is not an array of {what}")
+    return body
