@@ -14,9 +14,10 @@ import pytest
 
 from daemon.clock import FakeClock
 from daemon.dictionary import Code
-from daemon.sdk import ConnectorContext, Page, PushItem, PushStatus, RemoteRecord
+from daemon.sdk import ConnectorContext, Page, PushItem, PushStatus
 from plugins.colleague.connector import ColleagueConnector, apply_fields
 from plugins.colleague.simulator import ColleagueSimulator
+from tests.connectorkit import build, pull_all
 from tests.instancekit import contact_fields, load_written
 
 
@@ -34,10 +35,8 @@ def sim(clock: FakeClock) -> Iterator[ColleagueSimulator]:
 def connect(
     sim: ColleagueSimulator, clock: FakeClock, **settings: Any
 ) -> Iterator[ColleagueConnector]:
-    values: dict[str, Any] = {"base_url": sim.url, "api_key": sim.api_key, "page_size": 3}
-    values.update(settings)
-    config = ColleagueConnector.Config.model_validate(values)
-    return ColleagueConnector(config, ConnectorContext("colleague"), clock=clock)
+    defaults = {"base_url": sim.url, "api_key": sim.api_key, "page_size": 3}
+    return build(ColleagueConnector, defaults, settings, ConnectorContext("colleague"), clock)
 
 
 @pytest.fixture
@@ -45,16 +44,6 @@ def conn(sim: ColleagueSimulator, clock: FakeClock) -> Iterator[ColleagueConnect
     connector = connect(sim, clock)
     yield connector
     connector.close()
-
-
-def pull_all(connector: ColleagueConnector, cursor: str | None) -> tuple[list[RemoteRecord], str]:
-    records: list[RemoteRecord] = []
-    final = cursor
-    for page in connector.pull(cursor):
-        records.extend(page.records)
-        final = page.cursor or final
-    assert final is not None
-    return records, final
 
 
 def cid(person: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from daemon.sdk import ConnectorContext, PushItem, PushStatus, RateLimited, Remo
 from plugins.hubspot.client import STATE_REFRESH_TOKEN
 from plugins.hubspot.connector import HubSpotConnector
 from plugins.hubspot.simulator import HubSpotSimulator
+from tests.connectorkit import build, pull_all
 
 
 @pytest.fixture
@@ -38,20 +39,8 @@ def connect(
     context: ConnectorContext | None = None,
     **settings: Any,
 ) -> HubSpotConnector:
-    values: dict[str, Any] = {"base_url": sim.url, "access_token": sim.private_app_token}
-    values.update(settings)
-    config = HubSpotConnector.Config.model_validate(values)
-    return HubSpotConnector(config, context or ConnectorContext("hs"), clock=clock)
-
-
-def pull_all(connector: HubSpotConnector, cursor: str | None) -> tuple[list[RemoteRecord], str]:
-    records: list[RemoteRecord] = []
-    final = cursor
-    for page in connector.pull(cursor):
-        records.extend(page.records)
-        final = page.cursor or final
-    assert final is not None
-    return records, final
+    defaults = {"base_url": sim.url, "access_token": sim.private_app_token}
+    return build(HubSpotConnector, defaults, settings, context or ConnectorContext("hs"), clock)
 
 
 def seed(sim: HubSpotSimulator, count: int, start: int = 0) -> list[str]:

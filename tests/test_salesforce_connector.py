@@ -23,12 +23,12 @@ from daemon.sdk import (
     PushItem,
     PushStatus,
     RateLimited,
-    RemoteRecord,
 )
 from daemon.store import Contact
 from plugins.salesforce.client import STATE_REFRESH_TOKEN, QueryRefused, default_audience
 from plugins.salesforce.connector import SalesforceConnector
 from plugins.salesforce.simulator import SalesforceSimulator
+from tests.connectorkit import build, pull_counted
 from tests.enginekit import sync_engine
 from tests.hubkit import log_rows
 from tests.instancekit import contact_fields, load_written
@@ -51,30 +51,14 @@ def connect(
     context: ConnectorContext | None = None,
     **settings: Any,
 ) -> SalesforceConnector:
-    values: dict[str, Any] = {
+    defaults = {
         "login_url": sim.url,
         "client_id": sim.client_id,
         "client_secret": sim.client_secret,
         "bulk_pull_threshold": 0,
         "bulk_push_threshold": 0,
     }
-    values.update(settings)
-    config = SalesforceConnector.Config.model_validate(values)
-    return SalesforceConnector(config, context or ConnectorContext("sf"), clock=clock)
-
-
-def pull_all(
-    connector: SalesforceConnector, cursor: str | None
-) -> tuple[list[RemoteRecord], str, int]:
-    records: list[RemoteRecord] = []
-    final = cursor
-    count = 0
-    for page in connector.pull(cursor):
-        count += 1
-        records.extend(page.records)
-        final = page.cursor or final
-    assert final is not None
-    return records, final, count
+    return build(SalesforceConnector, defaults, settings, context or ConnectorContext("sf"), clock)
 
 
 def seed(sim: SalesforceSimulator, count: int, start: int = 0, **extra: Any) -> list[str]:
@@ -102,7 +86,7 @@ def test_pull_pages_by_keyset_through_one_shared_modstamp(
     ids = seed(sim, 23)
     sim.share_modstamp(ids)
     connector = connect(sim, clock, query_chunk=5)
-    records, cursor, pages = pull_all(connector, None)
+    records, cursor, pages = pull_counted(connector, None)
     assert [r.remote_id for r in records] == ids
     assert pages >= 5  # five keyset queries of five rows, then one short one
     assert records[0].fields == {
@@ -114,7 +98,7 @@ def test_pull_pages_by_keyset_through_one_shared_modstamp(
     assert records[0].modified_at is not None and records[0].modified_at.tzinfo is not None
     position = json.loads(cursor)
     assert position["id"] == ids[-1]
-    again, _, _ = pull_all(connector, cursor)
+    again, _, _ = pull_counted(connector, cursor)
     assert again == []  # the overlap re-reads them, the seen map drops them
 
 
@@ -125,12 +109,12 @@ def test_incremental_pull_follows_next_records_url(
     sim.query_batch_size = 200
     ids = seed(sim, 450)
     connector = connect(sim, clock)
-    records, cursor, pages = pull_all(connector, None)
+    records, cursor, pages = pull_counted(connector, None)
     assert len(records) == 450 and pages == 3
     assert sim.counters["query_more"] == 2
     clock.advance(10)
     sim.edit_record(ids[3], FirstName="Changed")
-    again, _, _ = pull_all(connector, cursor)
+    again, _, _ = pull_counted(connector, cursor)
     assert [(r.remote_id, r.fields["FirstName"]) for r in again] == [(ids[3], "Changed")]
 
 
@@ -139,17 +123,17 @@ def test_late_commit_behind_the_cursor_is_caught_by_the_overlap(
 ) -> None:
     ids = seed(sim, 3)
     connector = connect(sim, clock, overlap_seconds=120)
-    _, cursor, _ = pull_all(connector, None)
+    _, cursor, _ = pull_counted(connector, None)
     clock.advance(60)
     sim.edit_record(ids[0], FirstName="Now")  # moves the cursor to now
-    _, cursor, _ = pull_all(connector, cursor)
+    _, cursor, _ = pull_counted(connector, cursor)
     sim.late_commit_seconds = 30  # a transaction that began 30 s ago commits now
     sim.edit_record(ids[1], FirstName="Late")
     late_stamp = sim.record(ids[1])["SystemModstamp"]
     assert late_stamp < sim.record(ids[0])["SystemModstamp"]
-    got, cursor, _ = pull_all(connector, cursor)
+    got, cursor, _ = pull_counted(connector, cursor)
     assert [(r.remote_id, r.fields["FirstName"]) for r in got] == [(ids[1], "Late")]
-    got, _, _ = pull_all(connector, cursor)
+    got, _, _ = pull_counted(connector, cursor)
     assert got == []
 
 
@@ -159,10 +143,10 @@ def test_without_overlap_the_keyset_alone_bounds_the_query(
     ids = seed(sim, 4)
     sim.share_modstamp(ids)
     connector = connect(sim, clock, overlap_seconds=0, query_chunk=2)
-    _, cursor, _ = pull_all(connector, None)
+    _, cursor, _ = pull_counted(connector, None)
     clock.advance(1)
     sim.edit_record(ids[2], Phone="+16175550100")
-    got, _, _ = pull_all(connector, cursor)
+    got, _, _ = pull_counted(connector, cursor)
     assert [r.remote_id for r in got] == [ids[2]]
 
 
@@ -171,11 +155,11 @@ def test_deletes_arrive_through_query_all_as_tombstones(
 ) -> None:
     ids = seed(sim, 3)
     connector = connect(sim, clock)
-    first, cursor, _ = pull_all(connector, None)
+    first, cursor, _ = pull_counted(connector, None)
     assert not any(r.deleted for r in first)
     clock.advance(5)
     sim.delete_record(ids[1])
-    got, _, _ = pull_all(connector, cursor)
+    got, _, _ = pull_counted(connector, cursor)
     assert [(r.remote_id, r.deleted, dict(r.fields)) for r in got] == [(ids[1], True, {})]
 
 
@@ -185,11 +169,11 @@ def test_soql_filter_chooses_what_syncs_and_a_bad_one_is_a_config_error(
     seed(sim, 2, Title="Student")
     wanted = seed(sim, 2, start=2, Title="Alumnus")
     connector = connect(sim, clock, soql_filter="Title = 'Alumnus'")
-    records, _, _ = pull_all(connector, None)
+    records, _, _ = pull_counted(connector, None)
     assert [r.remote_id for r in records] == wanted
     broken = connect(sim, clock, soql_filter="Nickname__c = 'x'")
     with pytest.raises(QueryRefused) as caught:
-        pull_all(broken, None)
+        pull_counted(broken, None)
     assert caught.value.code == Code.CONFIG_INVALID
     assert "INVALID_FIELD" in caught.value.message
 
@@ -199,7 +183,7 @@ def test_leads_are_synced_with_their_own_required_company(
 ) -> None:
     sim.add_record("Lead", LastName="Lee", Company="Acme")
     connector = connect(sim, clock, object="Lead", fields=["LastName", "Company"])
-    records, _, _ = pull_all(connector, None)
+    records, _, _ = pull_counted(connector, None)
     assert [dict(r.fields) for r in records] == [{"LastName": "Lee", "Company": "Acme"}]
     required = {f.name for f in connector.describe() if f.required}
     assert required == {"LastName", "Company"}
@@ -301,7 +285,7 @@ def test_the_cycle_stops_above_the_share_of_the_daily_allowance(
     seed(sim, 1400)  # seven pages
     connector = connect(sim, clock, daily_share=0.5, limit_backoff_seconds=900)
     with pytest.raises(RateLimited) as caught:
-        pull_all(connector, None)
+        pull_counted(connector, None)
     assert caught.value.retry_after == 900
     assert sim.api_usage() == 5  # stopped at the share, leaving the rest to others
     assert sim.counters["limit_refused"] == 0
@@ -314,7 +298,7 @@ def test_request_limit_exceeded_is_never_retried(
     sim.daily_limit = 0  # another integration spent the org's allowance
     connector = connect(sim, clock, limit_backoff_seconds=1800)
     with pytest.raises(RateLimited) as caught:
-        pull_all(connector, None)
+        pull_counted(connector, None)
     assert caught.value.retry_after == 1800
     assert "REQUEST_LIMIT_EXCEEDED" in caught.value.message
     assert sim.counters["limit_refused"] == 1
@@ -365,7 +349,7 @@ def test_jwt_bearer_signs_an_assertion_and_a_wrong_user_is_refused(
     settings = {"client_secret": None, "username": sim.username}
     connector = connect(sim, clock, private_key=sim.private_key_pem, **settings)
     assert connector.settings.auth == "jwt"
-    records, _, _ = pull_all(connector, None)
+    records, _, _ = pull_counted(connector, None)
     assert len(records) == 2
     settings["username"] = "intruder@example.org"
     stranger = connect(sim, clock, private_key=sim.private_key_pem, **settings)
@@ -407,7 +391,7 @@ def test_a_big_first_pull_is_a_bulk_query_read_page_by_page(
     assert "job" not in json.loads(pages[-1].cursor or "{}")
     clock.advance(5)
     sim.edit_record(ids[4], FirstName="After")
-    got, _, _ = pull_all(connector, pages[-1].cursor)
+    got, _, _ = pull_counted(connector, pages[-1].cursor)
     assert [r.remote_id for r in got] == [ids[4]]
 
 
