@@ -1,19 +1,23 @@
 """``contactsync demo``: the newcomer's first command. No account, no network.
 
-It starts the HubSpot simulator in this process, writes a throw-away ``etc/`` with one two-way
-HubSpot instance, seeds contacts on both sides (a few of them bad on purpose), and runs the
-real daemon (:class:`daemon.service.Service`) on it. Meanwhile a scripted "user" edits
-contacts on both sides, and the terminal shows each change arriving on the other side. At the
-end it prints the sync log, where the bad records sit with their codes.
+It starts every built-in platform in this process (the HubSpot, Salesforce, Colleague and
+Slate simulators on loopback, a local Banner folder for the ``sftp`` plugin and a local folder
+for the conversations ``export``), writes a throw-away ``etc/`` with one instance each, seeds
+contacts on every side (a few of them bad on purpose), and runs the real daemon
+(:class:`daemon.service.Service`) on it. Meanwhile a scripted "user" edits contacts on several
+sides, and the terminal shows each change arriving on the other side. At the end it prints the
+sync log, where the bad records sit with their codes, and a summary per platform.
 
 The daemon runs on the main thread, exactly as ``contactsync run`` runs it: only the main
 thread may install signal handlers, and this way Ctrl-C stops it the usual way (drain the
 running cycles, then exit). The script and the display run on a helper thread, which ends the
 daemon after ``--duration`` by sending SIGTERM to the main thread.
 
-What the display shows is observed, not assumed: every few hundred milliseconds it reads both
-sides, pairs hub contacts with HubSpot records by CRM id (``owns_crm_id``), and reports a
-field whose two values have just come to agree, and which side moved to reach agreement.
+What the display shows is observed, not assumed: every few hundred milliseconds it reads every
+side, pairs hub contacts with platform records through the hub's links, and reports a record
+that crossed over, a field whose two values have just come to agree (and which side moved to
+reach agreement), a Slate upload a pull confirmed, and each file written or read.
+The platforms themselves live in :mod:`daemon.demo_platforms`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,34 +39,28 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.live import Live
 from rich.table import Table
+from sqlalchemy import select
 
+from daemon import links
 from daemon import log as logging_setup
 from daemon.config import load_settings
 from daemon.database import make_engine
+from daemon.demo_platforms import SEED, Platform, Step, all_platforms
 from daemon.hub import list_contacts, save_contact
 from daemon.output import console, print_table
+from daemon.store import Link, SyncRun
 from daemon.synclog_query import query_log
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from daemon.cli import App
-    from plugins.hubspot.simulator import HubSpotSimulator
 
-TOKEN_ENV = "CONTACTSYNC_DEMO_HUBSPOT_TOKEN"
-INSTANCE = "hubspot"
-SEED = 7
-REMOTE_CONTACTS = 8
+__all__ = ["SEED", "demo_command"]
+
 POLL_SECONDS = 0.4
 # These would point the daemon at the user's real hub; the demo must only touch its own.
 _HUB_OVERRIDES = ("CONTACTSYNC_DATABASE_URL", "CONTACTSYNC_STATE_DIR", "STATE_DIRECTORY")
-# hub field -> HubSpot property, as mapped in the instance file below.
-FIELDS = {
-    "first_name": "firstname",
-    "last_name": "lastname",
-    "email": "email",
-    "phone": "phone",
-}
 LABELS = {"first_name": "first name", "last_name": "last name", "email": "email", "phone": "phone"}
 
 SETTINGS_TOML = """\
@@ -73,7 +71,7 @@ state_dir = "{state_dir}"
 url = "{database_url}"
 
 [daemon]
-workers = 2
+workers = 3
 shutdown_grace_seconds = 5
 reload_debounce_ms = 200
 wake_debounce_ms = 200
@@ -83,117 +81,130 @@ poll_interval_ms = 200
 level = "warning"
 """
 
-INSTANCE_TOML = """\
-# Written by `contactsync demo`: a two-way HubSpot instance on the local simulator.
-type = "hubspot"
-direction = "both"
-owns_crm_id = true   # HubSpot's record id becomes the hub contact's CRM id
 
-[schedule]
-pull = "every 2s"
-push = "every 2s"
-
-[[fields]]
-hub = "first_name"
-remote = "firstname"
-
-[[fields]]
-hub = "last_name"
-remote = "lastname"
-
-[[fields]]
-hub = "email"
-remote = "email"
-
-[[fields]]
-hub = "phone"
-remote = "phone"
-
-[settings]
-base_url = "{base_url}"
-access_token = {{ env = "{token_env}" }}   # the token itself is never written down
-"""
-
-
-# --- what the two sides look like -----------------------------------------------------------
+# --- what the sides look like --------------------------------------------------------------
 
 
 def _norm(name: str, value: Any) -> str:
-    """A value as both sides should agree on it: HubSpot lower-cases emails and the hub
-    stores phones as E.164, so compare emails case-blind and phones by their digits."""
+    """A value as both sides should agree on it: platforms lower-case emails, the hub stores
+    phones as E.164 and some platforms keep ten digits, so compare emails case-blind and
+    phones by their last ten digits."""
     text = "" if value is None else str(value).strip()
     if name == "email":
         return text.lower()
     if name == "phone":
-        return "".join(c for c in text if c.isdigit())
+        return "".join(c for c in text if c.isdigit())[-10:]
     return text
 
 
 @dataclass
 class Snapshot:
-    """Both sides at one moment: hub contacts by id, HubSpot records by id."""
+    """Every side at one moment: hub contacts by id, each platform's links by contact id
+    (with the link's row id and state), records by remote id, and files."""
 
     hub: dict[str, dict[str, Any]] = field(default_factory=dict)
-    remote: dict[str, dict[str, Any]] = field(default_factory=dict)
+    links: dict[str, dict[str, tuple[int, str, str]]] = field(default_factory=dict)
+    remote: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    files: dict[str, dict[str, str]] = field(default_factory=dict)
+    # contact id -> the connection of its oldest link: where a pulled contact came from
+    origin: dict[str, str] = field(default_factory=dict)
 
 
-def take_snapshot(engine: Engine, sim: HubSpotSimulator) -> Snapshot:
-    """Read both sides (the simulator under its lock, so a record is never half-written)."""
-    hub = {
+def take_snapshot(engine: Engine, platforms: list[Platform]) -> Snapshot:
+    """Read every side (each simulator under its lock, so a record is never half-written)."""
+    snap = Snapshot()
+    snap.hub = {
         row["id"]: dict(row) for row in list_contacts(engine, include_archived=True, limit=10_000)
     }
-    with sim.lock:
-        remote = {
-            rid: {prop: record["properties"].get(prop) for prop in FIELDS.values()}
-            for rid, record in sim.records.items()
-            if not record.get("archived")
-        }
-    return Snapshot(hub, remote)
+    table = Link.__table__
+    query = select(
+        table.c.id, table.c.connection, table.c.remote_id, table.c.contact_id, table.c.state
+    ).order_by(table.c.id)
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            snap.links.setdefault(row.connection, {})[row.contact_id] = (
+                row.id,
+                row.remote_id,
+                row.state,
+            )
+            snap.origin.setdefault(row.contact_id, row.connection)
+    for platform in platforms:
+        snap.remote[platform.instance] = platform.view()
+        snap.files[platform.instance] = platform.files()
+    return snap
 
 
 def _who(contact: dict[str, Any]) -> str:
-    first = contact.get("first_name") or contact.get("firstname") or "?"
-    last = contact.get("last_name") or contact.get("lastname") or ""
+    first = contact.get("first_name") or "?"
+    last = contact.get("last_name") or ""
     return f"{first} {last}".strip()
 
 
-def diff(before: Snapshot, after: Snapshot) -> list[tuple[str, str]]:
+def diff(
+    before: Snapshot, after: Snapshot, platforms: list[Platform], hub_made: set[str]
+) -> list[tuple[str, str]]:
     """The changes that flowed between two snapshots, as ``(direction, what)``.
 
-    A pair (hub contact, HubSpot record with that id) that is new means a record crossed over:
-    from HubSpot when the hub contact is new, from the hub when the HubSpot record is. A field
+    A new link means a record crossed over: from the platform when the contact was made by
+    that link's pull (its oldest link, and not made in the hub), else from the hub. A field
     whose two values now agree but did not before crossed from the side that did not move.
+    (The driver snapshots right after each scripted change, so within one interval only the
+    daemon moves a side; when both moved, the hub moved first and the platform followed.)
     """
     events: list[tuple[str, str]] = []
-    old_pairs = {c["crm_id"]: cid for cid, c in before.hub.items() if c.get("crm_id")}
-    for contact_id, contact in after.hub.items():
-        crm_id = contact.get("crm_id")
-        remote = after.remote.get(crm_id) if crm_id else None
-        if remote is None:
-            continue
-        if old_pairs.get(crm_id) != contact_id:
-            if contact_id not in before.hub:
-                events.append(("HubSpot → hub", f"new contact {_who(contact)}"))
-            else:
-                # The hub's contact got its HubSpot id: it was created there. (The record may
-                # show up a snapshot before the id is written back, so don't ask whether the
-                # record is new too.)
-                events.append(("hub → HubSpot", f"new contact {_who(contact)}"))
-            continue
-        old_contact, old_remote = before.hub[contact_id], before.remote.get(crm_id)
-        if old_remote is None:
-            continue
-        for hub_name, prop in FIELDS.items():
-            now_hub, now_remote = _norm(prop, contact[hub_name]), _norm(prop, remote[prop])
-            was_hub = _norm(prop, old_contact[hub_name])
-            was_remote = _norm(prop, old_remote[prop])
-            if now_hub != now_remote or was_hub == was_remote:
+    for platform in platforms:
+        name, label = platform.instance, platform.label
+        inbound, outbound = f"{label} → hub", f"hub → {label}"
+        old_links = before.links.get(name, {})
+        for contact_id, (_, remote_id, state) in after.links.get(name, {}).items():
+            contact = after.hub.get(contact_id)
+            if contact is None:
                 continue
-            what = f"{_who(contact)}'s {LABELS[hub_name]}: {contact[hub_name] or '(blank)'}"
-            if was_hub != now_hub:  # the hub moved to meet HubSpot
-                events.append(("HubSpot → hub", what))
-            else:
-                events.append(("hub → HubSpot", what))
+            old = old_links.get(contact_id)
+            if old is None:
+                pulled = contact_id not in hub_made and after.origin.get(contact_id) == name
+                if pulled:
+                    events.append((inbound, f"new contact {_who(contact)}"))
+                elif state == links.PENDING:
+                    events.append((outbound, f"new contact {_who(contact)} (sent, pending)"))
+                elif not platform.files_out:
+                    events.append((outbound, f"new contact {_who(contact)}"))
+                continue
+            if old[2] == links.PENDING and state == links.ACTIVE:
+                events.append((inbound, f"confirmed {_who(contact)} (a pull saw the upload)"))
+            events.extend(_field_events(platform, before, after, contact_id, remote_id))
+        old_files = before.files.get(name, {})
+        for key, text in after.files.get(name, {}).items():
+            if key not in old_files:
+                direction, what = text.split("|", 1)
+                events.append((direction, what))
+    return events
+
+
+def _field_events(
+    platform: Platform, before: Snapshot, after: Snapshot, contact_id: str, remote_id: str
+) -> list[tuple[str, str]]:
+    """Fields of one linked pair that have just come to agree, and which side moved."""
+    name = platform.instance
+    remote, old_remote = after.remote[name].get(remote_id), before.remote[name].get(remote_id)
+    old_contact = before.hub.get(contact_id)
+    if remote is None or old_remote is None or old_contact is None:
+        return []
+    contact = after.hub[contact_id]
+    events = []
+    for hub_name in platform.mapping:
+        now_hub, now_remote = _norm(hub_name, contact[hub_name]), _norm(hub_name, remote[hub_name])
+        was_hub, was_remote = (
+            _norm(hub_name, old_contact[hub_name]),
+            _norm(hub_name, old_remote[hub_name]),
+        )
+        if now_hub != now_remote or was_hub == was_remote:
+            continue
+        what = f"{_who(contact)}'s {LABELS[hub_name]}: {contact[hub_name] or '(blank)'}"
+        if was_hub != now_hub and was_remote == now_remote:  # the hub moved to meet it
+            events.append((f"{platform.label} → hub", what))
+        else:
+            events.append((f"hub → {platform.label}", what))
     return events
 
 
@@ -203,115 +214,45 @@ def diff(before: Snapshot, after: Snapshot) -> list[tuple[str, str]]:
 class Feed:
     """The recent events, shown live on a terminal and as plain lines elsewhere (CI)."""
 
-    def __init__(self, live: bool, keep: int = 14) -> None:
+    def __init__(self, live: bool, keep: int = 16) -> None:
         self.live = live
         self.started = time.monotonic()
         self.events: deque[tuple[str, str, str]] = deque(maxlen=keep)
         self.status = "starting"
-        self.counts = {"HubSpot → hub": 0, "hub → HubSpot": 0}
+        self.counts: Counter[str] = Counter()  # direction -> changes seen
 
     def add(self, direction: str, what: str) -> None:
         stamp = f"{time.monotonic() - self.started:5.1f}s"
         self.events.append((stamp, direction, what))
-        if direction in self.counts:
+        if "→" in direction:
             self.counts[direction] += 1
         if not self.live:
-            console.print(f"{stamp}  {direction:<14} {what}")
+            console.print(f"{stamp}  {direction:<14} {what}", soft_wrap=True)
 
     def render(self) -> Table:
-        arrived = ", ".join(f"{d}: {n}" for d, n in self.counts.items())
+        arrived = sum(self.counts.values())
         table = Table(
             title="contactsync demo — changes flowing (Ctrl-C to stop)",
-            caption=f"{self.status} · {arrived}",
+            caption=f"{self.status} · {arrived} changes seen",
             expand=False,
         )
         table.add_column("time", justify="right", style="dim")
         table.add_column("direction", no_wrap=True)
         table.add_column("what")
         for stamp, direction, what in self.events:
-            style = {"HubSpot → hub": "cyan", "hub → HubSpot": "green"}.get(direction, "yellow")
+            if direction.endswith("→ hub"):
+                style = "cyan"
+            elif direction.startswith("hub →"):
+                style = "green"
+            else:
+                style = "yellow"
             table.add_row(stamp, f"[{style}]{direction}[/{style}]", what)
         return table
 
 
-@dataclass
-class Step:
-    """One scripted change, made ``at`` seconds into the demo."""
-
-    at: float
-    side: str  # "HubSpot" or "hub": where the change is made
-    what: str
-    apply: Callable[[], None]
-
-
-def script(engine: Engine, sim: HubSpotSimulator, hub_ids: dict[str, str]) -> list[Step]:
-    """The scripted user's changes, on both sides, spaced so each one is seen arriving."""
-    remote_first = str(min(int(i) for i in sim.records))
-    remote_name = _who(sim.records[remote_first]["properties"])
-
-    def hub_edit(values: dict[str, str]) -> Callable[[], None]:
-        return lambda: save_contact(engine, values, contact_id=hub_ids["ada"])
-
-    return [
-        Step(
-            3.0,
-            "HubSpot",
-            f"a HubSpot user edits {remote_name}'s phone",
-            lambda: sim.edit_contact(remote_first, phone="+16175550123"),
-        ),
-        Step(
-            5.0,
-            "hub",
-            "staff edit Ada Lovelace's email in the hub",
-            hub_edit({"email": "ada@analytical.engine.example"}),
-        ),
-        Step(
-            7.0,
-            "HubSpot",
-            "a HubSpot user adds Hedy Lamarr",
-            lambda: sim.add_contact(
-                firstname="Hedy",
-                lastname="Lamarr",
-                email="hedy.lamarr@example.org",
-                phone="+13105550147",
-            ),
-        ),
-        Step(
-            9.0,
-            "hub",
-            "staff add Linus Torvalds in the hub",
-            lambda: save_contact(
-                engine,
-                {
-                    "first_name": "Linus",
-                    "last_name": "Torvalds",
-                    "phone": "+15035550188",
-                    "email": "linus@example.org",
-                },
-            ),
-        ),
-        Step(
-            11.0,
-            "hub",
-            "staff fix Ada Lovelace's phone in the hub",
-            hub_edit({"phone": "+442079460958"}),
-        ),
-    ]
-
-
-def seed_remote(sim: HubSpotSimulator) -> None:
-    """Bad records a HubSpot account really holds: the hub refuses them, with a code."""
-    sim.add_contact(
-        firstname="Phil", lastname="Badphone", email="phil@example.org", phone="12345"
-    )  # invalid-phone
-    sim.add_contact(
-        firstname="Cher", lastname="", email="cher@example.org", phone="+12135550176"
-    )  # blank-required-data-in-record: a new hub contact needs a last name
-
-
 def seed_hub(engine: Engine) -> dict[str, str]:
     """Hub contacts before the first sync; returns their ids by nickname."""
-    ids = {
+    return {
         "ada": save_contact(
             engine,
             {
@@ -325,7 +266,7 @@ def seed_hub(engine: Engine) -> dict[str, str]:
         "noemail": save_contact(
             engine, {"first_name": "Nora", "last_name": "Noemail", "phone": "+12025550155"}
         ),
-        # A test user is never sent anywhere; it must not appear in HubSpot.
+        # A test user is never sent anywhere; it must not appear on any platform.
         "test": save_contact(
             engine,
             {
@@ -337,10 +278,9 @@ def seed_hub(engine: Engine) -> dict[str, str]:
             test_user=True,
         ),
     }
-    return ids
 
 
-def write_etc(root: Path, base_url: str) -> Path:
+def write_etc(root: Path, platforms: list[Platform]) -> Path:
     """The demo's own ``etc/``; its hub is an SQLite file under ``root/var``."""
     etc = root / "etc"
     (etc / "instances").mkdir(parents=True, exist_ok=True)
@@ -350,31 +290,32 @@ def write_etc(root: Path, base_url: str) -> Path:
     (etc / "contactsync.toml").write_text(
         SETTINGS_TOML.format(state_dir=state.as_posix(), database_url=url)
     )
-    (etc / "instances" / f"{INSTANCE}.toml").write_text(
-        INSTANCE_TOML.format(base_url=base_url, token_env=TOKEN_ENV)
-    )
+    for platform in platforms:
+        text = "# Written by `contactsync demo`.\n" + platform.instance_toml()
+        (etc / "instances" / f"{platform.instance}.toml").write_text(text)
     return etc
 
 
 class Driver(threading.Thread):
-    """The helper thread: plays the script, watches both sides, ends the daemon in time."""
+    """The helper thread: plays the script, watches every side, ends the daemon in time."""
 
     def __init__(
         self,
         engine: Engine,
-        sim: HubSpotSimulator,
+        platforms: list[Platform],
         steps: list[Step],
         feed: Feed,
         duration: float | None,
     ) -> None:
         super().__init__(name="demo-driver", daemon=True)
         self.engine = engine
-        self.sim = sim
-        self.steps = list(steps)
+        self.platforms = platforms
+        self.steps = sorted(steps, key=lambda s: s.at)
         self.feed = feed
         self.duration = duration
         self.done = threading.Event()  # set by the main thread once the daemon stopped
         self.error: BaseException | None = None
+        self.hub_made: set[str] = set()  # contacts made in the hub, never pulled
 
     def run(self) -> None:
         try:
@@ -387,20 +328,31 @@ class Driver(threading.Thread):
             self.error = exc
             _stop_daemon()
 
+    def _observe(self, before: Snapshot) -> Snapshot:
+        after = take_snapshot(self.engine, self.platforms)
+        for direction, what in diff(before, after, self.platforms, self.hub_made):
+            self.feed.add(direction, what)
+        return after
+
     def _watch(self, refresh: Callable[[], None]) -> None:
         started = time.monotonic()
-        before = take_snapshot(self.engine, self.sim)
+        before = take_snapshot(self.engine, self.platforms)
+        self.hub_made.update(before.hub)
         stop_sent = False
         while not self.done.wait(POLL_SECONDS):
             elapsed = time.monotonic() - started
-            while self.steps and self.steps[0].at <= elapsed:
-                step = self.steps.pop(0)
-                step.apply()
-                self.feed.add(f"you, in {step.side}", step.what)
-            after = take_snapshot(self.engine, self.sim)
-            for direction, what in diff(before, after):
-                self.feed.add(direction, what)
-            before = after
+            if self.steps and self.steps[0].at <= elapsed:
+                # What the daemon did so far, then the change: the next interval then holds
+                # only the daemon's moves, so the side that moved is the one that followed.
+                before = self._observe(before)
+                while self.steps and self.steps[0].at <= elapsed:
+                    step = self.steps.pop(0)
+                    made = step.apply()
+                    if step.side == "hub" and isinstance(made, str):
+                        self.hub_made.add(made)
+                    self.feed.add(f"you, in {step.side}", step.what)
+                before = take_snapshot(self.engine, self.platforms)
+            before = self._observe(before)
             if self.duration is None:
                 self.feed.status = f"running {elapsed:.0f}s"
             else:
@@ -420,14 +372,24 @@ def _stop_daemon() -> None:
         signal.pthread_kill(main, signal.SIGTERM)
 
 
-def print_sync_log(engine: Engine) -> None:
+def print_sync_log(engine: Engine, platforms: list[Platform]) -> None:
     """The sync log of the demo: each refused record with its code, and what to do."""
     names = {c["id"]: _who(c) for c in list_contacts(engine, include_archived=True, limit=10_000)}
+    labels = {p.instance: p.label for p in platforms}
     rows = query_log(engine, limit=200)
     rows.reverse()  # oldest first reads like a story
     print_table(
-        ("direction", "record", "code", "message"),
-        [(r["direction"], _record(r, names), r["code"], r["message"]) for r in rows],
+        ("platform", "direction", "record", "code", "message"),
+        [
+            (
+                labels.get(str(r.get("instance") or ""), r.get("instance") or ""),
+                r["direction"],
+                _record(r, names),
+                r["code"],
+                r["message"],
+            )
+            for r in rows
+        ],
         title="Sync log (also: contactsync log)",
     )
     codes = sorted({str(r["code"]) for r in rows if r["code"]})
@@ -437,17 +399,60 @@ def print_sync_log(engine: Engine) -> None:
 
 
 def _record(row: dict[str, Any], names: dict[str, str]) -> str:
-    """Who a log row is about: the hub contact's name, else the HubSpot record's id (a
-    refused incoming record has no hub contact)."""
+    """Who a log row is about: the hub contact's name, else the platform record's id (a
+    refused incoming record has no hub contact), else its file and row."""
     if row.get("contact_id"):
         return names.get(row["contact_id"], row["contact_id"])
     if row.get("remote_id"):
-        return f"HubSpot #{row['remote_id']}"
+        return f"#{row['remote_id']}"
     return ""
 
 
-def report_test_user(engine: Engine, sim: HubSpotSimulator, test_id: str) -> None:
-    """Say, after checking, that the test user stayed in the hub."""
+_IN = ("read", "created", "updated")
+_OUT = ("created", "updated", "failed")
+
+
+def print_summary(engine: Engine, platforms: list[Platform], feed: Feed) -> None:
+    """Per platform: records in and out (from the runs' own counts), changes seen, files."""
+    table = SyncRun.__table__
+    totals: dict[tuple[str, str], Counter[str]] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(select(table.c.instance, table.c.direction, table.c.counts)):
+            bucket = totals.setdefault((row.instance, row.direction), Counter())
+            bucket.update({k: int(v) for k, v in (row.counts or {}).items() if isinstance(v, int)})
+    rows = []
+    for p in platforms:
+        pulled, pushed = totals.get((p.instance, "pull"), Counter()), Counter()
+        pushed += totals.get((p.instance, "push"), Counter())
+        exported = totals.get((p.instance, "export"), Counter())
+        rows.append(
+            (
+                p.label,
+                " / ".join(str(pulled[k]) for k in _IN),
+                " / ".join(str(pushed[k]) for k in _OUT),
+                str(pulled["confirmed"]) if pulled["confirmed"] else "",
+                f"{feed.counts[f'{p.label} → hub']} in, {feed.counts[f'hub → {p.label}']} out",
+                str(len(p.files())) if p.files() else "",
+                str(exported["messages"]) if exported else "",
+            )
+        )
+    print_table(
+        (
+            "platform",
+            "in: read / created / updated",
+            "out: created / updated / failed",
+            "confirmed",
+            "changes seen",
+            "files",
+            "messages exported",
+        ),
+        rows,
+        title="Per platform (also: contactsync status)",
+    )
+
+
+def report_test_user(engine: Engine, platforms: list[Platform], test_id: str) -> None:
+    """Say, after checking every platform's records, that the test user stayed in the hub."""
     contact = next(
         (
             c
@@ -457,11 +462,16 @@ def report_test_user(engine: Engine, sim: HubSpotSimulator, test_id: str) -> Non
         None,
     )
     email = _norm("email", contact["email"] if contact else "")
-    with sim.lock:
-        sent = any(
-            _norm("email", r["properties"].get("email")) == email for r in sim.records.values()
-        )
-    verdict = "was SENT to HubSpot (a bug)" if sent else "was never sent to HubSpot"
+    found = [
+        p.label
+        for p in platforms
+        if any(_norm("email", r.get("email")) == email for r in p.view().values())
+        or p.mentions(email)
+    ]
+    where = ", ".join(found)
+    verdict = f"was SENT to {where} (a bug)" if found else "was never sent to HubSpot"
+    if not found and len(platforms) > 1:
+        verdict += " nor any other platform (nor exported)"
     console.print(f"test user {_who(contact or {})} {verdict}")
 
 
@@ -498,14 +508,14 @@ class _CurrentStderr(io.TextIOBase):
 )
 @click.pass_obj
 def demo_command(app: App, duration: float | None, keep: Path | None) -> None:
-    """Watch contacts sync both ways with a simulated HubSpot: no account, no network.
+    """Watch contacts sync with every built-in platform, simulated: no account, no network.
 
-    Starts the HubSpot simulator, writes a temporary etc/ with a two-way instance, seeds
-    contacts on both sides (some bad on purpose), runs the daemon, edits contacts on both
-    sides, and shows the changes arrive. Ends with the sync log and its error codes.
+    Starts the HubSpot, Salesforce, Colleague and Slate simulators, a local Banner folder
+    (sftp) and a local export folder, writes a temporary etc/ with an instance each, seeds
+    contacts on every side (some bad on purpose), runs the daemon, edits contacts on several
+    sides, and shows the changes arrive. Ends with the sync log and a summary per platform.
     """
     from daemon.service import Service, quiet_libraries
-    from plugins.hubspot.simulator import HubSpotSimulator
 
     # Quiet logs on stderr, so the display on stdout stays readable.
     logging_setup.configure(level="warning", stream=_CurrentStderr())
@@ -519,21 +529,30 @@ def demo_command(app: App, duration: float | None, keep: Path | None) -> None:
         root.mkdir(parents=True, exist_ok=True)
     else:
         root = Path(tempfile.mkdtemp(prefix="contactsync-demo-"))
-    sim = HubSpotSimulator(contacts=REMOTE_CONTACTS, seed=SEED).start()
+    platforms = all_platforms()
+    started: list[Platform] = []
     try:
-        # The connector reads the token by reference, from this process's environment only.
-        os.environ[TOKEN_ENV] = sim.credentials()["access_token"]
-        seed_remote(sim)
-        etc = write_etc(root, sim.url)
+        for platform in platforms:
+            platform.start(root)
+            started.append(platform)
+            secret = platform.secret()
+            if secret is not None:
+                # The connector reads it by reference, from this process's environment only.
+                logging_setup.register_secret(secret)
+                os.environ[platform.env] = secret
+            platform.seed()
+        etc = write_etc(root, platforms)
         settings = load_settings(etc)
         engine = make_engine(settings.database_url)
         hub_ids = seed_hub(engine)
+        for platform in platforms:
+            platform.seed_hub(engine, hub_ids)
         feed = Feed(live=console.is_terminal)
-        console.print(
-            f"HubSpot simulator at {sim.url} with {len(sim.records)} contacts; "
-            f"hub {settings.database_url}; config {etc}"
-        )
-        driver = Driver(engine, sim, script(engine, sim, hub_ids), feed, duration)
+        for platform in platforms:
+            console.print(platform.describe())
+        console.print(f"hub {settings.database_url}; config {etc}")
+        steps = [s for p in platforms for s in p.steps(engine, hub_ids)]
+        driver = Driver(engine, platforms, steps, feed, duration)
         driver.start()
         service = Service(etc, settings, pm=app.pm)
         code = service.run()  # on this, the main thread: its signals, Ctrl-C included
@@ -544,15 +563,19 @@ def demo_command(app: App, duration: float | None, keep: Path | None) -> None:
         if code != 0:
             raise SystemExit(code)
         console.print(
-            f"changes seen: HubSpot → hub {feed.counts['HubSpot → hub']}, "
-            f"hub → HubSpot {feed.counts['hub → HubSpot']}"
+            "changes seen: " + ", ".join(f"{d} {n}" for d, n in sorted(feed.counts.items())),
+            soft_wrap=True,
         )
-        report_test_user(engine, sim, hub_ids["test"])
-        print_sync_log(engine)
+        report_test_user(engine, platforms, hub_ids["test"])
+        print_sync_log(engine, platforms)
+        print_summary(engine, platforms, feed)
         engine.dispose()
     finally:
-        sim.stop()
-        os.environ.pop(TOKEN_ENV, None)
+        for platform in reversed(started):
+            platform.stop()
+        for platform in platforms:
+            if platform.env:
+                os.environ.pop(platform.env, None)
         if keep is None:
             shutil.rmtree(root, ignore_errors=True)
         else:

@@ -1,0 +1,208 @@
+"""The platforms of ``contactsync demo``: one small class each, on one shape.
+
+Each :class:`Platform` starts its simulator (or its local folder), writes its instance file,
+hands its secret over by environment variable (never in a file), seeds a few records (some
+bad on purpose), reads its side back as hub fields (so the display can tell which side moved),
+lists the files it has written, and scripts a user's changes on its side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from daemon.hub import save_contact
+
+# Simulator seed: fixed, so the tests know each simulator's secrets without starting one.
+SEED = 7
+SCHEDULE = 'pull = "every 2s"\npush = "every 2s"\n'
+HUB_FIELDS = ("first_name", "last_name", "email", "phone")
+
+
+@dataclass
+class Step:
+    """One scripted change, made ``at`` seconds into the demo. ``apply`` returns the id of a
+    hub contact it made or changed (a ``hub`` step), so the display knows where it came from."""
+
+    at: float
+    side: str  # the platform's label, or "hub": where the change is made
+    what: str
+    apply: Callable[[], Any]
+
+
+def fields_toml(mapping: dict[str, str]) -> str:
+    """``[[fields]]`` tables for hub field -> remote field."""
+    return "".join(f'\n[[fields]]\nhub = "{h}"\nremote = "{r}"\n' for h, r in mapping.items())
+
+
+class Platform:
+    """One platform of the demo. Subclasses fill in the hooks; the defaults suit a platform
+    with nothing to seed, no records to read back and no files."""
+
+    label = ""  # as the display names it: "Salesforce"
+    instance = ""  # the instance's (and so its link connection's) name
+    env = ""  # the variable that carries its secret, if any
+    mapping: dict[str, str] = {}  # hub field -> remote field
+    files_out = False  # its pushes are files: show the files, not one line per contact
+
+    def start(self, root: Path) -> None:
+        """Start the simulator or make the folders; ``root`` is the demo's folder."""
+
+    def stop(self) -> None:
+        """Stop the simulator."""
+
+    def secret(self) -> str | None:
+        """The secret handed to the connector through :attr:`env`."""
+        return None
+
+    def instance_toml(self) -> str:
+        """The instance file."""
+        raise NotImplementedError
+
+    def seed(self) -> None:
+        """Records on the platform's side before the first sync."""
+
+    def seed_hub(self, engine: Engine, hub_ids: dict[str, str]) -> None:
+        """What this platform needs in the hub before the first sync (messages, say)."""
+
+    def view(self) -> dict[str, dict[str, Any]]:
+        """The platform's live records: remote id -> hub field -> value."""
+        return {}
+
+    def mentions(self, text: str) -> bool:
+        """Whether ``text`` appears in a file this platform was sent."""
+        return False
+
+    def files(self) -> dict[str, str]:
+        """Files the sync wrote or read here: a key -> ``(direction, what)`` text."""
+        return {}
+
+    def steps(self, engine: Engine, hub_ids: dict[str, str]) -> list[Step]:
+        """The scripted user's changes on this platform."""
+        return []
+
+    def describe(self) -> str:
+        """One line for the start of the demo: where the platform lives."""
+        return self.label
+
+
+class SimulatedPlatform(Platform):
+    """A platform served by a simulator on loopback."""
+
+    sim: Any = None
+
+    def stop(self) -> None:
+        if self.sim is not None:
+            self.sim.stop()
+
+    def describe(self) -> str:
+        return f"{self.label} simulator at {self.sim.url}"
+
+
+class HubSpot(SimulatedPlatform):
+    """HubSpot: owns the hub's CRM id, as in the single-platform demo."""
+
+    label, instance, env = "HubSpot", "hubspot", "CONTACTSYNC_DEMO_HUBSPOT_TOKEN"
+    mapping = {
+        "first_name": "firstname",
+        "last_name": "lastname",
+        "email": "email",
+        "phone": "phone",
+    }
+    contacts = 3
+
+    def start(self, root: Path) -> None:
+        from plugins.hubspot.simulator import HubSpotSimulator
+
+        self.sim = HubSpotSimulator(contacts=self.contacts, seed=SEED).start()
+
+    def secret(self) -> str:
+        return str(self.sim.credentials()["access_token"])
+
+    def instance_toml(self) -> str:
+        return (
+            '# A two-way HubSpot instance on the local simulator.\ntype = "hubspot"\n'
+            'direction = "both"\nowns_crm_id = true   # HubSpot\'s id becomes the CRM id\n\n'
+            f"[schedule]\n{SCHEDULE}{fields_toml(self.mapping)}\n[settings]\n"
+            f'base_url = "{self.sim.url}"\naccess_token = {{ env = "{self.env}" }}\n'
+        )
+
+    def seed(self) -> None:
+        # Bad records a HubSpot account really holds: the hub refuses them, with a code.
+        self.sim.add_contact(
+            firstname="Phil", lastname="Badphone", email="phil@example.org", phone="12345"
+        )  # invalid-phone
+        self.sim.add_contact(
+            firstname="Cher", lastname="", email="cher@example.org", phone="+12135550176"
+        )  # blank-required-data-in-record: a new hub contact needs a last name
+
+    def view(self) -> dict[str, dict[str, Any]]:
+        with self.sim.lock:
+            return {
+                rid: {h: record["properties"].get(r) for h, r in self.mapping.items()}
+                for rid, record in self.sim.records.items()
+                if not record.get("archived")
+            }
+
+    def steps(self, engine: Engine, hub_ids: dict[str, str]) -> list[Step]:
+        first = str(min(int(i) for i in self.sim.records))
+        props = self.sim.records[first]["properties"]
+        name = f"{props.get('firstname')} {props.get('lastname')}"
+
+        def edit_ada(values: dict[str, str]) -> Callable[[], str]:
+            return lambda: save_contact(engine, values, contact_id=hub_ids["ada"])
+
+        return [
+            Step(
+                3.0,
+                "HubSpot",
+                f"a HubSpot user edits {name}'s phone",
+                lambda: self.sim.edit_contact(first, phone="+16175550123"),
+            ),
+            Step(
+                5.0,
+                "hub",
+                "staff edit Ada Lovelace's email in the hub",
+                edit_ada({"email": "ada@analytical.engine.example"}),
+            ),
+            Step(
+                7.0,
+                "HubSpot",
+                "a HubSpot user adds Hedy Lamarr",
+                lambda: self.sim.add_contact(
+                    firstname="Hedy",
+                    lastname="Lamarr",
+                    email="hedy.lamarr@example.org",
+                    phone="+13105550147",
+                ),
+            ),
+            Step(
+                9.0,
+                "hub",
+                "staff add Linus Torvalds in the hub",
+                lambda: save_contact(
+                    engine,
+                    {
+                        "first_name": "Linus",
+                        "last_name": "Torvalds",
+                        "phone": "+15035550188",
+                        "email": "linus@example.org",
+                    },
+                ),
+            ),
+            Step(
+                11.0,
+                "hub",
+                "staff fix Ada Lovelace's phone in the hub",
+                edit_ada({"phone": "+442079460958"}),
+            ),
+        ]
+
+
+def all_platforms() -> list[Platform]:
+    """Every platform of the demo, in the order the summary lists them."""
+    return [HubSpot()]
