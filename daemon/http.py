@@ -193,6 +193,23 @@ def json_body(response: httpx.Response) -> Any:
         ) from None
 
 
+def json_answer(
+    response: httpx.Response,
+    error_text: Callable[[Any, int], str],
+    where: str | None = None,
+) -> Any:
+    """The JSON body of an answer below 400; for a 4xx or 5xx, :class:`MalformedResponse`
+    with ``where`` (default: the method and path) and the platform's own words, which
+    ``error_text(body, status)`` reads from its error body."""
+    body = json_body(response)
+    if response.status_code >= 400:
+        where = where or f"{response.request.method} {response.request.url.path}"
+        raise MalformedResponse(
+            f"{where}: HTTP {response.status_code}: {error_text(body, response.status_code)}"
+        )
+    return body
+
+
 def json_or_none(response: httpx.Response) -> Any:
     """The JSON body, or ``None`` when there is none: for reading an error's words, where a
     body that is not JSON must not hide the status."""

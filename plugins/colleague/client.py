@@ -32,6 +32,7 @@ from daemon.sdk import (
     RetryPolicy,
     SystemClock,
     int_header,
+    json_answer,
     json_body,
     json_or_none,
     make_client,
@@ -209,11 +210,7 @@ class EthosClient:
 
 def _object_array(response: httpx.Response, where: str, what: str) -> list[dict[str, Any]]:
     """A 2xx body that is a JSON array of objects, else MalformedResponse with Ethos's words."""
-    body = json_body(response)
-    if response.status_code >= 400:
-        raise MalformedResponse(
-            f"{where}: HTTP {response.status_code}: {error_message(body, response.status_code)}"
-        )
+    body = json_answer(response, error_message, where)
     if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
         raise MalformedResponse(f"{where}: the body is not an array of {what}")
     return body

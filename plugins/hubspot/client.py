@@ -38,6 +38,7 @@ from daemon.sdk import (
     RetryPolicy,
     SystemClock,
     int_header,
+    json_answer,
     json_body,
     make_client,
     pages,
@@ -91,13 +92,9 @@ def error_message(body: Any, status: int) -> str:
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:
     """A 2xx JSON object body, else MalformedResponse with HubSpot's message."""
-    body = json_body(response)
-    where = f"{response.request.method} {response.request.url.path}"
-    if response.status_code >= 400:
-        raise MalformedResponse(
-            f"{where}: HTTP {response.status_code}: {error_message(body, response.status_code)}"
-        )
+    body = json_answer(response, error_message)
     if not isinstance(body, dict):
+        where = f"{response.request.method} {response.request.url.path}"
         raise MalformedResponse(f"{where}: the body is not a JSON object")
     return body
 

@@ -47,6 +47,7 @@ from daemon.sdk import (
     RetryPolicy,
     SystemClock,
     Unavailable,
+    json_answer,
     json_body,
     make_client,
     pages,
@@ -304,13 +305,7 @@ class SalesforceClient:
     def json(self, method: str, path: str, *, idempotent: bool | None = None, **kw: Any) -> Any:
         """A call answering JSON; a 4xx body is MalformedResponse with Salesforce's words."""
         response = self.request(method, path, idempotent=idempotent, **kw)
-        body = json_body(response)
-        if response.status_code >= 400:
-            raise MalformedResponse(
-                f"{method} {path.partition('?')[0]}: HTTP {response.status_code}: "
-                f"{error_text(body, response.status_code)}"
-            )
-        return body
+        return json_answer(response, error_text, f"{method} {path.partition('?')[0]}")
 
     def describe(self, obj: str) -> dict[str, Any]:
         """``sobjects/<obj>/describe``."""
