@@ -3,58 +3,28 @@
 from __future__ import annotations
 
 import json
-import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from daemon.cli import cli
 from daemon.dictionary import ENTRIES, Code
 from daemon.synclog import SyncContext, new_run_id, record
-
-ENV_VARS = (
-    "CONTACTSYNC_DATABASE_URL",
-    "CONTACTSYNC_ETC",
-    "CONTACTSYNC_STATE_DIR",
-    "STATE_DIRECTORY",
-)
+from tests import clikit
+from tests.clikit import isolated
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch):
-    """No outside settings, and logging put back as it was (the CLI reconfigures it)."""
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    with isolated(monkeypatch):
+        yield
 
 
-class Cli:
+class Cli(clikit.Cli):
     """Runs commands against one hub file and one (empty) config folder."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.etc = tmp_path / "etc"
-        self.etc.mkdir()
-        self.db_url = f"sqlite:///{tmp_path / 'hub.db'}"
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, expect: int = 0) -> Result:
-        result = self.runner.invoke(
-            cli, ["--etc", str(self.etc), "--database-url", self.db_url, *args]
-        )
-        assert result.exit_code == expect, (result.exit_code, result.stdout, result.stderr)
-        return result
-
-    def json(self, *args: str, expect: int = 0) -> Any:
-        return json.loads(self(*args, "--json", expect=expect).stdout)
 
     def add(self, *args: str) -> str:
         return self.json("contacts", "add", *args)["id"]

@@ -3,16 +3,13 @@ in-memory platform, driven through click's test runner with an injected plugin m
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
-import structlog
-from click.testing import CliRunner, Result
+from click.testing import Result
 from sqlalchemy import Engine, select
 
 import daemon.log
@@ -24,6 +21,8 @@ from daemon.database import make_engine
 from daemon.hookspecs import hookimpl
 from daemon.plugins import BLOCK_ENV, get_plugin_manager
 from daemon.store import Contact, Outbox, utcnow
+from tests import clikit
+from tests.clikit import isolated
 from tests.enginekit import fresh_remote, snapshot, write_instance
 from tests.memremote import MemoryConnector, MemoryRemote
 
@@ -40,42 +39,26 @@ class MemoryPlugin:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch):
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No outside settings, a known secret, and logging put back as it was."""
-    for name in ("CONTACTSYNC_DATABASE_URL", "CONTACTSYNC_ETC", "CONTACTSYNC_STATE_DIR", BLOCK_ENV):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MEM_KEY", SECRET)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+    with isolated(monkeypatch, BLOCK_ENV):
+        yield
 
 
-class Cli:
+class Cli(clikit.Cli):
     """Runs commands against one hub file and one config folder, with the memory connector."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.etc = tmp_path / "etc"
-        self.etc.mkdir()
-        self.db_url = f"sqlite:///{tmp_path / 'hub.db'}"
+        super().__init__(tmp_path)
         self.pm = get_plugin_manager(plugins=[MemoryPlugin()])
-        self.runner = CliRunner()
         self.outputs: list[str] = []  # everything printed, for the secret check
 
-    def __call__(self, *args: str, expect: int = 0) -> Result:
-        result = self.runner.invoke(
-            cli,
-            ["--etc", str(self.etc), "--database-url", self.db_url, *args],
-            obj=App(pm=self.pm),
-        )
-        self.outputs.append(result.stdout + result.stderr)
-        assert result.exit_code == expect, (result.exit_code, result.stdout, result.stderr)
-        return result
+    def obj(self) -> App:
+        return App(pm=self.pm)
 
-    def json(self, *args: str, expect: int = 0) -> Any:
-        return json.loads(self(*args, "--json", expect=expect).stdout)
+    def seen(self, result: Result) -> None:
+        self.outputs.append(result.stdout + result.stderr)
 
     def add(self, first: str, phone: str, *extra: str) -> str:
         args = ("--first-name", first, "--last-name", "Hub", "--phone", phone, *extra)

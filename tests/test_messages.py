@@ -2,54 +2,28 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 
-from daemon.cli import cli
 from daemon.database import make_engine
 from daemon.messages import MAX_BODY
+from tests import clikit
+from tests.clikit import isolated
 from tests.exportkit import NAME, exported_files, read_csv, sync_log
 
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No outside settings, and logging put back as it was (the CLI reconfigures it)."""
-    for name in ("CONTACTSYNC_DATABASE_URL", "CONTACTSYNC_ETC", "CONTACTSYNC_STATE_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+    with isolated(monkeypatch):
+        yield
 
 
-class Cli:
+class Cli(clikit.Cli):
     """Commands against one hub file and one config folder."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.etc = tmp_path / "etc"
-        self.etc.mkdir()
-        self.db_url = f"sqlite:///{tmp_path / 'hub.db'}"
-
-    def __call__(self, *args: str, expect: int = 0) -> Result:
-        result = CliRunner().invoke(
-            cli, ["--etc", str(self.etc), "--database-url", self.db_url, *args]
-        )
-        assert result.exit_code == expect, (result.exit_code, result.stdout, result.stderr)
-        return result
-
-    def json(self, *args: str, expect: int = 0) -> Any:
-        return json.loads(self(*args, "--json", expect=expect).stdout)
 
     def contact(self, n: int, *extra: str) -> str:
         return self.json(

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import structlog
 from click.testing import CliRunner
 from sqlalchemy import Engine, event, func, insert, select
 
@@ -15,22 +14,16 @@ from daemon.cli import cli
 from daemon.database import make_engine
 from daemon.store import SyncLog
 from daemon.synclog import prune_sync_log
+from tests.clikit import isolated
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TABLE = SyncLog.__table__
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch):
-    for name in ("CONTACTSYNC_DATABASE_URL", "CONTACTSYNC_ETC", "CONTACTSYNC_STATE_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    with isolated(monkeypatch):
+        yield
 
 
 def add_rows(engine: Engine, *ages: timedelta, now: datetime = NOW) -> None:
