@@ -18,7 +18,7 @@ import click
 
 from daemon.output import fail
 from daemon.plugins import PluginError, Registry, get_plugin_manager
-from daemon.simkit import parse_duration
+from daemon.simkit import knob_value, parse_duration
 
 
 class _Duration(click.ParamType):
@@ -136,7 +136,7 @@ def _knob_values(args: list[str], knobs: dict[str, tuple[type, Any, str]]) -> di
         if raw is None:
             fail(f"{flag} needs a value", exit_code=2)
         try:
-            values[name] = kind(raw) if kind is not bool else raw.lower() in ("1", "true", "yes")
+            values[name] = knob_value(kind, raw)
         except ValueError:
             fail(f"{flag}: {raw!r} is not a {kind.__name__}", exit_code=2)
     return values
