@@ -65,6 +65,7 @@ from plugins.salesforce.client import (
     SalesforceClient,
     error_text,
 )
+from plugins.salesforce.soql import parse_datetime
 
 ID = "Id"
 MODSTAMP = "SystemModstamp"
@@ -153,15 +154,7 @@ class SalesforceConfig(ConnectorConfig):
 
 def parse_stamp(value: Any) -> datetime:
     """``SystemModstamp`` (REST ``.000+0000`` or Bulk ``.000Z``) as an aware UTC datetime."""
-    text = str(value).strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    elif len(text) > 5 and text[-5] in "+-" and text[-4:].isdigit():
-        text = f"{text[:-2]}:{text[-2:]}"
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return parse_datetime(str(value))
 
 
 def soql_datetime(moment: datetime) -> str:
