@@ -343,7 +343,7 @@ class HttpSession:
         self,
         client: httpx.Client,
         *,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetryPolicy | None = None,
         limiter: RateLimiter | None = None,
         quota: DailyQuota | None = None,
         clock: Clock = SYSTEM_CLOCK,
@@ -352,7 +352,8 @@ class HttpSession:
         classify: Classifier | None = None,
     ) -> None:
         self.client = client
-        self.retry = retry
+        # None: the default policy (a client passes on the retry its connector was given).
+        self.retry = retry if retry is not None else DEFAULT_RETRY
         self.limiter = limiter
         self.quota = quota
         self.clock = clock

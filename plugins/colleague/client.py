@@ -99,10 +99,7 @@ class EthosClient:
         self._api_key = api_key
         register_secret(api_key)
         client = make_client(base_url.rstrip("/"), transport=transport)
-        kwargs: dict[str, Any] = {"clock": self.clock}
-        if retry is not None:
-            kwargs["retry"] = retry
-        self.session = HttpSession(client, **kwargs)
+        self.session = HttpSession(client, clock=self.clock, retry=retry)
         self.tokens = TokenCache(
             self._fetch_token, clock=self.clock, margin_seconds=token_margin_seconds, state=state
         )

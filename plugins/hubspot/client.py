@@ -183,9 +183,8 @@ class HubSpotClient:
             "quota": self.quota,
             "on_response": self._on_response,
             "classify": self._classify,
+            "retry": retry,
         }
-        if retry is not None:
-            kwargs["retry"] = retry
         self.session = HttpSession(client, limiter=self.limiter, **kwargs)
         # Search also counts against the burst window, but answers without rate headers and
         # has a per-second limit of its own, which search() takes first.

@@ -199,9 +199,7 @@ class SalesforceClient:
             resets_at=lambda now: now + timedelta(seconds=limit_backoff_seconds),
             name="salesforce",
         )
-        kwargs: dict[str, Any] = {"clock": self.clock}
-        if retry is not None:
-            kwargs["retry"] = retry
+        kwargs: dict[str, Any] = {"clock": self.clock, "retry": retry}
         # Token grants do not count against the API allowance: no quota on that session.
         self.login = HttpSession(make_client(self.login_url, transport=transport), **kwargs)
         self.session = HttpSession(

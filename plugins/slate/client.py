@@ -258,9 +258,7 @@ class SlateClient:
             timeout=httpx.Timeout(timeout, connect=10.0),
             transport=transport,
         )
-        kwargs: dict[str, Any] = {"clock": self.clock}
-        if retry is not None:
-            kwargs["retry"] = retry
+        kwargs: dict[str, Any] = {"clock": self.clock, "retry": retry}
         self.session = HttpSession(client, **kwargs)
         self.upload_limiter = RateLimiter(*upload_limit, self.clock, name="slate-upload")
         self.upload_session = HttpSession(client, limiter=self.upload_limiter, **kwargs)
