@@ -105,6 +105,17 @@ def open_hub(
     return engine, SyncEngine(engine)
 
 
+def run_sync(
+    sync: SyncEngine, instance: Instance, label: str, direction: str, *, full: bool = False
+) -> Any:
+    """One engine run of ``direction``, ignoring backoff; a failed run ends the child with
+    ``label`` and the run's outcome."""
+    report = sync.run(instance, direction, full=full, respect_backoff=False)
+    if report.outcome != "ok":
+        raise SystemExit(f"{label}: {report.outcome}: {report.error}")
+    return report
+
+
 def figures(
     started: float, counts: Mapping[str, int], rss_before: float | None = None
 ) -> dict[str, Any]:

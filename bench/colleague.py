@@ -40,7 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchkit import child_instance, figures, open_hub, peak_rss_mib, run_child  # noqa: E402
+from benchkit import child_instance, figures, open_hub, peak_rss_mib, run_child, run_sync  # noqa: E402
 
 from daemon.simkit import parse_duration  # noqa: E402
 from plugins.colleague.simulator import ColleagueSimulator  # noqa: E402
@@ -71,9 +71,7 @@ def child(stage: str, db: Path, url: str, api_key: str) -> dict[str, Any]:
     _, sync = open_hub(db, {instance.name: instance})
     rss_before = peak_rss_mib()
     started = time.perf_counter()
-    report = sync.run(instance, "pull", full=stage == "pull", respect_backoff=False)
-    if report.outcome != "ok":
-        raise SystemExit(f"{stage}: {report.outcome}: {report.error}")
+    report = run_sync(sync, instance, stage, "pull", full=stage == "pull")
     return figures(started, report.counts, rss_before)
 
 

@@ -50,6 +50,7 @@ from benchkit import (  # noqa: E402
     open_hub,
     peak_rss_mib,
     run_child,
+    run_sync,
 )
 
 from daemon.simkit import parse_duration  # noqa: E402
@@ -87,9 +88,7 @@ def child(stage: str, db: Path, url: str, token: str) -> dict[str, Any]:
     counts: dict[str, int] = {}
     runs = {"pull": [("pull", True)], "idle": [("pull", False), ("push", False)]}
     for direction, full in runs.get(stage, [("push", False)]):
-        report = sync.run(instance, direction, full=full, respect_backoff=False)
-        if report.outcome != "ok":
-            raise SystemExit(f"{stage}/{direction}: {report.outcome}: {report.error}")
+        report = run_sync(sync, instance, f"{stage}/{direction}", direction, full=full)
         for key, value in report.counts.items():
             counts[f"{direction}.{key}"] = counts.get(f"{direction}.{key}", 0) + value
     return figures(started, counts, rss_before)

@@ -51,6 +51,7 @@ from benchkit import (  # noqa: E402
     figures,
     open_hub,
     run_child,
+    run_sync,
 )
 
 from daemon.simkit import parse_duration  # noqa: E402
@@ -99,16 +100,11 @@ def child(
         edit_and_queue_all(engine, instance.connection)
     if stage == "initial-push":
         # A new instance's first sync pulls (the org is empty) before it seeds its push.
-        first = sync.run(instance, "pull", full=True, respect_backoff=False)
-        if first.outcome != "ok":
-            raise SystemExit(f"{stage}: first pull: {first.outcome}: {first.error}")
+        run_sync(sync, instance, f"{stage}: first pull", "pull", full=True)
     started = time.perf_counter()
     direction = direction_of(stage)
-    report = sync.run(instance, direction, full=stage == "backfill", respect_backoff=False)
-    result = figures(started, report.counts)
-    if report.outcome != "ok":
-        raise SystemExit(f"{stage}: {report.outcome}: {report.error}")
-    return result
+    report = run_sync(sync, instance, stage, direction, full=stage == "backfill")
+    return figures(started, report.counts)
 
 
 def _other_instances(db: Path, name: str) -> list[str]:

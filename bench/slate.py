@@ -44,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchkit import child_instance, figures, open_hub, run_child  # noqa: E402
+from benchkit import child_instance, figures, open_hub, run_child, run_sync  # noqa: E402
 
 from plugins.slate.simulator import SlateSimulator  # noqa: E402
 from tests.instancekit import contact_fields  # noqa: E402
@@ -92,9 +92,7 @@ def child(stage: str, db: Path, setup: dict[str, Any]) -> dict[str, Any]:
     engine, sync = open_hub(db, {instance.name: instance})
     if stage == "pull":
         started = time.perf_counter()
-        report = sync.run(instance, "pull", full=True, respect_backoff=False)
-        if report.outcome != "ok":
-            raise SystemExit(f"pull: {report.outcome}: {report.error}")
+        report = run_sync(sync, instance, "pull", "pull", full=True)
         return figures(started, {f"pull.{k}": v for k, v in report.counts.items()})
     return _trips(sync, engine, instance, int(setup["trips"]))
 
