@@ -122,6 +122,9 @@ def take_snapshot(engine: Engine, platforms: list[Platform]) -> Snapshot:
     ).order_by(table.c.id)
     with engine.connect() as conn:
         for row in conn.execute(query):
+            if row.contact_id not in snap.hub:
+                # Committed after the contacts were read: counted next time, with its contact.
+                continue
             snap.links.setdefault(row.connection, {})[row.contact_id] = (
                 row.id,
                 row.remote_id,

@@ -203,6 +203,148 @@ class HubSpot(SimulatedPlatform):
         ]
 
 
+class Salesforce(SimulatedPlatform):
+    """Salesforce Contacts, two-way, by client credentials."""
+
+    label, instance, env = "Salesforce", "salesforce", "CONTACTSYNC_DEMO_SALESFORCE_SECRET"
+    mapping = {
+        "first_name": "FirstName",
+        "last_name": "LastName",
+        "email": "Email",
+        "phone": "Phone",
+    }
+
+    def start(self, root: Path) -> None:
+        from plugins.salesforce.simulator import SalesforceSimulator
+
+        self.sim = SalesforceSimulator(contacts=0, seed=SEED).start()
+
+    def secret(self) -> str:
+        return str(self.sim.client_secret)
+
+    def instance_toml(self) -> str:
+        return (
+            '# A two-way Salesforce instance on the local simulator.\ntype = "salesforce"\n'
+            f'direction = "both"\n\n[schedule]\n{SCHEDULE}{fields_toml(self.mapping)}\n'
+            f'[settings]\nlogin_url = "{self.sim.url}"\nclient_id = "{self.sim.client_id}"\n'
+            f'client_secret = {{ env = "{self.env}" }}\n'
+        )
+
+    def seed(self) -> None:
+        self.grace = self.sim.add_contact(
+            FirstName="Grace", LastName="Hopper", Email="grace@example.org", Phone="+12025550111"
+        )
+        self.sim.add_contact(
+            FirstName="Alan", LastName="Turing", Email="alan@example.org", Phone="+12025550112"
+        )
+        # invalid-phone: the hub refuses it, with a code
+        self.sim.add_contact(
+            FirstName="Sam", LastName="Shortphone", Email="sam@example.org", Phone="555"
+        )
+
+    def view(self) -> dict[str, dict[str, Any]]:
+        with self.sim.lock:
+            return {
+                rid: {h: record.get(r) for h, r in self.mapping.items()}
+                for rid, record in self.sim.records["Contact"].items()
+                if not record.get("IsDeleted")
+            }
+
+    def steps(self, engine: Engine, hub_ids: dict[str, str]) -> list[Step]:
+        return [
+            Step(
+                6.0,
+                "Salesforce",
+                "a Salesforce user edits Grace Hopper's phone",
+                lambda: self.sim.edit_record(self.grace, Phone="+12025550177"),
+            )
+        ]
+
+
+class Colleague(SimulatedPlatform):
+    """Ellucian Colleague persons through Ethos, two-way."""
+
+    label, instance, env = "Colleague", "colleague", "CONTACTSYNC_DEMO_ETHOS_KEY"
+    mapping = {
+        "first_name": "firstName",
+        "last_name": "lastName",
+        "email": "email",
+        "phone": "phone",
+    }
+
+    def start(self, root: Path) -> None:
+        from plugins.colleague.simulator import ColleagueSimulator
+
+        self.sim = ColleagueSimulator(contacts=0, seed=SEED).start()
+
+    def secret(self) -> str:
+        return str(self.sim.api_key)
+
+    def instance_toml(self) -> str:
+        return (
+            "# A two-way Colleague (Ethos) instance on the local simulator.\n"
+            f'type = "colleague"\ndirection = "both"\n\n[schedule]\n{SCHEDULE}'
+            f"{fields_toml({k: v for k, v in self.mapping.items() if k != 'email'})}"
+            # Email comes in only: the engine's push stops on a contact without an email
+            # when the remote email is unique (Colleague's is): Nora Noemail has none.
+            '\n[[fields]]\nhub = "email"\nremote = "email"\ndirection = "incoming"\n\n'
+            f'[settings]\nbase_url = "{self.sim.url}"\napi_key = {{ env = "{self.env}" }}\n'
+            "roles = []\n"
+        )
+
+    def seed(self) -> None:
+        self.katherine = self.sim.add_person(
+            "Katherine", "Johnson", email="katherine@example.edu", phone="7575550121"
+        )
+        self.sim.add_person("Edsger", "Wybe", email="edsger@example.edu", phone="7575550122")
+        # blank-required-data-in-record: a new hub contact needs a last name
+        self.sim.add_person("Prince", "", email="prince@example.edu", phone="7575550123")
+
+    def view(self) -> dict[str, dict[str, Any]]:
+        with self.sim.lock:
+            return {
+                cid: _ethos_person(self.sim.persons[guid])
+                for cid, guid in self.sim.by_colleague_id.items()
+                if guid in self.sim.persons
+            }
+
+    def steps(self, engine: Engine, hub_ids: dict[str, str]) -> list[Step]:
+        key = _colleague_key(self.katherine)
+        return [
+            Step(
+                8.0,
+                "Colleague",
+                "a registrar edits Katherine Johnson's email in Colleague",
+                lambda: self.sim.edit_person(key, email="kjohnson@example.edu"),
+            )
+        ]
+
+
+def _colleague_key(person: dict[str, Any]) -> str:
+    """A person's Colleague id, else its guid (both find it in the simulator)."""
+    for credential in person.get("credentials") or []:
+        if credential.get("type") == "colleaguePersonId":
+            return str(credential.get("value"))
+    return str(person["id"])
+
+
+def _ethos_person(person: dict[str, Any]) -> dict[str, Any]:
+    """An Ethos person as hub fields: its first name entry, primary email, mobile phone."""
+    name = (person.get("names") or [{}])[0]
+    emails = person.get("emails") or []
+    email = next(
+        (e for e in emails if e.get("preference") == "primary"), emails[0] if emails else {}
+    )
+    phones = person.get("phones") or []
+    mobile = next((p for p in phones if p["type"].get("phoneType") == "mobile"), {})
+    return {
+        "first_name": name.get("firstName"),
+        "last_name": name.get("lastName"),
+        "email": email.get("address"),
+        "phone": f"{mobile.get('countryCallingCode', '')}{mobile.get('number', '')}" or None,
+    }
+
+
 def all_platforms() -> list[Platform]:
     """Every platform of the demo, in the order the summary lists them."""
-    return [HubSpot()]
+    return [HubSpot(), Salesforce(), Colleague()]

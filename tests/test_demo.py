@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from daemon.cli_demo import SEED
+from plugins.colleague.simulator import ColleagueSimulator
 from plugins.hubspot.simulator import HubSpotSimulator
+from plugins.salesforce.simulator import SalesforceSimulator
 
 # Settings from the developer's shell would point the demo at a real hub or config.
 _OUTSIDE = (
@@ -17,7 +19,11 @@ _OUTSIDE = (
     "CONTACTSYNC_STATE_DIR",
     "STATE_DIRECTORY",
     "CONTACTSYNC_DEMO_HUBSPOT_TOKEN",
+    "CONTACTSYNC_DEMO_SALESFORCE_SECRET",
+    "CONTACTSYNC_DEMO_ETHOS_KEY",
 )
+# Each two-way platform shows at least one change each way.
+TWO_WAY = ("HubSpot", "Salesforce", "Colleague")
 
 
 def test_demo_runs_by_itself_and_shows_both_directions_and_the_codes(tmp_path: Path) -> None:
@@ -44,8 +50,15 @@ def test_demo_runs_by_itself_and_shows_both_directions_and_the_codes(tmp_path: P
     for code in ("invalid-phone", "blank-required-data-in-record", "missing-remote-required-field"):
         assert code in out
     assert "test user Test User was never sent to HubSpot" in out
-    # The simulator's token is handed over by environment only, never shown.
-    token = HubSpotSimulator(seed=SEED).private_app_token
-    assert token not in out and token not in done.stderr
+    for label in TWO_WAY:
+        assert f"{label} → hub " in out and f"hub → {label} " in out, label
+    # The simulators' secrets are handed over by environment only, never shown.
+    secrets = (
+        HubSpotSimulator(seed=SEED).private_app_token,
+        SalesforceSimulator(seed=SEED).client_secret,
+        ColleagueSimulator(seed=SEED).api_key,
+    )
+    for secret in secrets:
+        assert secret not in out and secret not in done.stderr
     # The temporary folder is gone; nothing was written where it ran.
     assert list(tmp_path.iterdir()) == []
