@@ -58,12 +58,16 @@ def fan_out(
     now: datetime,
     *,
     exclude: str | None = None,
+    only: str | None = None,
 ) -> int:
     """Queue each changed contact for every outgoing connection but ``exclude`` (the one the
-    change came from: a pulled change is never pushed back through its own connection)."""
+    change came from: a pulled change is never pushed back through its own connection), or
+    for ``only`` that one (if it pushes)."""
     if not changed:
         return 0
-    targets = [c for c in outgoing_connections(conn) if c != exclude]
+    targets = [
+        c for c in outgoing_connections(conn) if c != exclude and (only is None or c == only)
+    ]
     rows = [
         _new_row(connection, contact_id, sorted(set(field_names)), origin, now)
         for connection in targets

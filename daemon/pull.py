@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
-from daemon import confirm, lease, links, runs
+from daemon import confirm, lease, links, outbox, runs
 from daemon.clock import Cancelled
 from daemon.connector import Page, RemoteRecord
 from daemon.fields import Action
@@ -154,6 +154,7 @@ def _save_links(
     still_pending: Collection[str] = (),
 ) -> None:
     rows = []
+    known = {remote_id for remote_id, tag in tagged.items() if tag.link is not None}
     for plan in plans:
         remote_id = plan.record.remote_id
         if plan.contact_id is None or remote_id is None or remote_id in still_pending:
@@ -182,6 +183,26 @@ def _save_links(
         if link != previous:  # a re-read of an unchanged record writes nothing
             rows.append(link)
     links.save(conn, rows, now)
+    _queue_first_exchange(conn, ctx, [r for r in rows if r.remote_id not in known], now)
+
+
+def _queue_first_exchange(
+    conn: Connection, ctx: CycleContext, new: list[links.LinkRow], now: datetime
+) -> None:
+    """A record linked for the first time may lack what the hub has: a field blank on the
+    platform, or one mapped outgoing only (the hub id a platform keeps in an external-id
+    field). Queue such contacts for this connection's push, which sends only what differs
+    from the link; a pulled change itself is never queued back (``exclude`` in hubwrite)."""
+    outgoing = ctx.mapper.outgoing_hub_fields
+    if ctx.dry_run or not new or not outgoing:
+        return
+    due = {
+        link.contact_id: [f for f in outgoing if f not in link.values]
+        for link in new
+        if any(f not in link.values for f in outgoing)
+    }
+    origin = ctx.instance.name
+    outbox.fan_out(conn, due, origin, now, only=ctx.instance.connection)
 
 
 def _tombstone(

@@ -400,3 +400,28 @@ def test_the_deletion_scan_leaves_tombstones_with_its_own_checkpoint(engine, tmp
     with engine.connect() as conn:
         assert get_cursor(conn, "mem", "deletes") == "scan-1"
         assert get_cursor(conn, "mem") != "scan-1"
+
+
+def test_a_matched_record_gets_what_only_the_hub_had(engine, tmp_path, remote):
+    """The first pull links a record to an existing contact; the hub's email, blank on the
+    platform, goes out on the next push, though no one edited the contact since."""
+    contact = add_contact(engine, "Ada", "2025550143", crm_id="S1", email="ada@x.edu")
+    rid = remote.add(FirstName="Ada", LastName="Lovelace", Phone="2025550143", StudentId="S1")
+    other = remote.add(
+        FirstName="Al", LastName="Complete", Phone="4155550100", StudentId="S2", Email="al@x.edu"
+    )
+    instance = write_instance(tmp_path, "mem")
+    sync = sync_engine(engine, instance)
+    assert sync.run(instance, "pull").outcome == "ok"
+    queued = {r["contact_id"] for r in outbox_rows(engine)}
+    assert contact in queued
+    # A record that brought every mapped field has nothing the hub could add: not queued.
+    assert links_of(engine, "mem")[contact]["remote_id"] == rid
+    complete = next(c["id"] for c in contacts(engine) if c["crm_id"] == "S2")
+    assert complete not in queued
+    assert sync.run(instance, "push").outcome == "ok"
+    assert remote.rows[rid].fields["Email"] == "ada@x.edu"
+    assert "Email" in remote.rows[other].fields
+    calls = remote.push_calls
+    assert sync.run(instance, "push").outcome == "ok"
+    assert remote.push_calls == calls  # sent once; the link remembers it
