@@ -67,3 +67,13 @@ class Cli:
 
     def json(self, *args: str, expect: int = 0) -> Any:
         return json.loads(self(*args, "--json", expect=expect).stdout)
+
+
+def listed_knobs(platform: str, simulator: type[Any]) -> str:
+    """``contactsync simulate <platform> --list-knobs``, asserted to name every knob of
+    ``simulator`` as a flag; its output."""
+    listed = CliRunner().invoke(cli, ["simulate", platform, "--list-knobs"])
+    assert listed.exit_code == 0, listed.output
+    for knob in simulator.knob_options:
+        assert "--" + knob.replace("_", "-") in listed.output
+    return listed.output

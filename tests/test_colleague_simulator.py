@@ -181,15 +181,10 @@ def test_consume_caps_the_payload_and_can_send_ids_only(clock: FakeClock) -> Non
 
 
 def test_simulate_exposes_the_colleague_knobs_as_flags() -> None:
-    from click.testing import CliRunner
-
-    from daemon.cli import cli
     from daemon.cli_simulate import _knob_values
+    from tests.clikit import listed_knobs
 
-    listed = CliRunner().invoke(cli, ["simulate", "colleague", "--list-knobs"])
-    assert listed.exit_code == 0, listed.output
-    for knob in ColleagueSimulator.knob_options:
-        assert "--" + knob.replace("_", "-") in listed.output
+    listed_knobs("colleague", ColleagueSimulator)
     assert _knob_values(
         ["--token-ttl-seconds", "60", "--no-full-notifications", "--max-page-size=100"],
         ColleagueSimulator.knob_options,

@@ -345,15 +345,10 @@ def test_bulk_ingest_upsert_with_results(sim: SalesforceSimulator, api: httpx.Cl
 
 
 def test_simulate_exposes_every_knob_as_a_flag() -> None:
-    from click.testing import CliRunner
-
-    from daemon.cli import cli
     from daemon.cli_simulate import _knob_values
+    from tests.clikit import listed_knobs
 
-    listed = CliRunner().invoke(cli, ["simulate", "salesforce", "--list-knobs"])
-    assert listed.exit_code == 0, listed.output
-    for knob in SalesforceSimulator.knob_options:
-        assert "--" + knob.replace("_", "-") in listed.output
+    listed_knobs("salesforce", SalesforceSimulator)
     assert _knob_values(
         ["--daily-limit", "15000", "--rotate-refresh-tokens", "--late-commit-seconds=30"],
         SalesforceSimulator.knob_options,

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner
 
 from daemon.clock import FakeClock
 from plugins.slate.simulator import SlateSimulator
@@ -150,9 +149,6 @@ def test_sftp_scans_wait_for_the_interval(tmp_path: Path, clock: FakeClock) -> N
 
 
 def test_simulate_lists_every_knob_as_a_flag() -> None:
-    from daemon.cli_simulate import simulate_command
+    from tests.clikit import listed_knobs
 
-    result = CliRunner().invoke(simulate_command, ["slate", "--list-knobs"])
-    assert result.exit_code == 0, result.output
-    for knob in SlateSimulator.knob_options:
-        assert "--" + knob.replace("_", "-") in result.output
+    listed_knobs("slate", SlateSimulator)
