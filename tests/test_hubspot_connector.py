@@ -50,6 +50,17 @@ def seed(sim: HubSpotSimulator, count: int, start: int = 0) -> list[str]:
     ]
 
 
+def oauth(sim: HubSpotSimulator, refresh_token: str | None = None) -> dict[str, Any]:
+    """Settings for the OAuth flavour: no private-app token, the app's client and a refresh
+    token (the simulator's current one unless given)."""
+    return {
+        "access_token": None,
+        "client_id": sim.client_id,
+        "client_secret": sim.client_secret,
+        "refresh_token": refresh_token or sim.refresh_token,
+    }
+
+
 # --- pull -------------------------------------------------------------------------------------
 
 
@@ -386,14 +397,7 @@ def test_a_daily_limit_stops_the_cycle_until_the_reset(
 def test_a_daily_429_is_not_retried(sim: HubSpotSimulator, clock: FakeClock) -> None:
     """OAuth calls carry no daily headers: HubSpot's DAILY 429 is the first word of it."""
     sim.daily_limit = 3
-    connector = connect(
-        sim,
-        clock,
-        access_token=None,
-        client_id=sim.client_id,
-        client_secret=sim.client_secret,
-        refresh_token=sim.refresh_token,
-    )
+    connector = connect(sim, clock, **oauth(sim))
     for _ in range(3):
         connector.check()
     with pytest.raises(RateLimited, match="daily limit") as raised:
@@ -419,12 +423,7 @@ def test_oauth_refreshes_ahead_of_expiry_and_keeps_the_rotated_token(
     sim.token_ttl_seconds = 600
     original = sim.refresh_token
     context = ConnectorContext("hs-oauth")
-    settings = {
-        "access_token": None,
-        "client_id": sim.client_id,
-        "client_secret": sim.client_secret,
-        "refresh_token": original,
-    }
+    settings = oauth(sim, original)
     connector = connect(sim, clock, context, **settings)
     connector.check()
     assert sim.counters["token_grants"] == 1
@@ -441,14 +440,7 @@ def test_oauth_refreshes_ahead_of_expiry_and_keeps_the_rotated_token(
 def test_a_token_revoked_early_is_replaced_and_the_request_replayed(
     sim: HubSpotSimulator, clock: FakeClock
 ) -> None:
-    connector = connect(
-        sim,
-        clock,
-        access_token=None,
-        client_id=sim.client_id,
-        client_secret=sim.client_secret,
-        refresh_token=sim.refresh_token,
-    )
+    connector = connect(sim, clock, **oauth(sim))
     connector.check()
     sim.expire_access_tokens()  # long before the client expected it
     connector.check()  # a 401, then a new token and the same request again
@@ -458,13 +450,6 @@ def test_a_token_revoked_early_is_replaced_and_the_request_replayed(
 def test_a_revoked_refresh_token_is_auth_failed(sim: HubSpotSimulator, clock: FakeClock) -> None:
     from daemon.sdk import AuthFailed
 
-    connector = connect(
-        sim,
-        clock,
-        access_token=None,
-        client_id=sim.client_id,
-        client_secret=sim.client_secret,
-        refresh_token="revoked",
-    )
+    connector = connect(sim, clock, **oauth(sim, "revoked"))
     with pytest.raises(AuthFailed, match="invalid, expired or revoked"):
         connector.check()
