@@ -58,7 +58,8 @@ from daemon.ratelimit import DailyQuota, RateLimiter
 from daemon.secrets import reveal
 from daemon.tokens import Token, TokenCache
 
-# 1.1 added Code, Token, TokenCache, Unauthorized, interleave and prefetch.
+# 1.1 added Code, Token, TokenCache, Unauthorized, interleave, prefetch, reveal, json_body,
+# json_answer, json_or_none, int_header and json_cursor.
 SDK_VERSION: Final = "1.1"
 """The version of this surface: the major number changes only when a name is removed or
 changes meaning."""
