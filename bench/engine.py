@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchkit import edit_and_queue_all, peak_rss_mib  # noqa: E402
+from benchkit import (  # noqa: E402
+    child_instance,
+    edit_and_queue_all,
+    open_hub,
+    peak_rss_mib,
+    run_child,
+    run_sync,
+)
 
 from daemon.connector import (  # noqa: E402
     Capabilities,
@@ -130,31 +136,19 @@ class GeneratedConnector(Connector):
         ]
 
 
-
-
 def child(stage: str, folder: Path, total: int) -> dict[str, Any]:
     """Run one stage in this (fresh) process and report its figures."""
-    from daemon import log
-    from daemon.database import make_engine
-    from daemon.engine import SyncEngine, mirror_instances
-    from daemon.instances import load_instance
-
-    log.configure(level="error")
-    path = folder / "instances" / "bench.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(INSTANCE.format(total=total))
-    instance = load_instance(path, {"bench": GeneratedConnector})
-    engine = make_engine(f"sqlite:///{folder / 'hub.db'}")
-    mirror_instances(engine, {instance.name: instance})
-    sync = SyncEngine(engine)
+    db = folder / "hub.db"
+    text = INSTANCE.format(total=total)
+    instance = child_instance(db, "bench", text, {"bench": GeneratedConnector}, {})
+    engine, sync = open_hub(db, {instance.name: instance})
     if stage == "push":
         edit_and_queue_all(engine, "bench")
     rss_before = peak_rss_mib()
     started = time.perf_counter()
-    report = sync.run(instance, "pull" if stage.startswith("pull") else "push", full=True)
+    direction = "pull" if stage.startswith("pull") else "push"
+    report = run_sync(sync, instance, stage, direction, full=True)
     seconds = time.perf_counter() - started
-    if report.outcome != "ok":
-        raise SystemExit(f"{stage}: {report.outcome}: {report.error}")
     return {
         "stage": stage,
         "contacts": total,
@@ -168,11 +162,7 @@ def child(stage: str, folder: Path, total: int) -> dict[str, Any]:
 
 
 def run_stage(stage: str, folder: Path, total: int) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "_child", stage, str(folder), str(total)],
-        check=True, capture_output=True, text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(__file__, stage, str(folder), str(total))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -189,12 +179,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"{'stage':<11} {'contacts':>9} {'seconds':>8} {'records/s':>10} {'peak RSS':>9}"
-          f"  counts")
+    print(f"{'stage':<11} {'contacts':>9} {'seconds':>8} {'records/s':>10} {'peak RSS':>9}  counts")
     for r in results:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(r["counts"].items()) if v)
-        print(f"{r['stage']:<11} {r['contacts']:>9} {r['seconds']:>8} {r['records_per_s']:>10}"
-              f" {r['peak_rss_mib']:>7.1f}Mi  {counts}")
+        print(
+            f"{r['stage']:<11} {r['contacts']:>9} {r['seconds']:>8} {r['records_per_s']:>10}"
+            f" {r['peak_rss_mib']:>7.1f}Mi  {counts}"
+        )
 
 
 if __name__ == "__main__":
