@@ -15,13 +15,14 @@ from sqlmodel import SQLModel
 from daemon.hub import add_custom_field, get_contact, load_schema, save_contact
 from daemon.incoming import IncomingRecord, RecordPlan
 from daemon.ingest import Ingestor, IngestReport
-from daemon.store import Contact, CustomValue, RunKey, SyncLog
+from daemon.store import Contact, CustomValue, Outbox, RunKey, SyncLog
 from daemon.synclog import SyncContext, new_run_id
 
 CONTACT = Contact.__table__
 CUSTOM_VALUE = CustomValue.__table__
 SYNC_LOG = SyncLog.__table__
 RUN_KEY = RunKey.__table__
+OUTBOX = Outbox.__table__
 
 # Valid US numbers in several spellings, with their E.164 form.
 ADA_PHONE, ADA_E164 = "(202) 555-0143", "+12025550143"
@@ -108,6 +109,12 @@ def log_rows(engine: Engine, run_id: str | None = None) -> list[dict[str, Any]]:
         query = query.where(SYNC_LOG.c.run_id == run_id)
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def outbox_rows(engine: Engine) -> list[dict[str, Any]]:
+    """Every outbox row."""
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(OUTBOX)).mappings()]
 
 
 def log_codes(engine: Engine, run_id: str | None = None) -> list[tuple[str, str | None]]:

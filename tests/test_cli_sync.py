@@ -20,10 +20,11 @@ from daemon.connector import AuthFailed, Unavailable
 from daemon.database import make_engine
 from daemon.hookspecs import hookimpl
 from daemon.plugins import BLOCK_ENV, get_plugin_manager
-from daemon.store import Contact, Outbox, utcnow
+from daemon.store import Contact, utcnow
 from tests import clikit
 from tests.clikit import isolated
 from tests.enginekit import fresh_remote, snapshot, write_instance
+from tests.hubkit import outbox_rows
 from tests.memremote import MemoryConnector, MemoryRemote
 
 SECRET = "sk-live-Zq8MEMKEY4417"
@@ -97,11 +98,6 @@ def contacts(engine: Engine) -> dict[str, dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(select(Contact.__table__)).mappings()
         return {r["first_name"]: dict(r) for r in rows}
-
-
-def outbox_rows(engine: Engine) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(select(Outbox.__table__)).mappings()]
 
 
 def ada(remote: MemoryRemote, **extra: str) -> str:

@@ -12,6 +12,7 @@ from daemon.connector import AuthFailed
 from daemon.hub import add_custom_field, get_contact, save_contact
 from daemon.store import Contact, Link, Outbox, SyncLog, utcnow
 from tests.enginekit import fresh_remote, snapshot, sync_engine, write_instance
+from tests.hubkit import outbox_rows
 
 
 def codes(engine) -> list[str]:
@@ -29,11 +30,6 @@ def links_of(engine, connection: str) -> dict[str, dict]:
     with engine.connect() as conn:
         rows = conn.execute(select(table).where(table.c.connection == connection)).mappings()
         return {r["contact_id"]: dict(r) for r in rows}
-
-
-def outbox_rows(engine) -> list[dict]:
-    with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(select(Outbox.__table__)).mappings()]
 
 
 def add_contact(engine, first: str, phone: str, **extra: str) -> str:

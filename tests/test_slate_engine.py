@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from daemon import confirm, links
 from daemon.cli import App, cli
@@ -26,11 +26,12 @@ from daemon.hub import add_custom_field, get_contact, save_contact
 from daemon.instances import Instance
 from daemon.plugins import get_plugin_manager
 from daemon.status import instance_status
-from daemon.store import SyncLog, utcnow
+from daemon.store import utcnow
 from daemon.synclog import SyncContext, SyncLogBuffer
 from plugins.slate.connector import PENDING_PREFIX, SlateConnector
 from plugins.slate.simulator import SlateSimulator
 from tests.enginekit import sync_engine
+from tests.hubkit import log_rows
 from tests.instancekit import contact_fields, load_written
 
 TOKEN_ENV = "SLATE_ENGINE_TEST_TOKEN"
@@ -195,9 +196,7 @@ def test_a_pending_push_unseen_past_the_window_is_remote_unconfirmed(
             buffer.write(conn)
         assert len(expired) == expected
     assert link_of(engine, contact_id).state == links.UNCONFIRMED
-    with engine.connect() as conn:
-        rows = conn.execute(select(SyncLog.__table__)).mappings().all()
-    assert [(r["code"], r["contact_id"], r["direction"]) for r in rows] == [
+    assert [(r["code"], r["contact_id"], r["direction"]) for r in log_rows(engine)] == [
         (str(Code.REMOTE_UNCONFIRMED), contact_id, "outgoing")
     ]
     status = instance_status(engine, {NAME: NAME})[NAME]
