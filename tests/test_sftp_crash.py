@@ -24,32 +24,16 @@ ROWS = 23
 PAGE = 4  # 23 rows, one bad: 22 records in pages of 4, 4, 4, 4, 4, 2 (+ the finishing page)
 
 
-class _Killer:
-    def __init__(self, point: str | None) -> None:
-        self.point = tuple(point.split(":")) if point else None
-        self.at_commit: tuple[str, str] | None = None
-
-    def reached(self, kind: str, number: int) -> None:
-        if self.point == (kind, str(number)):
-            sys.stdout.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def on_commit(self, _conn: Any) -> None:
-        if self.at_commit is not None:
-            kind, number = self.at_commit
-            self.at_commit = None
-            self.reached(kind, int(number))
-
-
-def _killing_connector(killer: _Killer) -> type:
+def _killing_connector(killer: Any) -> type:
+    """The sftp connector with crashworker's kill points around each page."""
     from plugins.sftp.connector import SftpConnector
 
     class KillingConnector(SftpConnector):
-        the_killer: ClassVar[_Killer] = killer
+        the_killer: ClassVar[Any] = killer  # a tests.crashworker.Killer
 
         def pull(self, cursor: str | None) -> Iterator:
             for number, page in enumerate(super().pull(cursor), 1):
-                self.the_killer.at_commit = ("pull-precommit", str(number))
+                self.the_killer.at_commit = ("pull-precommit", number)
                 yield page
                 self.the_killer.reached("pull-between", number)
 
@@ -63,8 +47,9 @@ def worker(hub: str, etc: str, point: str) -> int:
 
     from daemon.database import make_engine
     from daemon.instances import load_instance
+    from tests.crashworker import Killer, KillPoint
 
-    killer = _Killer(point)
+    killer = Killer(KillPoint.parse(point))
     engine = make_engine(f"sqlite:///{hub}")
     event.listen(engine, "commit", killer.on_commit)
     instance = load_instance(
