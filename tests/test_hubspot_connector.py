@@ -453,3 +453,22 @@ def test_a_revoked_refresh_token_is_auth_failed(sim: HubSpotSimulator, clock: Fa
     connector = connect(sim, clock, **oauth(sim, "revoked"))
     with pytest.raises(AuthFailed, match="invalid, expired or revoked"):
         connector.check()
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_a_broken_record_is_reported_and_skipped_and_the_pull_goes_on(
+    sim: HubSpotSimulator, clock: FakeClock, concurrency: int
+) -> None:
+    ids = seed(sim, 6)
+    broken = ids[2]
+    for version in (sim.records[broken], *(s for _, s in sim._index[broken] if s)):
+        version["properties"].pop("lastmodifieddate", None)
+        version["updatedAt"] = None
+    reports: list[tuple[str, str, dict]] = []
+    context = ConnectorContext("hs", reporter=lambda *report: reports.append(report))
+    connector = connect(sim, clock, context, page_size=2, pull_concurrency=concurrency)
+    records, _ = pull_all(connector, None)
+    assert sorted((r.remote_id for r in records), key=int) == [i for i in ids if i != broken]
+    assert [(code, details) for code, _, details in reports] == [
+        ("remote-malformed-response", {"remote_id": broken})
+    ]

@@ -496,3 +496,57 @@ def test_through_the_engine_a_rejection_is_logged_and_a_delete_tombstoned(
     save_contact(cs_hub, {"first_name": "Ada"}, contact_id=hub_ids["ada@example.org"])
     sync.run(instance, "push")
     assert sim.counters["collections"] == before  # the tombstone keeps the push away
+
+
+def test_records_linked_by_a_pull_get_the_hub_id_without_a_hub_edit(
+    sim: SalesforceSimulator,
+    clock: FakeClock,
+    cs_hub: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = [
+        sim.add_contact(
+            FirstName=f"F{i}", LastName="L", Email=f"c{i}@example.org", Phone=f"+1202555014{i}"
+        )
+        for i in range(3)
+    ]
+    monkeypatch.setenv("SF_TEST_SECRET", sim.client_secret)
+    text = (
+        'type = "salesforce"\n[settings]\n'
+        f'login_url = "{sim.url}"\nclient_id = "{sim.client_id}"\n'
+        'client_secret = { env = "SF_TEST_SECRET" }\n'
+        + contact_fields("FirstName", "LastName", "Email", "Phone")
+    )
+    instance = load_written(tmp_path / "instances", "sf", text, {"salesforce": SalesforceConnector})
+    sync = sync_engine(cs_hub, instance)
+    assert sync.run(instance, "pull", full=True).counts.get("created") == 3
+    assert sync.run(instance, "push").outcome == "ok"
+    with cs_hub.connect() as conn:
+        hub_ids = set(conn.execute(select(Contact.__table__.c.id)).scalars())
+    assert {sim.record(i)["Mainstay_ID__c"] for i in ids} == hub_ids
+    before = sim.counters["collections"]
+    sync.run(instance, "push")
+    assert sim.counters["collections"] == before  # written once
+
+
+def test_a_broken_row_is_reported_and_skipped_and_the_pull_goes_on(
+    sim: SalesforceSimulator, clock: FakeClock
+) -> None:
+    ids = seed(sim, 4)
+    reports: list[tuple] = []
+    context = ConnectorContext("sf", reporter=lambda *report: reports.append(report))
+    connector = connect(sim, clock, context)
+    real_query = connector.client.query
+
+    def query_with_a_broken_row(soql: str, **kwargs: Any):
+        for n, rows in enumerate(real_query(soql, **kwargs)):
+            # A row as a broken proxy or a partial answer might carry it: no SystemModstamp.
+            yield [{"Id": "003BROKEN", "FirstName": "X"}, *rows] if n == 0 else rows
+
+    connector.client.query = query_with_a_broken_row  # type: ignore[method-assign]
+    records, _, _ = pull_counted(connector, None)
+    assert sorted(r.remote_id for r in records) == sorted(ids)
+    assert [(code, details) for code, _, details in reports] == [
+        (Code.REMOTE_MALFORMED, {"remote_id": "003BROKEN"})
+    ]

@@ -290,7 +290,7 @@ class HubSpotConnector(Connector):
         # The next page is fetched while the engine applies this one: at 150 ms a page, one
         # page at a time would make the platform's latency the pull's speed.
         for rows, after in prefetch(listing):
-            records = [self._record(row) for row in rows]
+            records = self._records(rows)
             for record in records:
                 assert record.modified_at is not None
                 pos.advance(to_ms(record.modified_at), record)
@@ -322,7 +322,7 @@ class HubSpotConnector(Connector):
         for index, (rows, last) in interleave(sources, depth=2):
             part = pos.parts[ranges[index]]
             part[0] = last
-            records = [self._record(row) for row in rows]
+            records = self._records(rows)
             for record in records:
                 assert record.modified_at is not None
                 pos.advance(to_ms(record.modified_at), record)
@@ -344,9 +344,11 @@ class HubSpotConnector(Connector):
         while last < high:
             groups = [{"filters": [_filter(ID, "GT", last), _filter(ID, "LTE", high)]}]
             rows, _ = self.client.search(groups, sorts, self._read, self.settings.page_size, 0)
+            # A row without a numeric id is reported and skipped where the page is read
+            # (_records); the keyset moves on from the rows that have one.
             ids = [int(r["id"]) for r in rows if str(r.get("id", "")).isdigit()]
-            if len(ids) != len(rows):
-                raise MalformedResponse("a HubSpot search result without a numeric id")
+            if len(rows) >= self.settings.page_size and not ids:
+                raise MalformedResponse("a full page of HubSpot search results without ids")
             if ids and (min(ids) <= last or max(ids) > high):
                 raise MalformedResponse("HubSpot's search answered ids outside the range asked")
             # A short page is the range's last; otherwise the next page starts past it.
@@ -396,8 +398,7 @@ class HubSpotConnector(Connector):
         while True:
             rows, nxt = self.client.search(groups, sorts, self._read, limit, after)
             fresh = []
-            for row in rows:
-                record = self._record(row)
+            for record in self._records(rows):
                 assert record.modified_at is not None
                 ts = to_ms(record.modified_at)
                 if pos.sweep:
@@ -420,8 +421,21 @@ class HubSpotConnector(Connector):
             if fresh:
                 yield Page(fresh, pos.dump(self._lookback_ms))
 
+    def _records(self, rows: Sequence[Mapping[str, Any]]) -> list[RemoteRecord]:
+        """The page's records; a row that is not a usable contact (no id, no date) is a
+        ``remote-malformed-response`` sync-log row and is skipped, so one broken record
+        never stops the pull at the same place every cycle."""
+        records = []
+        for row in rows:
+            try:
+                records.append(self._record(row))
+            except MalformedResponse as exc:
+                remote_id = str(row.get("id") or "") if isinstance(row, Mapping) else ""
+                self.context.report(Code.REMOTE_MALFORMED, exc.message, remote_id=remote_id)
+        return records
+
     def _record(self, row: Mapping[str, Any]) -> RemoteRecord:
-        props = row.get("properties")
+        props = row.get("properties") if isinstance(row, Mapping) else None
         if not isinstance(props, dict):
             raise MalformedResponse("a HubSpot contact without properties")
         record_id = str(row.get("id") or props.get(ID) or "")

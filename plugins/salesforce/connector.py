@@ -288,6 +288,15 @@ class SalesforceConnector(Connector):
         # Records per Page from a Bulk results page; an attribute so tests can use fewer.
         self.bulk_rows_per_page = BULK_ROWS_PER_PAGE
 
+    @classmethod
+    def default_fields(cls, settings: SalesforceConfig) -> list[dict[str, Any]]:
+        """The hub id goes out to the external-id field: a record linked by a pull gets it on
+        the next push (the engine queues a first exchange whose link lacks a field), and
+        records created from the hub are upserted by it."""
+        if not settings.external_id_field:
+            return []
+        return [{"hub": "id", "remote": settings.external_id_field, "direction": "outgoing"}]
+
     # --- check and describe -----------------------------------------------------------------
 
     def check(self) -> None:
@@ -372,7 +381,9 @@ class SalesforceConnector(Connector):
                 got += len(rows)
                 fresh = []
                 for row in rows:
-                    record = self._record(row)
+                    record = self._usable(row)
+                    if record is None:
+                        continue
                     assert record.modified_at is not None
                     keyset = (soql_datetime(record.modified_at), record.remote_id)
                     pos.read(record)
@@ -384,6 +395,17 @@ class SalesforceConnector(Connector):
             if got < self.settings.query_chunk:
                 return
             overlap = False  # the next chunk starts right after the last row read
+
+    def _usable(self, row: Any, *, csv_row: bool = False) -> RemoteRecord | None:
+        """The row's record; a row that is not a usable record (no Id, no SystemModstamp) is
+        a ``remote-malformed-response`` sync-log row and is skipped, so one broken row never
+        stops the pull at the same place every cycle."""
+        try:
+            return self._record(row, csv_row=csv_row)
+        except MalformedResponse as exc:
+            remote_id = row.get(ID) if isinstance(row, Mapping) else None
+            self.context.report(Code.REMOTE_MALFORMED, exc.message, remote_id=str(remote_id or ""))
+            return None
 
     def _record(self, row: Mapping[str, Any], *, csv_row: bool = False) -> RemoteRecord:
         if not isinstance(row, Mapping):
@@ -444,7 +466,9 @@ class SalesforceConnector(Connector):
                 consumed += 1
                 if consumed <= pos.skip:
                     continue  # yielded before a restart: resume inside the page
-                record = self._record(row, csv_row=True)
+                record = self._usable(row, csv_row=True)
+                if record is None:
+                    continue
                 pos.read(record)
                 pos.yielded(record)
                 records.append(record)
