@@ -8,6 +8,8 @@ lists the files it has written, and scripts a user's changes on its side.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -345,6 +347,209 @@ def _ethos_person(person: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class Slate(SimulatedPlatform):
+    """Slate: pulls through the query web service, pushes as upload files into a local folder
+    the simulator imports on its next query. A push stays pending until a pull sees it."""
+
+    label, instance, env = "Slate", "slate", "CONTACTSYNC_DEMO_SLATE_TOKEN"
+    mapping = {h: h for h in HUB_FIELDS}
+
+    def start(self, root: Path) -> None:
+        from plugins.slate.simulator import SlateSimulator
+
+        self.sim = SlateSimulator(contacts=0, seed=SEED, sftp_root=root / "slate").start()
+
+    def secret(self) -> str:
+        return str(self.sim.user_token)
+
+    def instance_toml(self) -> str:
+        return (
+            "# A two-way Slate instance: the query web service, and uploads into the folder\n"
+            "# the simulator imports from (as Slate imports from its SFTP incoming/).\n"
+            f'type = "slate"\ndirection = "both"\n\n[schedule]\n{SCHEDULE}'
+            '\n[[fields]]\nhub = "id"\nremote = "mainstay_id"\ndirection = "incoming"\n'
+            f"{fields_toml(self.mapping)}\n"
+            f'[settings]\nbase_url = "{self.sim.url}"\nquery_id = "{self.sim.query_id}"\n'
+            f'token = {{ env = "{self.env}" }}\ntimezone = "{self.sim.timezone_name}"\n\n'
+            f'[settings.transport]\nkind = "local"\npath = "{self.sim.sftp_root.as_posix()}"\n'
+        )
+
+    def seed(self) -> None:
+        self.mary = self.sim.add_person(
+            first_name="Mary", last_name="Jackson", email="mary@example.edu", phone="7575550131"
+        )
+        self.sim.add_person(
+            first_name="Dorothy",
+            last_name="Vaughan",
+            email="dorothy@example.edu",
+            phone="7575550132",
+        )
+        # invalid-email: the hub refuses it, with a code
+        self.sim.add_person(
+            first_name="Bob", last_name="Bademail", email="bob-at-example", phone="7575550133"
+        )
+
+    def view(self) -> dict[str, dict[str, Any]]:
+        with self.sim.lock:
+            return {
+                guid: {h: person.get(h) for h in self.mapping}
+                for guid, person in self.sim.people.items()
+            }
+
+    def files(self) -> dict[str, str]:
+        found = {}
+        for folder in (self.sim.incoming, self.sim.processed):
+            for path in folder.glob("*.csv"):
+                rows = _csv_rows(path)
+                if rows is not None:
+                    found[path.name] = f"hub → Slate|uploaded {path.name} ({_rows(rows)})"
+        return found
+
+    def steps(self, engine: Engine, hub_ids: dict[str, str]) -> list[Step]:
+        return [
+            Step(
+                10.0,
+                "Slate",
+                "an admissions officer edits Mary Jackson's phone in Slate",
+                lambda: self.sim.edit_person(self.mary, phone="7575550199"),
+            )
+        ]
+
+
+class Banner(Platform):
+    """The ``sftp`` plugin on a local folder: a Banner extract dropped in ``incoming/`` is
+    read, and each push writes a file into ``outgoing/``."""
+
+    label, instance = "Banner", "banner"
+    files_out = True
+    extract = (
+        "SPRIDEN_ID,SPRIDEN_FIRST_NAME,SPRIDEN_LAST_NAME,SPRTELE_PHONE_NUMBER,GOREMAL_EMAIL_ADDRESS\n"
+        "B00000101,Barbara,Liskov,6175550141,barbara@example.edu\n"
+        "B00000102,Dennis,Ritchie,9085550142,dennis@example.edu\n"
+        "B00000103,Bad,Phonerow,12,bad.phonerow@example.edu\n"  # invalid-phone
+    )
+
+    def start(self, root: Path) -> None:
+        self.root = root / "banner"
+        for folder in ("incoming", "outgoing"):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+
+    def describe(self) -> str:
+        return f"Banner (sftp plugin, local folder) at {self.root}"
+
+    def instance_toml(self) -> str:
+        return (
+            "# The sftp plugin on a local folder, with the Banner column names.\n"
+            f'type = "sftp"\ndirection = "both"\n\n[schedule]\n{SCHEDULE}\n'
+            '[settings]\npreset = "banner"\nincoming_folder = "incoming"\n'
+            'file_mask = "banner_*.csv"\noutgoing_folder = "outgoing"\n'
+            # HubSpot owns the hub's CRM id here, so SPRIDEN_ID stays the link's id only.
+            'id_column = "SPRIDEN_ID"\ncolumns = { crm_id = "" }\n\n'
+            f'[settings.transport]\nkind = "local"\npath = "{self.root.as_posix()}"\n'
+            "stable_seconds = 0\n"
+        )
+
+    def seed(self) -> None:
+        (self.root / "incoming" / "banner_students.csv").write_text(self.extract)
+
+    def files(self) -> dict[str, str]:
+        found = {}
+        for path in (self.root / "incoming" / "processed").glob("*.csv"):
+            rows = _csv_rows(path)
+            if rows is not None:
+                found[f"in/{path.name}"] = f"Banner → hub|read {path.name} ({_rows(rows)})"
+        for path in (self.root / "outgoing").glob("*.csv"):
+            rows = _csv_rows(path)
+            if rows is not None:
+                found[f"out/{path.name}"] = (
+                    f"hub → Banner|wrote outgoing/{path.name} ({_rows(rows)})"
+                )
+        return found
+
+    def mentions(self, text: str) -> bool:
+        return any(text in p.read_text() for p in (self.root / "outgoing").glob("*.csv"))
+
+
+TEST_USER_BODY = "a test user's message: never exported"
+
+
+class Export(Platform):
+    """The conversations export on a local folder, for messages added to the hub."""
+
+    label, instance = "Export", "export"
+    files_out = True
+
+    def start(self, root: Path) -> None:
+        self.root = root / "export"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def describe(self) -> str:
+        return f"conversations export (local folder) at {self.root}"
+
+    def instance_toml(self) -> str:
+        return (
+            "# The conversations export, into a local folder.\n"
+            'type = "conversations_export"\n\n[schedule]\nexport = "every 2s"\n\n'
+            '[settings]\nfolder = "conversations"\nfile_prefix = "mainstay_conversations"\n\n'
+            f'[settings.transport]\nkind = "local"\npath = "{self.root.as_posix()}"\n'
+        )
+
+    def seed_hub(self, engine: Engine, hub_ids: dict[str, str]) -> None:
+        from daemon.messages import add_message
+
+        add_message(
+            engine,
+            contact_id=hub_ids["ada"],
+            channel="twilio",
+            direction="outgoing",
+            message_type="campaign",
+            campaign_name="Welcome",
+            body="Welcome, Ada! Reply with any question.",
+        )
+        add_message(
+            engine,
+            contact_id=hub_ids["ada"],
+            channel="twilio",
+            direction="incoming",
+            body="When is the FAFSA deadline?",
+        )
+        add_message(
+            engine,
+            contact_id=hub_ids["test"],
+            channel="web",
+            direction="incoming",
+            body=TEST_USER_BODY,
+        )
+
+    def files(self) -> dict[str, str]:
+        found = {}
+        for path in (self.root / "conversations").glob("*.csv"):
+            rows = _csv_rows(path)
+            if rows is not None:
+                found[path.name] = (
+                    f"hub → Export|wrote conversations/{path.name} ({_rows(rows, 'message')})"
+                )
+        return found
+
+    def mentions(self, text: str) -> bool:
+        return any(
+            TEST_USER_BODY in p.read_text() for p in (self.root / "conversations").glob("*.csv")
+        )
+
+
+def _csv_rows(path: Path) -> list[list[str]] | None:
+    """A small CSV file's data rows; ``None`` if it moved away while being read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return list(csv.reader(io.StringIO(text)))[1:]
+
+
+def _rows(rows: list[list[str]], noun: str = "row") -> str:
+    return f"{len(rows)} {noun}{'' if len(rows) == 1 else 's'}"
+
+
 def all_platforms() -> list[Platform]:
     """Every platform of the demo, in the order the summary lists them."""
-    return [HubSpot(), Salesforce(), Colleague()]
+    return [HubSpot(), Salesforce(), Colleague(), Slate(), Banner(), Export()]

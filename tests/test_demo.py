@@ -11,6 +11,7 @@ from daemon.cli_demo import SEED
 from plugins.colleague.simulator import ColleagueSimulator
 from plugins.hubspot.simulator import HubSpotSimulator
 from plugins.salesforce.simulator import SalesforceSimulator
+from plugins.slate.simulator import SlateSimulator
 
 # Settings from the developer's shell would point the demo at a real hub or config.
 _OUTSIDE = (
@@ -21,9 +22,10 @@ _OUTSIDE = (
     "CONTACTSYNC_DEMO_HUBSPOT_TOKEN",
     "CONTACTSYNC_DEMO_SALESFORCE_SECRET",
     "CONTACTSYNC_DEMO_ETHOS_KEY",
+    "CONTACTSYNC_DEMO_SLATE_TOKEN",
 )
 # Each two-way platform shows at least one change each way.
-TWO_WAY = ("HubSpot", "Salesforce", "Colleague")
+TWO_WAY = ("HubSpot", "Salesforce", "Colleague", "Slate")
 
 
 def test_demo_runs_by_itself_and_shows_both_directions_and_the_codes(tmp_path: Path) -> None:
@@ -52,11 +54,24 @@ def test_demo_runs_by_itself_and_shows_both_directions_and_the_codes(tmp_path: P
     assert "test user Test User was never sent to HubSpot" in out
     for label in TWO_WAY:
         assert f"{label} → hub " in out and f"hub → {label} " in out, label
+    # Slate confirms an upload later: a pull sees it.
+    assert "hub → Slate" in out and "(sent, pending)" in out
+    assert "Slate → hub    confirmed " in out
+    # Banner through the sftp plugin: the extract read (its bad row refused), a file written.
+    assert "Banner → hub   new contact Barbara Liskov" in out
+    assert "Banner → hub   read banner_students.csv (3 rows)" in out
+    assert "hub → Banner   wrote outgoing/mainstay_contact" in out
+    assert "#B00000103" in out  # the bad row, in the sync log
+    # The conversations export: Ada's two messages, not the test user's.
+    assert "hub → Export   wrote conversations/mainstay_conversations" in out
+    assert "(2 messages)" in out
+    assert "nor any other platform (nor exported)" in out
     # The simulators' secrets are handed over by environment only, never shown.
     secrets = (
         HubSpotSimulator(seed=SEED).private_app_token,
         SalesforceSimulator(seed=SEED).client_secret,
         ColleagueSimulator(seed=SEED).api_key,
+        SlateSimulator(seed=SEED).user_token,
     )
     for secret in secrets:
         assert secret not in out and secret not in done.stderr
