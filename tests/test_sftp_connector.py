@@ -31,10 +31,25 @@ def etc(tmp_path: Path) -> Path:
     return tmp_path / "etc"
 
 
-def banner(etc: Path, sshd_server, root: Path, name: str = "banner", **settings):
-    table = transport_table(sshd_server, root)
+def banner(
+    etc: Path,
+    sshd_server,
+    root: Path,
+    name: str = "banner",
+    transport: dict | None = None,
+    connectors: dict | None = None,
+    **settings,
+):
+    """An incoming ``banner`` instance on the test server; ``transport`` overrides its
+    transport table's entries."""
+    table = transport_table(sshd_server, root, **(transport or {}))
     return write_instance(
-        etc, name, table, settings={"preset": "banner", **settings}, top='direction = "incoming"'
+        etc,
+        name,
+        table,
+        settings={"preset": "banner", **settings},
+        top='direction = "incoming"',
+        connectors=connectors,
     )
 
 
@@ -192,13 +207,8 @@ def test_an_import_stopped_mid_file_resumes_without_duplicates(
                     raise _Crash("killed")
                 yield page
 
-    instance = write_instance(
-        etc,
-        "banner",
-        transport_table(sshd_server, sftp_root),
-        settings={"preset": "banner", "page_size": 4},
-        top='direction = "incoming"',
-        connectors={"sftp": CrashingConnector},
+    instance = banner(
+        etc, sshd_server, sftp_root, connectors={"sftp": CrashingConnector}, page_size=4
     )
     engine = sync_engine(sqlite_engine, instance)
     first = engine.run(instance, "pull")
@@ -305,35 +315,17 @@ def test_file_names_are_prefix_and_utc_milliseconds(tmp_path):
 def test_unknown_and_changed_host_keys_are_refused(sqlite_engine, sshd_server, sftp_root, etc):
     empty = sftp_root / "empty_known_hosts"
     empty.write_text("")
-    unknown = banner(etc, sshd_server, sftp_root, name="unknown")
-    unknown = write_instance(
-        etc,
-        "unknown",
-        transport_table(sshd_server, sftp_root, known_hosts=str(empty)),
-        settings={"preset": "banner"},
-        top='direction = "incoming"',
-    )
+    unknown = banner(etc, sshd_server, sftp_root, "unknown", {"known_hosts": str(empty)})
     other_key = (sshd_server.folder / "user_ed25519.pub").read_text().split()
     changed_file = sftp_root / "changed_known_hosts"
     changed_file.write_text(f"[127.0.0.1]:{sshd_server.port} {other_key[0]} {other_key[1]}\n")
-    changed = write_instance(
+    changed = banner(etc, sshd_server, sftp_root, "changed", {"known_hosts": str(changed_file)})
+    wrong_fp = banner(
         etc,
-        "changed",
-        transport_table(sshd_server, sftp_root, known_hosts=str(changed_file)),
-        settings={"preset": "banner"},
-        top='direction = "incoming"',
-    )
-    wrong_fp = write_instance(
-        etc,
+        sshd_server,
+        sftp_root,
         "fingerprint",
-        transport_table(
-            sshd_server,
-            sftp_root,
-            known_hosts=None,
-            host_key_fingerprint="SHA256:" + "A" * 43,
-        ),
-        settings={"preset": "banner"},
-        top='direction = "incoming"',
+        {"known_hosts": None, "host_key_fingerprint": "SHA256:" + "A" * 43},
     )
     engine = sync_engine(sqlite_engine, unknown, changed, wrong_fp)
     for instance, words in ((unknown, "not in known_hosts"), (changed, "changed")):
@@ -348,17 +340,12 @@ def test_unknown_and_changed_host_keys_are_refused(sqlite_engine, sshd_server, s
 
 
 def test_the_right_fingerprint_alone_is_enough(sqlite_engine, sshd_server, sftp_root, etc):
-    instance = write_instance(
+    instance = banner(
         etc,
+        sshd_server,
+        sftp_root,
         "fp",
-        transport_table(
-            sshd_server,
-            sftp_root,
-            known_hosts=None,
-            host_key_fingerprint=sshd_server.host_key_fingerprint,
-        ),
-        settings={"preset": "banner"},
-        top='direction = "incoming"',
+        {"known_hosts": None, "host_key_fingerprint": sshd_server.host_key_fingerprint},
     )
     put(sftp_root, "one.csv", csv_text(BANNER_HEADER, "B1,Ada,Lovelace,2025550101,"))
     report = sync_engine(sqlite_engine, instance).run(instance, "pull")
