@@ -36,14 +36,19 @@ def grant(sim: SalesforceSimulator, **form: str) -> httpx.Response:
     return httpx.post(f"{sim.url}/services/oauth2/token", data=form)
 
 
-@pytest.fixture
-def api(sim: SalesforceSimulator) -> Iterator[httpx.Client]:
-    token = grant(
+def client_credentials(sim: SalesforceSimulator) -> httpx.Response:
+    """The connected app's client-credentials grant, with the right key and secret."""
+    return grant(
         sim,
         grant_type="client_credentials",
         client_id=sim.client_id,
         client_secret=sim.client_secret,
-    ).json()["access_token"]
+    )
+
+
+@pytest.fixture
+def api(sim: SalesforceSimulator) -> Iterator[httpx.Client]:
+    token = client_credentials(sim).json()["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=sim.url + V, headers=headers, timeout=10) as client:
         yield client
@@ -65,12 +70,7 @@ def error(response: httpx.Response, status: int, code: str) -> str:
 
 
 def test_token_answers_carry_instance_url_and_no_expiry(sim: SalesforceSimulator) -> None:
-    body = grant(
-        sim,
-        grant_type="client_credentials",
-        client_id=sim.client_id,
-        client_secret=sim.client_secret,
-    ).json()
+    body = client_credentials(sim).json()
     assert body["instance_url"] == sim.url and body["token_type"] == "Bearer"
     assert "expires_in" not in body and "refresh_token" not in body
     refused = grant(sim, grant_type="client_credentials", client_id=sim.client_id)
@@ -277,12 +277,7 @@ def test_limit_info_header_and_request_limit_exceeded(
     error(refused, 403, "REQUEST_LIMIT_EXCEEDED")
     assert refused.headers["Sforce-Limit-Info"] == "api-usage=3/3"
     sim.session_timeout_seconds = 2 * 86_400
-    fresh = grant(
-        sim,
-        grant_type="client_credentials",
-        client_id=sim.client_id,
-        client_secret=sim.client_secret,
-    ).json()["access_token"]
+    fresh = client_credentials(sim).json()["access_token"]
     clock.advance(86_401)  # a rolling 24 h: the calls age out
     headers = {"Authorization": f"Bearer {fresh}"}
     assert api.get("/query", params={"q": "SELECT Id FROM Contact"}, headers=headers).is_success
