@@ -37,14 +37,19 @@ class RateLimiter:
         *,
         name: str = "",
         on_grant: Callable[[float], None] | None = None,
+        margin_seconds: float = 0.0,
     ) -> None:
-        if limit < 1 or window_seconds <= 0:
-            raise ValueError("a rate limit needs limit >= 1 and a positive window")
+        if limit < 1 or window_seconds <= 0 or margin_seconds < 0:
+            raise ValueError("a rate limit needs limit >= 1, a positive window and margin >= 0")
         self.name = name
         self._limit = limit
         self._window = float(window_seconds)
         self._clock = clock
         self._on_grant = on_grant
+        # A call counts from when we grant it, but the platform counts it when it arrives,
+        # a latency later; when latencies differ (concurrent calls, a loaded host), a slot we
+        # think free may not be free there yet. The margin keeps each grant that much longer.
+        self._margin = float(margin_seconds)
         self._lock = threading.Lock()
         self._grants: deque[float] = deque()
         self._paused_until = -math.inf
@@ -165,7 +170,7 @@ class RateLimiter:
     def _prune(self, now: float) -> None:
         # ``grant + window <= now``, not ``grant <= now - window``: the two round differently
         # in floating point, and only the first agrees with the wait computed in _wait.
-        while self._grants and self._grants[0] + self._window <= now:
+        while self._grants and self._grants[0] + self._window + self._margin <= now:
             self._grants.popleft()
 
     def _wait(self, now: float) -> float:
@@ -175,7 +180,7 @@ class RateLimiter:
         if len(self._grants) >= self._limit:
             # The window must drop enough old grants to get back under the limit.
             oldest_needed = self._grants[len(self._grants) - self._limit]
-            waits.append(oldest_needed + self._window - now)
+            waits.append(oldest_needed + self._window + self._margin - now)
         if self._budget is not None:
             if now >= self._budget_until:
                 self._budget = None  # the platform's window has reset: our own limit rules

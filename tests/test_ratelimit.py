@@ -230,3 +230,16 @@ def test_a_rolling_window_figure_at_or_above_ours_changes_nothing():
     limiter.update_from_headers(7)
     limiter.update_from_headers(9)
     assert limiter.available() == 7
+
+
+def test_a_margin_keeps_each_grant_a_little_longer():
+    clock = FakeClock()
+    grants: list[float] = []
+    limiter = RateLimiter(2, 10, clock, on_grant=grants.append, margin_seconds=0.25)
+    for _ in range(3):
+        limiter.acquire()
+    # The platform counts the first call from its arrival, a latency after our grant: the
+    # third call waits the window plus the margin, not the bare window.
+    assert grants == pytest.approx([0, 0, 10.25])
+    with pytest.raises(ValueError):
+        RateLimiter(2, 10, margin_seconds=-1)

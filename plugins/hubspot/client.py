@@ -55,6 +55,7 @@ MAX_SEARCH_LIMIT = 200
 # never leaves with a token that dies in flight; singer-io's tap uses 600 s for 30-min tokens.
 REFRESH_MARGIN_SECONDS = 300.0
 STATE_REFRESH_TOKEN = "hubspot_refresh_token"
+BURST_MARGIN_SECONDS = 0.25
 # The general burst limit until HubSpot's headers say otherwise (Free/Starter private apps:
 # 100 per 10 s; OAuth apps about 110), and search's own limit (4-5 per second per account,
 # sent without headers to learn from: 4 in a window a little over a second, so a request on
@@ -167,7 +168,11 @@ class HubSpotClient:
                 "HubSpot needs access_token (a private app), or client_id, client_secret and "
                 "refresh_token (OAuth)"
             )
-        self.limiter = RateLimiter(*DEFAULT_BURST, self.clock, name="hubspot")
+        # HubSpot counts a call when it arrives; the margin absorbs concurrent calls arriving
+        # in another order than they were granted (2.5% of the 10 s window).
+        self.limiter = RateLimiter(
+            *DEFAULT_BURST, self.clock, name="hubspot", margin_seconds=BURST_MARGIN_SECONDS
+        )
         self.search_limiter = RateLimiter(*DEFAULT_SEARCH_RATE, self.clock, name="hubspot-search")
         self._resets_at = midnight_in(account_timezone)
         self.quota = DailyQuota(
