@@ -61,7 +61,8 @@ BURST_MARGIN_SECONDS = 0.25
 # sent without headers to learn from: 4 in a window a little over a second, so a request on
 # the window's edge cannot count as the fifth by HubSpot's clock).
 DEFAULT_BURST = (100, 10.0)
-DEFAULT_SEARCH_RATE = (4, 1.1)
+DEFAULT_SEARCH_RATE = (5, 1.0)  # HubSpot: five searches per second per account
+SEARCH_MARGIN_SECONDS = 0.15
 
 
 @dataclass
@@ -173,7 +174,12 @@ class HubSpotClient:
         self.limiter = RateLimiter(
             *DEFAULT_BURST, self.clock, name="hubspot", margin_seconds=BURST_MARGIN_SECONDS
         )
-        self.search_limiter = RateLimiter(*DEFAULT_SEARCH_RATE, self.clock, name="hubspot-search")
+        self.search_limiter = RateLimiter(
+            *DEFAULT_SEARCH_RATE,
+            self.clock,
+            name="hubspot-search",
+            margin_seconds=SEARCH_MARGIN_SECONDS,
+        )
         self._resets_at = midnight_in(account_timezone)
         self.quota = DailyQuota(
             None,
