@@ -455,3 +455,26 @@ def test_a_dry_run_deletes_nothing_from_the_queue(
         assert report.outcome == "ok" and len(plans) == 4  # one page of consume_limit
         assert len(sim.messages) == queued
         assert engine.run(instance, "pull").counts["updated"] == 6
+
+
+def test_a_person_without_a_colleague_id_is_reported_and_skipped(
+    sim: ColleagueSimulator, clock: FakeClock
+) -> None:
+    kept = student(sim, 1)
+    broken = sim.add_person("No", "Credential", email="nc@example.edu")
+    student(sim, 2)
+    with sim.lock:
+        sim.persons[broken["id"]]["credentials"] = []
+    reports: list[tuple] = []
+    connector = build(
+        ColleagueConnector,
+        {"base_url": sim.url, "api_key": sim.api_key, "page_size": 3},
+        {},
+        ConnectorContext("colleague", reporter=lambda *report: reports.append(report)),
+        clock,
+    )
+    records, _ = pull_all(connector, None)
+    assert kept in {r.remote_id for r in records} and len(records) == 2
+    assert [(code, details) for code, _, details in reports] == [
+        ("remote-malformed-response", {"guid": broken["id"]})
+    ]
