@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# The newcomer's demo: a simulated HubSpot, the daemon, changes flowing both ways, then the
-# sync log. No account, no network; it stops by itself.
+# The newcomer's demo: every built-in platform simulated (HubSpot, Salesforce, Colleague, Slate,
+# a Banner folder, a conversations export), the daemon, changes flowing both ways, then the sync
+# log and a summary per platform. No account, no network; it stops by itself.
 run: setup
 	$(BIN)/contactsync demo --duration 30
 

@@ -425,17 +425,18 @@ def print_summary(engine: Engine, platforms: list[Platform], feed: Feed) -> None
             bucket.update({k: int(v) for k, v in (row.counts or {}).items() if isinstance(v, int)})
     rows = []
     for p in platforms:
-        pulled, pushed = totals.get((p.instance, "pull"), Counter()), Counter()
-        pushed += totals.get((p.instance, "push"), Counter())
-        exported = totals.get((p.instance, "export"), Counter())
+        pulled = totals.get((p.instance, "pull"))
+        pushed = totals.get((p.instance, "push"))
+        exported = totals.get((p.instance, "export"))
+        files = p.files()
         rows.append(
             (
                 p.label,
-                " / ".join(str(pulled[k]) for k in _IN),
-                " / ".join(str(pushed[k]) for k in _OUT),
-                str(pulled["confirmed"]) if pulled["confirmed"] else "",
+                " / ".join(str(pulled[k]) for k in _IN) if pulled else "",
+                " / ".join(str(pushed[k]) for k in _OUT) if pushed else "",
+                str(pulled["confirmed"]) if pulled and pulled["confirmed"] else "",
                 f"{feed.counts[f'{p.label} → hub']} in, {feed.counts[f'hub → {p.label}']} out",
-                str(len(p.files())) if p.files() else "",
+                str(len(files)) if files else "",
                 str(exported["messages"]) if exported else "",
             )
         )

@@ -80,7 +80,7 @@ class Platform:
         return False
 
     def files(self) -> dict[str, str]:
-        """Files the sync wrote or read here: a key -> ``(direction, what)`` text."""
+        """Files the sync wrote or read here: a stable key -> ``"direction|what"``."""
         return {}
 
     def steps(self, engine: Engine, hub_ids: dict[str, str]) -> list[Step]:
