@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,6 +129,27 @@ def figures(
         out["rss_before_mib"] = round(rss_before, 1)
     out["counts"] = dict(counts)
     return out
+
+
+def print_table(
+    results: Sequence[Mapping[str, Any]],
+    columns: Sequence[tuple[str, str, Callable[[Mapping[str, Any]], Any]]],
+) -> None:
+    """A header line and a line per result. Each column is its header, a format spec for
+    header and cells alike (``"<11"``, ``">8"``) and the cell of one result."""
+    print(" ".join(f"{header:{spec}}" for header, spec, _ in columns))
+    for r in results:
+        print(" ".join(f"{cell(r):{spec}}" for _, spec, cell in columns))
+
+
+def latency_cell(r: Mapping[str, Any]) -> str:
+    """A result's added latency: ``150ms``."""
+    return f"{r['latency_ms']}ms"
+
+
+def rss_cell(r: Mapping[str, Any]) -> str:
+    """A result's peak RSS: ``81.2Mi``."""
+    return f"{r['peak_rss_mib']:.1f}Mi"
 
 
 class SeedInThePast(SystemClock):

@@ -40,7 +40,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchkit import child_instance, figures, open_hub, peak_rss_mib, run_child, run_sync  # noqa: E402
+from benchkit import (  # noqa: E402
+    child_instance,
+    figures,
+    latency_cell,
+    open_hub,
+    peak_rss_mib,
+    print_table,
+    rss_cell,
+    run_child,
+    run_sync,
+)
 
 from daemon.simkit import parse_duration  # noqa: E402
 from plugins.colleague.simulator import ColleagueSimulator  # noqa: E402
@@ -153,16 +163,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(
-        f"{'stage':<11} {'latency':>7} {'persons':>8} {'records':>8} {'seconds':>8}"
-        f" {'records/s':>9} {'requests':>8} {'per req':>7} {'peak RSS':>9}"
+    print_table(
+        results,
+        [
+            ("stage", "<11", lambda r: r["stage"]),
+            ("latency", ">7", latency_cell),
+            ("persons", ">8", lambda r: r["persons"]),
+            ("records", ">8", lambda r: r["records"]),
+            ("seconds", ">8", lambda r: r["seconds"]),
+            ("records/s", ">9", lambda r: r["records_per_s"]),
+            ("requests", ">8", lambda r: r["requests"]),
+            ("per req", ">7", lambda r: r["records_per_request"] or "-"),
+            ("peak RSS", ">9", rss_cell),
+        ],
     )
-    for r in results:
-        print(
-            f"{r['stage']:<11} {r['latency_ms']:>5}ms {r['persons']:>8} {r['records']:>8}"
-            f" {r['seconds']:>8} {r['records_per_s']:>9} {r['requests']:>8}"
-            f" {r['records_per_request'] or '-':>7} {r['peak_rss_mib']:>7.1f}Mi"
-        )
 
 
 if __name__ == "__main__":

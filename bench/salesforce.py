@@ -49,7 +49,10 @@ from benchkit import (  # noqa: E402
     child_instance,
     edit_and_queue_all,
     figures,
+    latency_cell,
     open_hub,
+    print_table,
+    rss_cell,
     run_child,
     run_sync,
 )
@@ -204,16 +207,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(
-        f"{'stage':<13} {'latency':>7} {'records':>8} {'seconds':>8} {'records/s':>9}"
-        f" {'requests':>8} {'req/record':>10} {'peak RSS':>9}"
+    print_table(
+        results,
+        [
+            ("stage", "<13", lambda r: r["stage"]),
+            ("latency", ">7", latency_cell),
+            ("records", ">8", lambda r: r["records"]),
+            ("seconds", ">8", lambda r: r["seconds"]),
+            ("records/s", ">9", lambda r: r["records_per_s"]),
+            ("requests", ">8", lambda r: r["requests"]),
+            ("req/record", ">10", lambda r: r["requests_per_record"]),
+            ("peak RSS", ">9", rss_cell),
+        ],
     )
-    for r in results:
-        print(
-            f"{r['stage']:<13} {r['latency_ms']:>5}ms {r['records']:>8} {r['seconds']:>8}"
-            f" {r['records_per_s']:>9} {r['requests']:>8} {r['requests_per_record']:>10}"
-            f" {r['peak_rss_mib']:>7.1f}Mi"
-        )
 
 
 if __name__ == "__main__":
