@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import io
 import logging
 import math
 import random
@@ -179,6 +180,36 @@ def safe_url(client: httpx.Client, url: str | httpx.URL) -> str:
     except httpx.HTTPError:  # not a URL httpx can send to: the request itself will say so
         return redact_text(str(url).partition("?")[0])
     return redact_text(str(full.copy_with(query=None, fragment=None)))
+
+
+class _ResponseBytes(io.RawIOBase):
+    """The body of a response sent with ``stream=True``, as a raw byte file."""
+
+    def __init__(self, response: httpx.Response, chunk_size: int) -> None:
+        self._chunks = response.iter_bytes(chunk_size)
+        self._left = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._left = chunk
+        size = min(len(buffer), len(self._left))
+        buffer[:size] = self._left[:size]
+        self._left = self._left[size:]
+        return size
+
+
+def text_stream(response: httpx.Response, chunk_size: int = 65536) -> io.TextIOWrapper:
+    """A streamed response's body as a text file read as it arrives (UTF-8, newlines kept
+    as sent, so ``csv`` sees line breaks inside quoted cells): a large result file is parsed
+    with memory bounded by the chunk size, never held whole."""
+    raw = io.BufferedReader(_ResponseBytes(response, chunk_size), chunk_size)
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
 
 
 def json_body(response: httpx.Response) -> Any:

@@ -51,6 +51,7 @@ from daemon.http import (
     json_or_none,
     make_client,
     request_with_retries,
+    text_stream,
 )
 from daemon.log import register_secret
 from daemon.paging import interleave, json_cursor, pages, paginate, prefetch
@@ -59,7 +60,7 @@ from daemon.secrets import reveal
 from daemon.tokens import Token, TokenCache
 
 # 1.1 added Code, Token, TokenCache, Unauthorized, interleave, prefetch, reveal, json_body,
-# json_answer, json_or_none, int_header and json_cursor.
+# json_answer, json_or_none, int_header, json_cursor and text_stream.
 SDK_VERSION: Final = "1.1"
 """The version of this surface: the major number changes only when a name is removed or
 changes meaning."""
@@ -108,4 +109,5 @@ __all__ = [
     "register_secret",
     "request_with_retries",
     "reveal",
+    "text_stream",
 ]

@@ -366,3 +366,18 @@ def test_parse_retry_after(clock):
     assert parse_retry_after(None, now) is None
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0
+
+
+def test_text_stream_reads_csv_across_chunks_and_quoted_newlines():
+    import csv
+
+    from daemon.http import text_stream
+
+    body = '\ufeffId,Note\r\n1,"two\r\nlines"\r\n2,café\r\n'.encode()
+    client = httpx.Client(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, content=body))
+    )
+    with client.stream("GET", "http://platform/results") as response:
+        # Chunks of 3 bytes split the BOM, the CRLFs and the two-byte é.
+        rows = list(csv.DictReader(text_stream(response, chunk_size=3)))
+    assert rows == [{"Id": "1", "Note": "two\r\nlines"}, {"Id": "2", "Note": "café"}]

@@ -52,6 +52,7 @@ from daemon.sdk import (
     make_client,
     pages,
     register_secret,
+    text_stream,
 )
 from daemon.tokens import Token, TokenCache
 
@@ -404,13 +405,14 @@ class SalesforceClient:
         self, job_id: str, locator: str | None, max_records: int
     ) -> tuple[Iterator[dict[str, str]], str | None]:
         """One page of a query job's CSV results and the next ``Sforce-Locator`` (``None`` at
-        the end). At most ``max_records`` rows are fetched, so a page's text bounds memory,
-        never the whole result; the rows are parsed as they are iterated, and a count that
-        disagrees with ``Sforce-NumberOfRecords`` is MalformedResponse at the end."""
+        the end). The CSV is parsed as it arrives (the answer is streamed), so memory holds a
+        chunk, never a page or the whole result; a count that disagrees with
+        ``Sforce-NumberOfRecords`` is MalformedResponse at the end. The caller must finish or
+        close the iterator, which releases the connection."""
         params: dict[str, Any] = {"maxRecords": max_records}
         if locator:
             params["locator"] = locator
-        response = self.request("GET", f"jobs/query/{job_id}/results", params=params)
+        response = self.request("GET", f"jobs/query/{job_id}/results", params=params, stream=True)
         if response.status_code >= 400:
             body = json_body(response)
             raise MalformedResponse(
@@ -421,13 +423,17 @@ class SalesforceClient:
         if nxt is None:
             raise MalformedResponse("bulk results: no Sforce-Locator header")
         expected = response.headers.get("Sforce-NumberOfRecords")
-        text = response.text
 
         def rows() -> Iterator[dict[str, str]]:
             count = 0
-            for row in csv.DictReader(io.StringIO(text)):
-                count += 1
-                yield row
+            try:
+                for row in csv.DictReader(text_stream(response)):
+                    count += 1
+                    yield row
+            except httpx.HTTPError as exc:
+                raise Unavailable(f"bulk results: the download broke off: {exc}") from exc
+            finally:
+                response.close()
             if expected is not None and expected.isdigit() and int(expected) != count:
                 raise MalformedResponse(
                     f"bulk results: Sforce-NumberOfRecords says {expected}, the CSV has {count}"
