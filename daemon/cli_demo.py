@@ -170,6 +170,10 @@ def diff(
                     events.append((inbound, f"new contact {_who(contact)}"))
                 elif state == links.PENDING:
                     events.append((outbound, f"new contact {_who(contact)} (sent, pending)"))
+                elif platform.confirms_later:
+                    # Sent and already confirmed by a pull before the display looked.
+                    events.append((outbound, f"new contact {_who(contact)} (sent)"))
+                    events.append((inbound, f"confirmed {_who(contact)} (a pull saw the upload)"))
                 elif not platform.files_out:
                     events.append((outbound, f"new contact {_who(contact)}"))
                 continue

@@ -50,6 +50,7 @@ class Platform:
     env = ""  # the variable that carries its secret, if any
     mapping: dict[str, str] = {}  # hub field -> remote field
     files_out = False  # its pushes are files: show the files, not one line per contact
+    confirms_later = False  # a push is pending until a pull sees it (Slate)
 
     def start(self, root: Path) -> None:
         """Start the simulator or make the folders; ``root`` is the demo's folder."""
@@ -352,6 +353,7 @@ class Slate(SimulatedPlatform):
     the simulator imports on its next query. A push stays pending until a pull sees it."""
 
     label, instance, env = "Slate", "slate", "CONTACTSYNC_DEMO_SLATE_TOKEN"
+    confirms_later = True
     mapping = {h: h for h in HUB_FIELDS}
 
     def start(self, root: Path) -> None:
