@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, insert, literal, select, update
+from sqlalchemy import Engine, literal, select, true, update
 
 from daemon.clock import SystemClock
 
@@ -37,7 +37,12 @@ def peak_rss_mib() -> float:
 
 def edit_and_queue_all(engine: Engine, connection: str) -> None:
     """Change every contact's last name and queue them all for ``connection``, in two
-    statements, as a burst of hub edits would."""
+    statements, as a burst of hub edits would.
+
+    A contact already queued (a pull may queue a write-back, such as the hub id for
+    Salesforce) is re-armed with these fields, as the daemon's own queueing does."""
+    from sqlalchemy.dialects import sqlite
+
     from daemon.outbox import PENDING
     from daemon.store import Contact, Outbox, utcnow
 
@@ -55,10 +60,24 @@ def edit_and_queue_all(engine: Engine, connection: str) -> None:
     }
     with engine.begin() as conn:
         conn.execute(update(contact).values(last_name=contact.c.last_name + "X"))
+        # WHERE true: SQLite's upsert after INSERT … SELECT needs a WHERE to parse.
+        rows = select(literal(connection), contact.c.id, *columns.values()).where(true())
+        stmt = sqlite.insert(Outbox.__table__).from_select(
+            ["connection", "contact_id", *columns], rows
+        )
         conn.execute(
-            insert(Outbox.__table__).from_select(
-                ["connection", "contact_id", *columns],
-                select(literal(connection), contact.c.id, *columns.values()),
+            stmt.on_conflict_do_update(
+                index_elements=["connection", "contact_id"],
+                set_={
+                    "fields": stmt.excluded.fields,
+                    "origin": stmt.excluded.origin,
+                    "state": PENDING,
+                    "attempts": 0,
+                    "last_error": None,
+                    "next_attempt_at": stmt.excluded.next_attempt_at,
+                    "updated_at": stmt.excluded.updated_at,
+                    "version": Outbox.__table__.c.version + 1,
+                },
             )
         )
 
