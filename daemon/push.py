@@ -247,6 +247,8 @@ def _fill(
             )
             return
         for name in unique:
+            if name not in values:
+                continue  # no value, nothing to collide on (a required one was caught above)
             shared = conn.execute(
                 select(func.count())
                 .select_from(_CONTACT)

@@ -118,3 +118,28 @@ def test_a_connector_that_does_not_declare_it_gets_one_batch_at_a_time(engine, t
     finally:
         MemoryConnector.push = original
     assert seen == [True, True, True]
+
+
+def test_a_contact_without_a_unique_field_is_pushed_without_it(engine, tmp_path):
+    """A field the platform keys on (unique) but does not require: a contact that has none
+    is created without it, and two contacts that share one are duplicate-remote-key."""
+    from daemon.connector import RemoteField
+    from tests.memremote import CATALOGUE
+
+    class UniqueEmail(MemoryConnector):
+        def describe(self):
+            return [
+                RemoteField(f.name, unique=f.name == "Email") if f.name == "Email" else f
+                for f in CATALOGUE
+            ]
+
+    remote = fresh_remote()
+    written = write_instance(tmp_path, "mem")
+    instance = load_instance(written.path, {"memory": UniqueEmail})
+    lone = add_contact(engine, "NoEmail", "2025550170")
+    sync = sync_engine(engine, instance)
+    sync.run(instance, "pull")
+    result = sync.run(instance, "push")
+    assert result.outcome == "ok", result.error
+    assert [r.created_for for r in remote.live()] == [lone]
+    assert "Email" not in remote.live()[0].fields
