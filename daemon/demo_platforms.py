@@ -287,10 +287,7 @@ class Colleague(SimulatedPlatform):
         return (
             "# A two-way Colleague (Ethos) instance on the local simulator.\n"
             f'type = "colleague"\ndirection = "both"\n\n[schedule]\n{SCHEDULE}'
-            f"{fields_toml({k: v for k, v in self.mapping.items() if k != 'email'})}"
-            # Email comes in only: the engine's push stops on a contact without an email
-            # when the remote email is unique (Colleague's is): Nora Noemail has none.
-            '\n[[fields]]\nhub = "email"\nremote = "email"\ndirection = "incoming"\n\n'
+            f"{fields_toml(self.mapping)}\n"
             f'[settings]\nbase_url = "{self.sim.url}"\napi_key = {{ env = "{self.env}" }}\n'
             "roles = []\n"
         )
