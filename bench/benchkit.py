@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, literal, select, true, update
+from sqlalchemy import Engine, delete, insert, literal, select, update
 
 from daemon.clock import SystemClock
 
@@ -36,17 +36,15 @@ def peak_rss_mib() -> float:
 
 
 def edit_and_queue_all(engine: Engine, connection: str) -> None:
-    """Change every contact's last name and queue them all for ``connection``, in two
+    """Change every contact's last name and queue them all for ``connection``, in three
     statements, as a burst of hub edits would.
 
-    A contact already queued (a pull may queue a write-back, such as the hub id for
-    Salesforce) is re-armed with these fields, as the daemon's own queueing does."""
-    from sqlalchemy.dialects import sqlite
-
+    What a pull queued already (such as Salesforce's hub-id write-back) is replaced, as the
+    daemon's own queueing replaces a queued row's fields."""
     from daemon.outbox import PENDING
     from daemon.store import Contact, Outbox, utcnow
 
-    contact = Contact.__table__
+    contact, outbox = Contact.__table__, Outbox.__table__
     now = utcnow()
     columns = {
         "fields": literal('["last_name"]'),
@@ -60,24 +58,11 @@ def edit_and_queue_all(engine: Engine, connection: str) -> None:
     }
     with engine.begin() as conn:
         conn.execute(update(contact).values(last_name=contact.c.last_name + "X"))
-        # WHERE true: SQLite's upsert after INSERT … SELECT needs a WHERE to parse.
-        rows = select(literal(connection), contact.c.id, *columns.values()).where(true())
-        stmt = sqlite.insert(Outbox.__table__).from_select(
-            ["connection", "contact_id", *columns], rows
-        )
+        conn.execute(delete(outbox).where(outbox.c.connection == connection))
         conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["connection", "contact_id"],
-                set_={
-                    "fields": stmt.excluded.fields,
-                    "origin": stmt.excluded.origin,
-                    "state": PENDING,
-                    "attempts": 0,
-                    "last_error": None,
-                    "next_attempt_at": stmt.excluded.next_attempt_at,
-                    "updated_at": stmt.excluded.updated_at,
-                    "version": Outbox.__table__.c.version + 1,
-                },
+            insert(outbox).from_select(
+                ["connection", "contact_id", *columns],
+                select(literal(connection), contact.c.id, *columns.values()),
             )
         )
 
