@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 from daemon.clock import FakeClock
 from daemon.dictionary import Code
 from daemon.hub import save_contact
+from daemon.instances import Instance
 from daemon.sdk import (
     AuthFailed,
     ConnectorContext,
@@ -450,6 +451,20 @@ def test_a_big_initial_push_is_one_bulk_upsert_job(
 # --- through the engine -----------------------------------------------------------------------
 
 
+def engine_instance(
+    sim: SalesforceSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Instance:
+    """An instance file on ``sim`` (client credentials, the secret by reference), loaded."""
+    monkeypatch.setenv("SF_TEST_SECRET", sim.client_secret)
+    text = (
+        'type = "salesforce"\n[settings]\n'
+        f'login_url = "{sim.url}"\nclient_id = "{sim.client_id}"\n'
+        'client_secret = { env = "SF_TEST_SECRET" }\n'
+        + contact_fields("FirstName", "LastName", "Email", "Phone")
+    )
+    return load_written(tmp_path / "instances", "sf", text, {"salesforce": SalesforceConnector})
+
+
 def test_through_the_engine_a_rejection_is_logged_and_a_delete_tombstoned(
     sim: SalesforceSimulator,
     clock: FakeClock,
@@ -465,14 +480,7 @@ def test_through_the_engine_a_rejection_is_logged_and_a_delete_tombstoned(
     alan = sim.add_contact(
         FirstName="Alan", LastName="Turing", Email="alan@example.org", Phone="+16175550199"
     )
-    monkeypatch.setenv("SF_TEST_SECRET", sim.client_secret)
-    text = (
-        'type = "salesforce"\n[settings]\n'
-        f'login_url = "{sim.url}"\nclient_id = "{sim.client_id}"\n'
-        'client_secret = { env = "SF_TEST_SECRET" }\n'
-        + contact_fields("FirstName", "LastName", "Email", "Phone")
-    )
-    instance = load_written(tmp_path / "instances", "sf", text, {"salesforce": SalesforceConnector})
+    instance = engine_instance(sim, tmp_path, monkeypatch)
     sync = sync_engine(cs_hub, instance)
     first = sync.run(instance, "pull", full=True)
     assert first.counts.get("created") == 2, [r["message"] for r in log_rows(cs_hub)]
@@ -511,14 +519,7 @@ def test_records_linked_by_a_pull_get_the_hub_id_without_a_hub_edit(
         )
         for i in range(3)
     ]
-    monkeypatch.setenv("SF_TEST_SECRET", sim.client_secret)
-    text = (
-        'type = "salesforce"\n[settings]\n'
-        f'login_url = "{sim.url}"\nclient_id = "{sim.client_id}"\n'
-        'client_secret = { env = "SF_TEST_SECRET" }\n'
-        + contact_fields("FirstName", "LastName", "Email", "Phone")
-    )
-    instance = load_written(tmp_path / "instances", "sf", text, {"salesforce": SalesforceConnector})
+    instance = engine_instance(sim, tmp_path, monkeypatch)
     sync = sync_engine(cs_hub, instance)
     assert sync.run(instance, "pull", full=True).counts.get("created") == 3
     assert sync.run(instance, "push").outcome == "ok"
