@@ -16,12 +16,19 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
+from daemon.clock import FakeClock
 from daemon.database import make_engine, normalise_url
 
 PG_ENV = "CONTACTSYNC_TEST_PG_URL"
 
 # The real OpenSSH server fixture (sshd_server, sftp_root) for every SFTP test.
 pytest_plugins = ["tests.sshd"]
+
+
+@pytest.fixture
+def clock(cs_clock: FakeClock) -> FakeClock:
+    """The public kit's fake clock (``cs_clock``) under the name the platform tests use."""
+    return cs_clock
 
 
 def require_service(name: str, reason: str) -> None:

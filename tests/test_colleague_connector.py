@@ -22,11 +22,6 @@ from tests.instancekit import contact_fields, load_written
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sim(clock: FakeClock) -> Iterator[ColleagueSimulator]:
     with ColleagueSimulator(seed=9, clock=clock) as simulator:
         yield simulator

@@ -18,11 +18,6 @@ from plugins.colleague.simulator import (
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sim(clock: FakeClock) -> Iterator[ColleagueSimulator]:
     with ColleagueSimulator(seed=3, clock=clock) as simulator:
         yield simulator

@@ -22,7 +22,7 @@ import pytest
 import structlog
 
 from daemon import log as logging_setup
-from daemon.clock import Cancelled, FakeClock
+from daemon.clock import Cancelled
 from daemon.connector import AuthFailed, RateLimited, Unavailable
 from daemon.http import (
     HttpSession,
@@ -121,11 +121,6 @@ def server(_running_server: ScriptedServer) -> Iterator[ScriptedServer]:
     srv.release = threading.Event()
     yield srv
     srv.release.set()  # let a hung handler finish
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

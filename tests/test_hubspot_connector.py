@@ -23,11 +23,6 @@ from tests.connectorkit import build, pull_all
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sim(clock: FakeClock) -> Iterator[HubSpotSimulator]:
     with HubSpotSimulator(seed=7, clock=clock) as simulator:
         yield simulator

@@ -19,11 +19,6 @@ from plugins.hubspot.simulator import HubSpotSimulator
 BASE = "/crm/v3/objects/contacts"
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 @contextmanager
 def _serve(clock: FakeClock, **knobs: Any) -> Iterator[tuple[HubSpotSimulator, httpx.Client]]:
     sim = HubSpotSimulator(clock=clock, **knobs)

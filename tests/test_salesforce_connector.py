@@ -36,11 +36,6 @@ from tests.instancekit import contact_fields, load_written
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sim(clock: FakeClock) -> Iterator[SalesforceSimulator]:
     with SalesforceSimulator(seed=7, clock=clock) as simulator:
         yield simulator

@@ -22,11 +22,6 @@ V = "/services/data/v62.0"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sim(clock: FakeClock) -> Iterator[SalesforceSimulator]:
     with SalesforceSimulator(contacts=30, clock=clock) as simulator:
         yield simulator

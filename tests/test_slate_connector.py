@@ -42,11 +42,6 @@ class Recording(httpx.HTTPTransport):
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sim(clock: FakeClock, tmp_path: Path) -> Iterator[SlateSimulator]:
     with SlateSimulator(clock=clock, sftp_root=tmp_path / "sftp") as simulator:
         yield simulator

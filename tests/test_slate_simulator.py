@@ -16,11 +16,6 @@ from plugins.slate.simulator import SlateSimulator
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sim(clock: FakeClock, tmp_path: Path) -> Iterator[SlateSimulator]:
     with SlateSimulator(clock=clock, contacts=3, sftp_root=tmp_path / "sftp") as simulator:
         yield simulator
