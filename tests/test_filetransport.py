@@ -214,3 +214,35 @@ def test_host_key_checks(sshd_server, sftp_root):
         host_key_fingerprint=sshd_server.host_key_fingerprint,
     ) as t:
         assert t.list("") == [RemoteFile("known_hosts", "known_hosts", 0, t.list("")[0].mtime)]
+
+
+def test_a_server_that_accepts_and_never_answers_times_out(sshd_server, sftp_root):
+    """A TCP peer that takes the connection and says nothing (a hung server, a firewall that
+    swallows the banner) is remote-unavailable after timeout_seconds, not a hang."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def swallow() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=swallow, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(Unavailable) as hung:
+            sftp(sshd_server, sftp_root, port=listener.getsockname()[1], timeout_seconds=0.5)
+        assert hung.value.code == "remote-unavailable"
+    finally:
+        stop.set()
+        thread.join(2)
+        for peer in accepted:
+            peer.close()
+        listener.close()
