@@ -12,7 +12,10 @@ What it measures
     * ``import``: one pull cycle of the real engine and the real connector into a fresh SQLite
       hub: the file is checked, streamed in pages of ``--page-size`` through the incoming
       rules (every row creates a contact), then moved to processed/. Rows/s end to end, and
-      the process's peak RSS (which should not grow with N: the file is never held whole).
+      the process's peak RSS (which should not grow with N: the file is never held whole);
+    * then, unless ``--no-export``, ``bench/export.py`` with as many messages: the
+      conversations export of them to a local folder and over SFTP to a real sshd (rows/s of
+      writing the export files).
 
 How to run
     .venv/bin/python bench/sftp.py                      # 200k rows
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +69,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=20_261_128)
     parser.add_argument("--page-size", type=int, default=1000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-export", action="store_true", help="skip the export stage")
     args = parser.parse_args()
 
     from enginekit import sync_engine
@@ -152,6 +157,10 @@ def main() -> int:
             else f"peak RSS {figures['peak_rss_mib']:.0f} MiB"
         )
         print(f"{stage:<8} {figures['seconds']:>8.2f} {figures['rows_per_s']:>10,.0f}  {extra}")
+    if not args.no_export:
+        print(f"\nconversations export of {args.rows} messages (bench/export.py)", flush=True)
+        export = [sys.executable, str(ROOT / "bench" / "export.py"), "--messages", str(args.rows)]
+        return subprocess.run(export, check=False).returncode
     return 0
 
 
