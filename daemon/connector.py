@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from daemon.clock import Clock, SystemClock
 from daemon.dictionary import Code
 
 
@@ -215,3 +216,34 @@ class Connector:
 
     def close(self) -> None:
         """Release connections; called once when the instance stops."""
+
+
+class ClientConnector(Connector):
+    """Base of connectors that talk to their platform through a client of their own.
+
+    Its constructor takes the seams that tests and benchmarks use, so that no connector
+    repeats them: ``clock`` (waits and token expiry; ``None``: the system clock), ``retry``
+    (a :class:`~daemon.http.RetryPolicy`; ``None``: the class's :attr:`retry_policy`, or the
+    session's default) and ``transport`` (an ``httpx`` transport, e.g. a mock). It checks that
+    the config is the connector's own ``Config`` and keeps it as :attr:`settings`; a subclass
+    then builds its client from these in its own ``__init__``.
+    """
+
+    retry_policy: ClassVar[Any] = None
+
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        context: ConnectorContext,
+        *,
+        clock: Clock | None = None,
+        retry: Any = None,
+        transport: Any = None,
+    ) -> None:
+        super().__init__(config, context)
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}")
+        self.settings: Any = config
+        self.clock: Clock = clock or SystemClock()
+        self.retry = retry if retry is not None else self.retry_policy
+        self.transport = transport

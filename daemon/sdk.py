@@ -25,6 +25,7 @@ from daemon.clock import Clock, FakeClock, SystemClock
 from daemon.connector import (
     AuthFailed,
     Capabilities,
+    ClientConnector,
     Connector,
     ConnectorConfig,
     ConnectorContext,
@@ -59,8 +60,8 @@ from daemon.ratelimit import DailyQuota, RateLimiter
 from daemon.secrets import reveal
 from daemon.tokens import Token, TokenCache
 
-# 1.1 added Code, Token, TokenCache, Unauthorized, interleave, prefetch, reveal, json_body,
-# json_answer, json_or_none, int_header, json_cursor and text_stream.
+# 1.1 added ClientConnector, Code, Token, TokenCache, Unauthorized, interleave, prefetch,
+# reveal, json_body, json_answer, json_or_none, int_header, json_cursor and text_stream.
 SDK_VERSION: Final = "1.1"
 """The version of this surface: the major number changes only when a name is removed or
 changes meaning."""
@@ -70,6 +71,7 @@ __all__ = [
     "SDK_VERSION",
     "AuthFailed",
     "Capabilities",
+    "ClientConnector",
     "Clock",
     "Code",
     "Connector",

@@ -39,7 +39,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
-import httpx
 import phonenumbers
 from pydantic import Field, field_validator
 
@@ -47,10 +46,8 @@ from daemon.dictionary import Code
 from daemon.log import get_logger
 from daemon.sdk import (
     Capabilities,
-    Clock,
-    Connector,
+    ClientConnector,
     ConnectorConfig,
-    ConnectorContext,
     MalformedResponse,
     Page,
     PushItem,
@@ -123,11 +120,12 @@ class _Cursor:
         return json.dumps(raw, separators=(",", ":"))
 
 
-class ColleagueConnector(Connector):
+class ColleagueConnector(ClientConnector):
     """Two-way contact sync with Ellucian Colleague's persons, through Ethos Integration."""
 
     type: ClassVar[str] = "colleague"
     Config: ClassVar[type[ConnectorConfig]] = ColleagueConfig
+    retry_policy: ClassVar[RetryPolicy] = RETRY
     capabilities: ClassVar[Capabilities] = Capabilities(
         pull=True,
         push=True,
@@ -137,26 +135,18 @@ class ColleagueConnector(Connector):
         concurrent_push=True,  # push() keeps no state between calls
     )
 
-    def __init__(
-        self,
-        config: ConnectorConfig,
-        context: ConnectorContext,
-        *,
-        clock: Clock | None = None,
-        retry: RetryPolicy = RETRY,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(config, context)
-        assert isinstance(config, ColleagueConfig)
-        self.settings = config
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config: ColleagueConfig = self.settings
+        context = self.context
         self.client = EthosClient(
             base_url=config.base_url,
             api_key=config.api_key.get_secret_value(),
             state=context.state,
-            clock=clock,
-            retry=retry,
+            clock=self.clock,
+            retry=self.retry,
             token_margin_seconds=config.token_margin_seconds,
-            transport=transport,
+            transport=self.transport,
         )
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="colleague")
 

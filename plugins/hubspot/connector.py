@@ -30,17 +30,14 @@ from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-import httpx
 from pydantic import Field, field_validator, model_validator
 
 from daemon.dictionary import Code
 from daemon.paging import interleave, prefetch
 from daemon.sdk import (
     Capabilities,
-    Clock,
-    Connector,
+    ClientConnector,
     ConnectorConfig,
-    ConnectorContext,
     MalformedResponse,
     Page,
     PushItem,
@@ -191,29 +188,22 @@ class _Position:
         return json.dumps(raw, separators=(",", ":"))
 
 
-class HubSpotConnector(Connector):
+class HubSpotConnector(ClientConnector):
     """Two-way contact sync with one HubSpot account (CRM v3)."""
 
     type: ClassVar[str] = "hubspot"
     Config: ClassVar[type[ConnectorConfig]] = HubSpotConfig
+    retry_policy: ClassVar[RetryPolicy] = RETRY
     # push() keeps no state between calls, and the client's limiter, quota and token cache
     # are locked, so the engine may run several batches at once.
     capabilities: ClassVar[Capabilities] = Capabilities(
         pull=True, push=True, create=True, deletes=True, modified_at=True, concurrent_push=True
     )
 
-    def __init__(
-        self,
-        config: ConnectorConfig,
-        context: ConnectorContext,
-        *,
-        clock: Clock | None = None,
-        retry: RetryPolicy = RETRY,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(config, context)
-        assert isinstance(config, HubSpotConfig)
-        self.settings = config
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config: HubSpotConfig = self.settings
+        context = self.context
 
         self.client = HubSpotClient(
             base_url=config.base_url,
@@ -223,11 +213,11 @@ class HubSpotConnector(Connector):
             client_secret=reveal(config.client_secret),
             refresh_token=reveal(config.refresh_token),
             token_path=config.token_path,
-            clock=clock,
-            retry=retry,
+            clock=self.clock,
+            retry=self.retry,
             daily_share=config.daily_share,
             account_timezone=config.account_timezone,
-            transport=transport,
+            transport=self.transport,
         )
         self._lookback_ms = config.lookback_seconds * 1000
         # HubSpot's 10,000-result cap; an attribute so tests can meet it with fewer records.

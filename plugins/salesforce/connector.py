@@ -36,17 +36,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import Field, field_validator, model_validator
 
 from daemon.dictionary import Code
 from daemon.paging import prefetch
 from daemon.sdk import (
     Capabilities,
-    Clock,
-    Connector,
+    ClientConnector,
     ConnectorConfig,
-    ConnectorContext,
     MalformedResponse,
     Page,
     PushItem,
@@ -238,29 +235,22 @@ def _fingerprint(record: RemoteRecord) -> str:
     return f"{soql_datetime(record.modified_at)}|{int(record.deleted)}"
 
 
-class SalesforceConnector(Connector):
+class SalesforceConnector(ClientConnector):
     """Two-way contact sync with one Salesforce org's Contacts or Leads."""
 
     type: ClassVar[str] = "salesforce"
     Config: ClassVar[type[ConnectorConfig]] = SalesforceConfig
+    retry_policy: ClassVar[RetryPolicy] = RETRY
     # push() is thread-safe (one httpx pool, a locked token cache and quota), and Salesforce
     # limits only long-running (20 s+) concurrent requests: the engine may overlap batches.
     capabilities: ClassVar[Capabilities] = Capabilities(
         pull=True, push=True, create=True, deletes=True, modified_at=True, concurrent_push=True
     )
 
-    def __init__(
-        self,
-        config: ConnectorConfig,
-        context: ConnectorContext,
-        *,
-        clock: Clock | None = None,
-        retry: RetryPolicy = RETRY,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(config, context)
-        assert isinstance(config, SalesforceConfig)
-        self.settings = config
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config: SalesforceConfig = self.settings
+        context = self.context
 
         assert config.auth is not None
         self.client = SalesforceClient(
@@ -274,11 +264,11 @@ class SalesforceConnector(Connector):
             private_key=reveal(config.private_key),
             audience=config.audience,
             api_version=config.api_version,
-            clock=clock,
-            retry=retry,
+            clock=self.clock,
+            retry=self.retry,
             daily_share=config.daily_share,
             limit_backoff_seconds=config.limit_backoff_seconds,
-            transport=transport,
+            transport=self.transport,
         )
         self.object = config.object
         ext = config.external_id_field

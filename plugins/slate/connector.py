@@ -32,7 +32,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
-import httpx
 from pydantic import Field, field_validator, model_validator
 
 from daemon.csv_write import csv_bytes, write_csv
@@ -42,10 +41,8 @@ from daemon.instances import check_time_zone
 from daemon.sdk import (
     AuthFailed,
     Capabilities,
-    Clock,
-    Connector,
+    ClientConnector,
     ConnectorConfig,
-    ConnectorContext,
     ConnectorError,
     MalformedResponse,
     Page,
@@ -56,7 +53,6 @@ from daemon.sdk import (
     RemoteRecord,
     RetryPolicy,
     SecretStr,
-    SystemClock,
     Unavailable,
     json_cursor,
     reveal,
@@ -163,28 +159,19 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-class SlateConnector(Connector):
+class SlateConnector(ClientConnector):
     """Two-way contact sync with one Slate instance (query web service + upload dataset)."""
 
     type: ClassVar[str] = "slate"
     Config: ClassVar[type[ConnectorConfig]] = SlateConfig
+    retry_policy: ClassVar[RetryPolicy] = RETRY
     capabilities: ClassVar[Capabilities] = Capabilities(
         pull=True, push=True, create=True, deletes=False, modified_at=True, confirms_later=True
     )
 
-    def __init__(
-        self,
-        config: ConnectorConfig,
-        context: ConnectorContext,
-        *,
-        clock: Clock | None = None,
-        retry: RetryPolicy = RETRY,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(config, context)
-        assert isinstance(config, SlateConfig)
-        self.settings = config
-        self.clock = clock or SystemClock()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config: SlateConfig = self.settings
         self.zone = ZoneInfo(config.timezone)
 
         self.client = SlateClient(
@@ -195,9 +182,9 @@ class SlateConnector(Connector):
             password=reveal(config.password),
             format_id=config.format_id,
             clock=self.clock,
-            retry=retry,
+            retry=self.retry,
             timeout=config.timeout_seconds,
-            transport=transport,
+            transport=self.transport,
         )
         self._overlap_ms = config.overlap_seconds * 1000
         self._files: FileTransport | None = None  # one SFTP session for the cycle's pushes
