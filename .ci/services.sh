@@ -33,3 +33,19 @@ stop_postgres() {
     _as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA/data" -m fast stop >/dev/null 2>&1 || true
     rm -rf "$PG_DATA"
 }
+
+# A local account with a password, for the SFTP password-authentication test. Root only: it
+# adds a system user (on CI's throw-away machine), whom the tests' own sshd lets in by
+# password; the password is new each run and lives only in the environment.
+add_sftp_password_user() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "not root: no SFTP password account" >&2
+        return 0
+    fi
+    local user=contactsync-sftp password
+    id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$user"
+    password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')
+    echo "$user:$password" | chpasswd
+    export CONTACTSYNC_TEST_SFTP_LOGIN="$user:$password"
+    echo "SFTP password account $user"
+}

@@ -115,7 +115,10 @@ def start_sshd(folder: Path) -> tuple[SshdServer, subprocess.Popen]:
                 f"PidFile {folder / 'sshd.pid'}",
                 f"AuthorizedKeysFile {user_key}.pub",
                 "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
+                # For the password test's own account (.ci/services.sh); root's password is
+                # locked, and PermitRootLogin below refuses it a password anyway.
+                "PasswordAuthentication yes",
+                "PermitEmptyPasswords no",
                 "KbdInteractiveAuthentication no",
                 "UsePAM no",
                 "StrictModes no",  # tmp folders are group/world writable on some machines

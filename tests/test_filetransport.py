@@ -246,3 +246,45 @@ def test_a_server_that_accepts_and_never_answers_times_out(sshd_server, sftp_roo
         for peer in accepted:
             peer.close()
         listener.close()
+
+
+def test_a_password_gets_in_and_a_wrong_one_is_auth_failed(sshd_server, tmp_path):
+    """Password authentication against the real sshd, with the account .ci/run creates."""
+    import pwd
+    import shutil
+    import tempfile
+
+    from tests.conftest import require_service
+
+    login = os.environ.get("CONTACTSYNC_TEST_SFTP_LOGIN")
+    if not login:
+        require_service(
+            "an SFTP password account", "set CONTACTSYNC_TEST_SFTP_LOGIN=user:password (.ci/run)"
+        )
+    user, _, password = (login or "").partition(":")
+    # A folder the account may use: pytest's own temp tree is private to the test's user.
+    folder = Path(tempfile.mkdtemp(prefix="contactsync-sftp-pw-"))
+    account = pwd.getpwnam(user)
+    os.chown(folder, account.pw_uid, account.pw_gid)
+    base = {
+        "kind": "sftp",
+        "host": sshd_server.host,
+        "port": sshd_server.port,
+        "username": user,
+        "host_key_fingerprint": sshd_server.host_key_fingerprint,
+        "path": str(folder),
+        "timeout_seconds": 10,
+        "stable_seconds": 0,
+    }
+    try:
+        settings = TransportSettings.model_validate({**base, "password": password})
+        with open_transport(settings) as transport:
+            transport.write_atomic("hello.csv", [b"id,name\n", b"1,Ada\n"])
+            assert [f.name for f in transport.list("")] == ["hello.csv"]
+        assert (folder / "hello.csv").read_bytes() == b"id,name\n1,Ada\n"
+        wrong = TransportSettings.model_validate({**base, "password": password + "-wrong"})
+        with pytest.raises(AuthFailed) as refused:
+            open_transport(wrong)
+        assert password not in str(refused.value)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
