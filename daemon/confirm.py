@@ -25,21 +25,26 @@ the oldest pending write was sent.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, func, select, update
 
-from daemon import links
+from daemon import lease, links
 from daemon.connector import Connector
 from daemon.dictionary import Code
 from daemon.fields import HUB_ID, Action, Schema, is_blank, plan_field
 from daemon.incoming import IncomingRecord
 from daemon.instances import Direction, Instance
 from daemon.mapping import MappingError
-from daemon.store import Link
+from daemon.store import Link, utcnow
 from daemon.synclog import SyncContext, SyncLogBuffer
+
+if TYPE_CHECKING:
+    from daemon.engine import CycleContext
 
 _LINK = Link.__table__
 WAITING = (links.PENDING, links.UNCONFIRMED)
@@ -179,6 +184,22 @@ def expire(
             remote_id=link.remote_id,
         )
     return expired
+
+
+def expire_overdue(ctx: CycleContext, counts: Counter) -> None:
+    """After a whole pull or push of the instance, its connection's writes still unseen past
+    ``confirm_within_seconds`` become ``remote-unconfirmed``. The push runs it too, so a
+    connection that no instance pulls still tells staff its writes went unconfirmed."""
+    within = timedelta(seconds=ctx.instance.config.confirm_within_seconds)
+    buffer = SyncLogBuffer(outgoing_context(ctx.sync_context))
+    with ctx.engine.begin() as conn:
+        now = utcnow()
+        lease.renew(conn, ctx.instance.connection, ctx.owner, now)
+        expired = expire(conn, ctx.instance.connection, buffer, within, now)
+        buffer.write(conn)
+    buffer.emit()
+    if expired:
+        counts["unconfirmed"] += len(expired)
 
 
 def oldest_pending(conn: Connection) -> dict[str, datetime]:

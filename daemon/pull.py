@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from threading import Event
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,6 @@ from daemon.fields import Action
 from daemon.incoming import IncomingRecord, Outcome, RecordPlan
 from daemon.ingest import Ingestor
 from daemon.store import utcnow
-from daemon.synclog import SyncLogBuffer
 
 if TYPE_CHECKING:
     from daemon.engine import CycleContext
@@ -63,22 +62,8 @@ def pull_cycle(ctx: CycleContext, *, full: bool = False, cancel: Event | None = 
     counts.update(ingestor.report.counts)
     counts["errors"] += ingestor.report.problem_count
     if not ctx.dry_run:
-        _expire_pending(ctx, counts)
+        confirm.expire_overdue(ctx, counts)
     return counts
-
-
-def _expire_pending(ctx: CycleContext, counts: Counter) -> None:
-    """After a whole pull, writes still unseen past the window are ``remote-unconfirmed``."""
-    within = timedelta(seconds=ctx.instance.config.confirm_within_seconds)
-    buffer = SyncLogBuffer(confirm.outgoing_context(ctx.sync_context))
-    with ctx.engine.begin() as conn:
-        now = utcnow()
-        lease.renew(conn, ctx.instance.connection, ctx.owner, now)
-        expired = confirm.expire(conn, ctx.instance.connection, buffer, within, now)
-        buffer.write(conn)
-    buffer.emit()
-    if expired:
-        counts["unconfirmed"] += len(expired)
 
 
 def _page(ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select, update
 
-from daemon import lease, links, outbox
+from daemon import confirm, lease, links, outbox
 from daemon.clock import Cancelled
 from daemon.connector import PushItem, PushResult, PushStatus, RemoteField
 from daemon.dictionary import Code
@@ -98,6 +98,8 @@ def push_cycle(ctx: CycleContext, *, cancel: Event | None = None) -> Counter:
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
+    if ctx.connector.capabilities.confirms_later and not ctx.dry_run:
+        confirm.expire_overdue(ctx, counts)
     return counts
 
 

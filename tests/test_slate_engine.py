@@ -293,3 +293,26 @@ def test_custom_fields_travel_as_custom_columns(
     sync.run(instance, "pull")
     contact = get_contact(sqlite_engine, contact_id)
     assert contact is not None and contact.custom["Class Year"] == "2030"
+
+
+def test_a_push_expires_pending_writes_too_when_no_instance_pulls(
+    sqlite_engine: Engine, sim: SlateSimulator, tmp_path: Path
+) -> None:
+    """An outgoing-only connection has no pull to confirm or expire its writes: its own
+    push cycle turns the overdue ones into remote-unconfirmed."""
+    instance = slate_instance(
+        tmp_path / "etc",
+        sim,
+        hub_id="",  # an outgoing instance maps nothing incoming
+        extra='direction = "outgoing"\nconfirm_within_seconds = 1',
+    )
+    sim.processing_delay_seconds = 3600
+    sync = sync_engine(sqlite_engine, instance)
+    contact_id = new_contact(sqlite_engine)
+    assert sync.run(instance, "push").counts.get("unconfirmed", 0) == 0
+    with sqlite_engine.begin() as conn:  # as if the push had happened a minute ago
+        conn.execute(links._LINK.update().values(updated_at=utcnow() - timedelta(minutes=1)))
+    report = sync.run(instance, "push")
+    assert report.counts["unconfirmed"] == 1
+    assert link_of(sqlite_engine, contact_id).state == links.UNCONFIRMED
+    assert [r["code"] for r in log_rows(sqlite_engine)] == [str(Code.REMOTE_UNCONFIRMED)]
