@@ -138,9 +138,15 @@ def figures(
 def print_table(
     results: Sequence[Mapping[str, Any]],
     columns: Sequence[tuple[str, str, Callable[[Mapping[str, Any]], Any]]],
+    *,
+    as_json: bool = False,
 ) -> None:
     """A header line and a line per result. Each column is its header, a format spec for
-    header and cells alike (``"<11"``, ``">8"``) and the cell of one result."""
+    header and cells alike (``"<11"``, ``">8"``) and the cell of one result. With
+    ``as_json`` (a bench's ``--json``), the results as one JSON document instead."""
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
     print(" ".join(f"{header:{spec}}" for header, spec, _ in columns))
     for r in results:
         print(" ".join(f"{cell(r):{spec}}" for _, spec, cell in columns))

@@ -160,9 +160,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     latencies = [parse_duration(x) for x in args.latency.split(",")]
     results = bench(args.contacts, args.changes, latencies, args.ids_only)
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return
     print_table(
         results,
         [
@@ -176,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             ("per req", ">7", lambda r: r["records_per_request"] or "-"),
             ("peak RSS", ">9", rss_cell),
         ],
+        as_json=args.json,
     )
 
 

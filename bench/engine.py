@@ -56,33 +56,14 @@ from daemon.connector import (  # noqa: E402
     RemoteField,
     RemoteRecord,
 )
+from tests.instancekit import memory_fields  # noqa: E402
 
 AREAS = ("202", "212", "312", "415", "617", "713")
 PAGE_SIZE = 200
 MODIFIED = datetime(2026, 1, 1, tzinfo=UTC)
-INSTANCE = """
-type = "bench"
-push_batch_size = 100
-
-[settings]
-total = {total}
-
-[[fields]]
-hub = "first_name"
-remote = "FirstName"
-[[fields]]
-hub = "last_name"
-remote = "LastName"
-[[fields]]
-hub = "phone"
-remote = "Phone"
-[[fields]]
-hub = "email"
-remote = "Email"
-[[fields]]
-hub = "crm_id"
-remote = "StudentId"
-"""
+INSTANCE = (
+    'type = "bench"\npush_batch_size = 100\n\n[settings]\ntotal = {total}\n\n' + memory_fields()
+)
 
 
 def phone(i: int) -> str:

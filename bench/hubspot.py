@@ -51,8 +51,11 @@ from benchkit import (  # noqa: E402
     child_instance,
     edit_and_queue_all,
     figures,
+    latency_cell,
     open_hub,
     peak_rss_mib,
+    print_table,
+    rss_cell,
     run_child,
     run_sync,
 )
@@ -176,23 +179,24 @@ def main(argv: list[str] | None = None) -> None:
     for total in (int(x) for x in args.contacts.split(",")):
         push_latency = parse_duration(args.push_latency) if args.push_latency else None
         results += bench(total, latencies, push_latency)
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return
-    print(
-        f"{'stage':<6} {'latency':>7} {'contacts':>9} {'seconds':>8} {'records/s':>9}"
-        f" {'requests':>8} {'req/10s':>7} {'limit':>6} {'used':>5} {'429s':>5} {'per req':>7}"
-        f" {'peak RSS':>9}"
+    print_table(
+        results,
+        [
+            ("stage", "<6", lambda r: r["stage"]),
+            ("latency", ">7", latency_cell),
+            ("contacts", ">9", lambda r: r["contacts"]),
+            ("seconds", ">8", lambda r: r["seconds"]),
+            ("records/s", ">9", lambda r: r["records_per_s"] or "-"),
+            ("requests", ">8", lambda r: r["requests"]),
+            ("req/10s", ">7", lambda r: r["requests_per_10s"]),
+            ("limit", ">6", lambda r: r["binding_limit"]),
+            ("used", ">5", lambda r: f"{r['share_of_limit']:.0%}"),
+            ("429s", ">5", lambda r: r["http_429"]),
+            ("per req", ">7", lambda r: r["contacts_per_request"] or "-"),
+            ("peak RSS", ">9", rss_cell),
+        ],
+        as_json=args.json,
     )
-    for r in results:
-        rate = "-" if r["records_per_s"] is None else r["records_per_s"]
-        per = "-" if r["contacts_per_request"] is None else r["contacts_per_request"]
-        print(
-            f"{r['stage']:<6} {r['latency_ms']:>5}ms {r['contacts']:>9} {r['seconds']:>8}"
-            f" {rate:>9} {r['requests']:>8} {r['requests_per_10s']:>7}"
-            f" {r['binding_limit']:>6} {r['share_of_limit']:>5.0%} {r['http_429']:>5} {per:>7}"
-            f" {r['peak_rss_mib']:>7.1f}Mi"
-        )
 
 
 if __name__ == "__main__":

@@ -204,9 +204,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     results = bench(args.contacts, args.changes, args.push, parse_duration(args.latency))
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return
     print_table(
         results,
         [
@@ -219,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
             ("req/record", ">10", lambda r: r["requests_per_record"]),
             ("peak RSS", ">9", rss_cell),
         ],
+        as_json=args.json,
     )
 
 

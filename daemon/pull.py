@@ -181,13 +181,9 @@ def _queue_first_exchange(
     outgoing = ctx.mapper.outgoing_hub_fields
     if ctx.dry_run or not new or not outgoing:
         return
-    due = {
-        link.contact_id: [f for f in outgoing if f not in link.values]
-        for link in new
-        if any(f not in link.values for f in outgoing)
-    }
-    origin = ctx.instance.name
-    outbox.fan_out(conn, due, origin, now, only=ctx.instance.connection)
+    missing = {link.contact_id: [f for f in outgoing if f not in link.values] for link in new}
+    due = {contact_id: fields for contact_id, fields in missing.items() if fields}
+    outbox.fan_out(conn, due, ctx.instance.name, now, only=ctx.instance.connection)
 
 
 def _tombstone(

@@ -75,7 +75,7 @@ def push_cycle(ctx: CycleContext, *, cancel: Event | None = None) -> Counter:
     try:
         for plans, items in _planned_batches(ctx, counts, cancel):
             if pool is None:
-                _record(ctx, plans, ctx.connector.push(items) if items else [], counts)
+                _record(ctx, plans, _send(ctx, items), counts)
                 continue
             in_flight.append((plans, pool.submit(_send, ctx, items)))
             if len(in_flight) >= width:

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.instancekit import memory_fields
+
 REPO = Path(__file__).resolve().parent.parent
 _T = TypeVar("_T")
 
@@ -227,20 +229,7 @@ class DaemonProcess:
             self.process.wait(timeout=5)
 
 
-MAPPING = """
-[[fields]]
-hub = "first_name"
-remote = "FirstName"
-[[fields]]
-hub = "last_name"
-remote = "LastName"
-[[fields]]
-hub = "phone"
-remote = "Phone"
-[[fields]]
-hub = "email"
-remote = "Email"
-"""
+MAPPING = memory_fields(crm_id=False)
 
 
 def instance_toml(

@@ -12,27 +12,12 @@ from sqlmodel import SQLModel
 from daemon.engine import SyncEngine, mirror_instances
 from daemon.instances import Instance, load_instance
 from daemon.plugins import Registry, get_plugin_manager
+from tests.instancekit import memory_fields
 from tests.memremote import MemoryConnector, MemoryRemote
 
 CONNECTORS = {"memory": MemoryConnector}
 
-FIELDS = """
-[[fields]]
-hub = "first_name"
-remote = "FirstName"
-[[fields]]
-hub = "last_name"
-remote = "LastName"
-[[fields]]
-hub = "phone"
-remote = "Phone"
-[[fields]]
-hub = "email"
-remote = "Email"
-[[fields]]
-hub = "crm_id"
-remote = "StudentId"
-"""
+FIELDS = memory_fields()
 
 
 def write_instance(

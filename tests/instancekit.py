@@ -26,6 +26,13 @@ def contact_fields(first_name: str, last_name: str, email: str, phone: str) -> s
     )
 
 
+def memory_fields(*, crm_id: bool = True) -> str:
+    """The ``[[fields]]`` of the memory platform (tests/memremote.py) and of the engine
+    benchmark's made-up one: the contact fields, and the CRM id as ``StudentId``."""
+    fields = contact_fields("FirstName", "LastName", "Email", "Phone")
+    return fields + ('[[fields]]\nhub = "crm_id"\nremote = "StudentId"\n' if crm_id else "")
+
+
 def load_written(
     folder: Path, name: str, text: str, connectors: Mapping[str, type[Any]]
 ) -> Instance:
