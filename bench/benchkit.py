@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, delete, insert, literal, select, update
 
-from daemon.clock import SystemClock
+from daemon.foundation.clock import SystemClock
 
 if TYPE_CHECKING:
-    from daemon.engine import SyncEngine
-    from daemon.instances import Instance
+    from daemon.config.instances import Instance
+    from daemon.engine.cycle import SyncEngine
 
 
 def peak_rss_mib() -> float:
@@ -41,8 +41,8 @@ def edit_and_queue_all(engine: Engine, connection: str) -> None:
 
     What a pull queued already (such as Salesforce's hub-id write-back) is replaced, as the
     daemon's own queueing replaces a queued row's fields."""
-    from daemon.outbox import PENDING
-    from daemon.store import Contact, Outbox, utcnow
+    from daemon.hub.outbox import PENDING
+    from daemon.hub.store import Contact, Outbox, utcnow
 
     contact, outbox = Contact.__table__, Outbox.__table__
     now = utcnow()
@@ -88,7 +88,7 @@ def child_instance(
 ) -> Instance:
     """In a child: quiet logs, the secrets in the environment (instance files name them by
     ``env``), and ``text`` written as ``<name>.toml`` beside the hub ``db`` and loaded."""
-    from daemon import log
+    from daemon.foundation import log
     from tests.instancekit import load_written
 
     log.configure(level="error")
@@ -101,8 +101,9 @@ def open_hub(
 ) -> tuple[Engine, SyncEngine]:
     """The SQLite hub at ``db`` with ``instances`` mirrored (and ``keep`` left enabled), and
     an engine to sync it."""
-    from daemon.database import make_engine
-    from daemon.engine import SyncEngine, mirror_instances
+    from daemon.engine.cycle import SyncEngine
+    from daemon.hub.database import make_engine
+    from daemon.hub.mirror import mirror_instances
 
     engine = make_engine(f"sqlite:///{db}")
     mirror_instances(engine, instances, keep=keep)

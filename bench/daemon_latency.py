@@ -45,9 +45,9 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from daemon.database import READ_ONLY, make_engine, normalise_url  # noqa: E402
-from daemon.hub import save_contact  # noqa: E402
-from daemon.store import InstanceState, SyncRun, utcnow  # noqa: E402
+from daemon.hub.contacts import save_contact  # noqa: E402
+from daemon.hub.database import READ_ONLY, make_engine, normalise_url  # noqa: E402
+from daemon.hub.store import InstanceState, SyncRun, utcnow  # noqa: E402
 from tests.daemonkit import (  # noqa: E402
     DaemonProcess,
     NotifySocket,

@@ -45,7 +45,7 @@ from benchkit import (  # noqa: E402
     run_sync,
 )
 
-from daemon.connector import (  # noqa: E402
+from daemon.kit.connector import (  # noqa: E402
     Capabilities,
     Connector,
     ConnectorConfig,

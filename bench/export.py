@@ -4,7 +4,7 @@ What it measures
     A fresh SQLite hub (a temp dir) gets 2,000 contacts (1% test users) and N messages
     (default 200k; mixed channels, directions, campaigns, bodies of 20-200 characters). Then
     one export cycle of a ``conversations_export`` instance runs through the real engine
-    (:meth:`daemon.engine.SyncEngine.run`, direction ``export``): batches recorded in the
+    (:meth:`daemon.engine.cycle.SyncEngine.run`, direction ``export``): batches recorded in the
     ledger, rows streamed from the hub in chunks, CSV rendered and written atomically.
 
     It runs twice per destination with ``max_rows_per_file`` 50k (4 files) and 200k (one
@@ -13,7 +13,7 @@ What it measures
     Each run exports the same messages (the export's watermark is reset between runs).
 
     The messages go in as a real user's would: a generated CSV imported with
-    :func:`daemon.messages.import_messages` (``contactsync messages import``), whose rows/s
+    :func:`daemon.hub.messages.import_messages` (``contactsync messages import``), whose rows/s
     are printed first.
 
     Printed per run: messages exported, files, MiB written, wall seconds, rows/s, and the
@@ -42,12 +42,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.benchkit import peak_rss_mib  # noqa: E402
-from daemon.database import make_engine  # noqa: E402
-from daemon.engine import SyncEngine, mirror_instances  # noqa: E402
-from daemon.exports import EXPORT  # noqa: E402
-from daemon.log import configure  # noqa: E402
-from daemon.messages import import_messages  # noqa: E402
-from daemon.store import Contact, ExportBatch, SyncCursor, utcnow  # noqa: E402
+from daemon.engine.cycle import SyncEngine  # noqa: E402
+from daemon.engine.export_cycle import EXPORT  # noqa: E402
+from daemon.foundation.log import configure  # noqa: E402
+from daemon.hub.database import make_engine  # noqa: E402
+from daemon.hub.messages import import_messages  # noqa: E402
+from daemon.hub.mirror import mirror_instances  # noqa: E402
+from daemon.hub.store import Contact, ExportBatch, SyncCursor, utcnow  # noqa: E402
 from tests.exportkit import CONNECTORS, NAME, export_instance  # noqa: E402
 
 CONTACTS = 2000
@@ -67,7 +68,7 @@ def parse_count(text: str) -> int:
 
 def seed(engine: Engine, messages: int, rng: random.Random, folder: Path) -> None:
     """The contacts straight into the hub; the messages through ``contactsync messages
-    import`` (:func:`daemon.messages.import_messages`) of a generated CSV, timed."""
+    import`` (:func:`daemon.hub.messages.import_messages`) of a generated CSV, timed."""
     now = utcnow()
     contacts = [
         {
@@ -154,7 +155,7 @@ def run_once(
 
 
 def _batches(engine: Engine) -> list[dict[str, Any]]:
-    from daemon.exports import list_batches
+    from daemon.engine.export_cycle import list_batches
 
     return list_batches(engine, NAME, 10_000)
 

@@ -4,7 +4,7 @@ What it measures
     For each requested size N (default 100k and 1M rows) it generates, deterministically from
     ``--seed``, two CSV files and imports them one after the other into a fresh SQLite hub
     (a temp dir) that has three custom fields defined beforehand with
-    :func:`daemon.hub.add_custom_field` ("Class Year" number, "Application Date" date,
+    :func:`daemon.hub.contacts.add_custom_field` ("Class Year" number, "Application Date" date,
     "Application Status" text):
 
     * ``initial``: N rows of new contacts, as a first load. ~2% have a bad phone (skipped:
@@ -19,7 +19,7 @@ What it measures
 
     Every import runs in a fresh child process (this script's hidden ``_child`` sub-command),
     so its peak RSS (``VmHWM`` from ``/proc/self/status``) belongs to that one import. The
-    child times :func:`daemon.csv_import.import_csv` alone (not interpreter start-up, not hub
+    child times :func:`daemon.hub.csv_import.import_csv` alone (not interpreter start-up, not hub
     set-up) and reports the import summary: created / updated / unchanged / skipped / ignored
     and errors (every sync-log row written).
 
@@ -30,8 +30,8 @@ What it measures
 
 Logging
     The importer writes one structlog JSON line to stderr per sync error (thousands here). The
-    child calls ``daemon.log.configure(level="error")``, so those ``warning`` lines are not
-    printed and the bench output stays readable; the sync-log rows are still written to the
+    child calls ``daemon.foundation.log.configure(level="error")``, so those ``warning`` lines are
+    not printed and the bench output stays readable; the sync-log rows are still written to the
     hub, and the lines are still built, so their cost stays in the figures.
 
 How to run
@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from daemon.csv_import import ImportResult
+    from daemon.hub.csv_import import ImportResult
 
 CHILD_COMMAND = "_child"
 DEFAULT_ROWS = "100000,1000000"
@@ -353,8 +353,8 @@ class RunResult:
 
 def create_hub(db_path: Path) -> str:
     """A fresh SQLite hub with the custom fields defined; its URL."""
-    from daemon.database import make_engine
-    from daemon.hub import add_custom_field
+    from daemon.hub.contacts import add_custom_field
+    from daemon.hub.database import make_engine
 
     url = f"sqlite:///{db_path}"
     engine = make_engine(url)
@@ -419,10 +419,10 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--profile")
     args = parser.parse_args(argv)
 
-    from daemon import log
-    from daemon.csv_import import import_csv
-    from daemon.database import make_engine
-    from daemon.hub import load_schema
+    from daemon.foundation import log
+    from daemon.hub.contacts import load_schema
+    from daemon.hub.csv_import import import_csv
+    from daemon.hub.database import make_engine
 
     log.configure(level="error")  # one warning line per sync error would flood the terminal
     engine = make_engine(args.db, create=False)

@@ -57,7 +57,7 @@ from benchkit import (  # noqa: E402
     run_sync,
 )
 
-from daemon.simkit import parse_duration  # noqa: E402
+from daemon.kit.simkit import parse_duration  # noqa: E402
 from plugins.salesforce.simulator import SalesforceSimulator  # noqa: E402
 from tests.instancekit import contact_fields  # noqa: E402
 

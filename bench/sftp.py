@@ -75,10 +75,10 @@ def main() -> int:
     from enginekit import sync_engine
     from sftpkit import transport_table, write_instance
 
-    from daemon.connector import ConnectorContext
-    from daemon.database import make_engine
-    from daemon.filetransport import TransportSettings, open_transport
-    from daemon.log import configure
+    from daemon.foundation.log import configure
+    from daemon.hub.database import make_engine
+    from daemon.kit.connector import ConnectorContext
+    from daemon.kit.filetransport import TransportSettings, open_transport
     from plugins.sftp.connector import SftpConfig, SftpConnector
 
     configure(level="error", stream=sys.stderr)

@@ -101,9 +101,9 @@ def _trips(sync: Any, engine: Any, instance: Any, trips: int) -> dict[str, Any]:
     """Edits of linked people, then new contacts: each from the edit to its confirmation."""
     from sqlalchemy import select
 
-    from daemon import links
-    from daemon.hub import save_contact
-    from daemon.store import Link
+    from daemon.hub import links
+    from daemon.hub.contacts import save_contact
+    from daemon.hub.store import Link
 
     table = Link.__table__
     with engine.connect() as conn:

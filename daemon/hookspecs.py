@@ -29,28 +29,21 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pluggy import HookimplMarker, HookspecMarker
 
+from daemon.hub.incoming import NO_MATCH, NoMatch
+
 if TYPE_CHECKING:
     import click
 
-    from daemon.connector import Connector, RemoteRecord
-    from daemon.simkit import Simulator
+    from daemon.kit.connector import Connector, RemoteRecord
+    from daemon.kit.simkit import Simulator
+
+__all__ = ["HOOKSPEC_VERSION", "NO_MATCH", "PROJECT", "NoMatch", "Winner", "hookimpl", "hookspec"]
 
 PROJECT: Final = "contactsync"
 HOOKSPEC_VERSION: Final = "1.1"  # 1.1 added register_simulators
 
 hookspec = HookspecMarker(PROJECT)
 hookimpl = HookimplMarker(PROJECT)
-
-
-class _NoMatch:
-    """The type of :data:`NO_MATCH`: a sentinel, so it can never be mistaken for an id."""
-
-    def __repr__(self) -> str:
-        return "NO_MATCH"
-
-
-NO_MATCH: Final = _NoMatch()
-"""What ``match_record`` returns to say "none of the candidates; this is a new contact"."""
 
 
 class Winner(StrEnum):
@@ -67,7 +60,7 @@ class Winner(StrEnum):
 def register_connectors(register: Callable[[type[Connector]], None]) -> None:
     """Register connector classes: call ``register(ConnectorClass)`` once per class.
 
-    The class must subclass :class:`daemon.connector.Connector` and set a ``type``; instance
+    The class must subclass :class:`daemon.kit.connector.Connector` and set a ``type``; instance
     files name that type (``type = "hubspot"``). Two plugins claiming one type is an error
     that names both distributions, so pick a distinctive name.
     """
@@ -91,7 +84,7 @@ def register_simulators(register: Callable[[str, Callable[..., Simulator]], None
     """Register platform simulators: call ``register(name, factory)`` once per simulator.
 
     ``factory(contacts=, latency=, error_rate=, seed=)`` (an int, seconds, a probability and
-    an int) returns a :class:`daemon.simkit.Simulator`, not yet started; a subclass of it is
+    an int) returns a :class:`daemon.kit.simkit.Simulator`, not yet started; a subclass of it is
     such a factory. ``contactsync simulate NAME`` starts it, and the contract tests and
     benchmarks use it. Name it after the connector type it fakes. Two plugins claiming one
     name is an error, as for connectors. Added in hookspec version 1.1.
@@ -112,7 +105,7 @@ def register_commands(cli: click.Group) -> None:
 def startup(settings: Any) -> None:
     """The daemon has loaded its settings and is about to schedule the first cycles.
 
-    ``settings`` is the daemon's :class:`daemon.config.Settings`.
+    ``settings`` is the daemon's :class:`daemon.config.settings.Settings`.
     """
 
 
@@ -178,7 +171,7 @@ def match_record(
     record: RemoteRecord,
     hub_fields: Mapping[str, Any],
     candidates: Sequence[Mapping[str, Any]],
-) -> str | _NoMatch | None:
+) -> str | NoMatch | None:
     """Choose which hub contact an unlinked remote record belongs to.
 
     ``hub_fields`` are the record's mapped values in canonical hub form; ``candidates`` are

@@ -21,8 +21,15 @@ from typing import Final
 
 from pydantic import SecretStr
 
-from daemon.clock import Clock, FakeClock, SystemClock
-from daemon.connector import (
+from daemon.config.instances import check_time_zone
+from daemon.config.secrets import reveal
+from daemon.foundation.clock import SYSTEM_CLOCK, Clock, FakeClock, SystemClock
+from daemon.foundation.csv_read import FileMalformed, check_header, header_key, stream_rows
+from daemon.foundation.dictionary import Code
+from daemon.foundation.log import get_logger, register_secret
+from daemon.hookspecs import HOOKSPEC_VERSION, hookimpl
+from daemon.hub import normalize
+from daemon.kit.connector import (
     AuthFailed,
     Capabilities,
     ClientConnector,
@@ -40,9 +47,25 @@ from daemon.connector import (
     RemoteRecord,
     Unavailable,
 )
-from daemon.dictionary import Code
-from daemon.hookspecs import HOOKSPEC_VERSION, hookimpl
-from daemon.http import (
+from daemon.kit.csv_write import csv_bytes, csv_cell, write_csv
+from daemon.kit.exporter import (
+    BatchInfo,
+    Exporter,
+    ExportRow,
+    MessageFilter,
+    UploadRejected,
+    is_exporter,
+)
+from daemon.kit.filetransport import (
+    FileTransport,
+    HostKeyRefused,
+    RemoteFile,
+    TransportSettings,
+    clean_path,
+    open_transport,
+    stable_files,
+)
+from daemon.kit.http import (
     HttpSession,
     RetryPolicy,
     Unauthorized,
@@ -54,22 +77,36 @@ from daemon.http import (
     request_with_retries,
     text_stream,
 )
-from daemon.log import register_secret
-from daemon.paging import interleave, json_cursor, pages, paginate, prefetch
-from daemon.ratelimit import DailyQuota, RateLimiter
-from daemon.secrets import reveal
-from daemon.tokens import Token, TokenCache
+from daemon.kit.paging import interleave, json_cursor, pages, paginate, prefetch
+from daemon.kit.ratelimit import DailyQuota, RateLimiter
+from daemon.kit.simkit import (
+    Faults,
+    Reply,
+    Request,
+    Simulator,
+    SimulatorError,
+    error_reply,
+    json_reply,
+    parse_duration,
+)
+from daemon.kit.tokens import Token, TokenCache
 
 # 1.1 added ClientConnector, Code, Token, TokenCache, Unauthorized, interleave, prefetch,
 # reveal, json_body, json_answer, json_or_none, int_header, json_cursor and text_stream.
-SDK_VERSION: Final = "1.1"
+# 1.2 added the file transports (FileTransport, TransportSettings, open_transport, …), CSV
+# reading and writing (stream_rows, write_csv, …), the exporter base (Exporter, BatchInfo, …),
+# the simulator kit (Simulator, Request, Reply, json_reply, …), normalize, check_time_zone,
+# get_logger and SYSTEM_CLOCK: everything the built-in plugins use.
+SDK_VERSION: Final = "1.2"
 """The version of this surface: the major number changes only when a name is removed or
 changes meaning."""
 
 __all__ = [
     "HOOKSPEC_VERSION",
     "SDK_VERSION",
+    "SYSTEM_CLOCK",
     "AuthFailed",
+    "BatchInfo",
     "Capabilities",
     "ClientConnector",
     "Clock",
@@ -79,9 +116,16 @@ __all__ = [
     "ConnectorContext",
     "ConnectorError",
     "DailyQuota",
+    "ExportRow",
+    "Exporter",
     "FakeClock",
+    "Faults",
+    "FileMalformed",
+    "FileTransport",
+    "HostKeyRefused",
     "HttpSession",
     "MalformedResponse",
+    "MessageFilter",
     "Page",
     "PushItem",
     "PushResult",
@@ -89,27 +133,50 @@ __all__ = [
     "RateLimited",
     "RateLimiter",
     "RemoteField",
+    "RemoteFile",
     "RemoteRecord",
+    "Reply",
+    "Request",
     "RetryPolicy",
     "SecretStr",
+    "Simulator",
+    "SimulatorError",
     "SystemClock",
     "Token",
     "TokenCache",
+    "TransportSettings",
     "Unauthorized",
     "Unavailable",
+    "UploadRejected",
+    "check_header",
+    "check_time_zone",
+    "clean_path",
+    "csv_bytes",
+    "csv_cell",
+    "error_reply",
+    "get_logger",
+    "header_key",
     "hookimpl",
     "int_header",
     "interleave",
+    "is_exporter",
     "json_answer",
     "json_body",
     "json_cursor",
     "json_or_none",
+    "json_reply",
     "make_client",
+    "normalize",
+    "open_transport",
     "pages",
     "paginate",
+    "parse_duration",
     "prefetch",
     "register_secret",
     "request_with_retries",
     "reveal",
+    "stable_files",
+    "stream_rows",
     "text_stream",
+    "write_csv",
 ]

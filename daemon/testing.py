@@ -6,7 +6,7 @@ installed a plugin's tests get, with no import:
 - ``cs_plugin_manager``: a plugin manager; ``.register(plugin)`` lasts for one test;
 - ``cs_hub``: a temporary SQLite hub (a SQLAlchemy engine with the tables created);
 - ``cs_logs``: the daemon's JSON logs captured (``.text``, ``.lines``);
-- ``cs_clock``: a :class:`~daemon.clock.FakeClock`, whose sleeps cost nothing;
+- ``cs_clock``: a :class:`~daemon.foundation.clock.FakeClock`, whose sleeps cost nothing;
 - ``cs_notify_socket``: a fake systemd ``NOTIFY_SOCKET`` that records sd_notify messages.
 
 And every connector proves it keeps the contract by subclassing :class:`ConnectorContract`
@@ -47,9 +47,12 @@ import pytest
 import structlog
 from sqlalchemy import Engine
 
-from daemon import log as daemon_log
-from daemon.clock import FakeClock
-from daemon.connector import (
+from daemon.engine.registry import get_plugin_manager, register_plugin
+from daemon.foundation import log as daemon_log
+from daemon.foundation.clock import FakeClock
+from daemon.foundation.dictionary import Code
+from daemon.hub.database import make_engine
+from daemon.kit.connector import (
     AuthFailed,
     Connector,
     ConnectorError,
@@ -61,9 +64,6 @@ from daemon.connector import (
     RemoteRecord,
     Unavailable,
 )
-from daemon.database import make_engine
-from daemon.dictionary import Code
-from daemon.plugins import get_plugin_manager, register_plugin
 
 FAULTS = ("rate_limit", "server_error", "malformed", "reject")
 
@@ -92,8 +92,8 @@ class TemporaryPlugins:
                 self.pm.unregister(plugin)
 
     def registry(self) -> Any:
-        """The :class:`daemon.plugins.Registry` of what the registered plugins provide."""
-        from daemon.plugins import Registry
+        """The :class:`daemon.engine.registry.Registry` of what the registered plugins provide."""
+        from daemon.engine.registry import Registry
 
         return Registry.from_plugin_manager(self.pm)
 
@@ -144,8 +144,8 @@ class CapturedLogs:
 
 @contextlib.contextmanager
 def _captured_logs() -> Iterator[CapturedLogs]:
-    # daemon.log.configure replaces the root handlers and structlog's configuration; put the
-    # process's own back afterwards so the next test (and pytest's capture) is unaffected.
+    # daemon.foundation.log.configure replaces the root handlers and structlog's configuration;
+    # put the process's own back afterwards so the next test (and pytest's capture) is unaffected.
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     saved = structlog.get_config()
@@ -168,8 +168,8 @@ def cs_logs() -> Iterator[CapturedLogs]:
 
 @pytest.fixture
 def cs_clock() -> FakeClock:
-    """A :class:`~daemon.clock.FakeClock`: ``sleep`` advances time instantly and is recorded
-    in ``.sleeps``, so a 60-second ``Retry-After`` costs a test nothing."""
+    """A :class:`~daemon.foundation.clock.FakeClock`: ``sleep`` advances time instantly and is
+    recorded in ``.sleeps``, so a 60-second ``Retry-After`` costs a test nothing."""
     return FakeClock()
 
 
@@ -237,7 +237,7 @@ class ConnectorContract:
         A connector for a fresh (or reset) platform. The suite calls it once at the start
         of a check, before seeding anything; ``bad_credentials=True`` gives a connector whose
         credentials the platform refuses. Hand it ``self.clock`` (a
-        :class:`~daemon.clock.FakeClock`) if it takes one, and set ``uses_clock = True``.
+        :class:`~daemon.foundation.clock.FakeClock`) if it takes one, and set ``uses_clock = True``.
     ``seed_remote(self, count: int) -> list[str]``
         Create ``count`` records on the platform, as its users would; return their remote ids.
     ``edit_remote(self, remote_id: str, fields: dict[str, Any]) -> None``

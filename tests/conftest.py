@@ -16,8 +16,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
-from daemon.clock import FakeClock
-from daemon.database import make_engine, normalise_url
+from daemon.foundation.clock import FakeClock
+from daemon.hub.database import make_engine, normalise_url
 
 PG_ENV = "CONTACTSYNC_TEST_PG_URL"
 

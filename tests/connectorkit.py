@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from daemon.clock import Clock
+from daemon.foundation.clock import Clock
 from daemon.sdk import Connector, ConnectorContext, RemoteRecord
 
 C = TypeVar("C", bound=Connector)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from daemon.clock import FakeClock
+from daemon.foundation.clock import FakeClock
 from daemon.sdk import Connector, ConnectorContext
 from daemon.testing import ConnectorContract
 

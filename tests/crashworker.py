@@ -37,11 +37,11 @@ from typing import Any, ClassVar
 
 from sqlalchemy import event
 
-from daemon.connector import Page, PushItem, PushResult
-from daemon.database import make_engine
-from daemon.engine import CycleReport
-from daemon.instances import Instance, load_instance
-from daemon.log import configure
+from daemon.config.instances import Instance, load_instance
+from daemon.engine.cycle import CycleReport
+from daemon.foundation.log import configure
+from daemon.hub.database import make_engine
+from daemon.kit.connector import Page, PushItem, PushResult
 from tests.enginekit import sync_engine
 from tests.memremote import MemoryConnector
 

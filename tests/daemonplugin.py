@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from daemon.connector import Page
 from daemon.hookspecs import hookimpl
+from daemon.kit.connector import Page
 from tests.memremote import MemoryConfig, MemoryConnector
 
 

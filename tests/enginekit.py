@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlmodel import SQLModel
 
-from daemon.engine import SyncEngine, mirror_instances
-from daemon.instances import Instance, load_instance
-from daemon.plugins import Registry, get_plugin_manager
+from daemon.config.instances import Instance, load_instance
+from daemon.engine.cycle import SyncEngine
+from daemon.engine.registry import Registry, get_plugin_manager
+from daemon.hub.mirror import mirror_instances
 from tests.instancekit import memory_fields
 from tests.memremote import MemoryConnector, MemoryRemote
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
-from daemon.engine import SyncEngine, mirror_instances
-from daemon.instances import Instance, load_instance
-from daemon.store import ExportBatch, Message
+from daemon.config.instances import Instance, load_instance
+from daemon.engine.cycle import SyncEngine
+from daemon.hub.mirror import mirror_instances
+from daemon.hub.store import ExportBatch, Message
 from plugins.export.exporter import COLUMNS, ConversationsExporter
 
 CONNECTORS = {"conversations_export": ConversationsExporter}
@@ -63,7 +64,7 @@ def engine_for(hub: Engine, instance: Instance) -> SyncEngine:
 
 
 def contact(hub: Engine, n: int, *, test_user: bool = False, crm: bool = True) -> str:
-    from daemon.hub import save_contact
+    from daemon.hub.contacts import save_contact
 
     values = {"first_name": f"First{n}", "last_name": f"Last{n}", "phone": f"202555{n:04d}"}
     if crm:

@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlmodel import SQLModel
 
-from daemon.hub import add_custom_field, get_contact, load_schema, save_contact
-from daemon.incoming import IncomingRecord, RecordPlan
-from daemon.ingest import Ingestor, IngestReport
-from daemon.store import Contact, CustomValue, Outbox, RunKey, SyncLog
-from daemon.synclog import SyncContext, new_run_id
+from daemon.hub.contacts import add_custom_field, get_contact, load_schema, save_contact
+from daemon.hub.incoming import IncomingRecord, RecordPlan
+from daemon.hub.ingest import Ingestor, IngestReport
+from daemon.hub.store import Contact, CustomValue, Outbox, RunKey, SyncLog
+from daemon.hub.synclog import SyncContext, new_run_id
 
 CONTACT = Contact.__table__
 CUSTOM_VALUE = CustomValue.__table__

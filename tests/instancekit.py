@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from daemon.instances import Instance, load_instance
+from daemon.config.instances import Instance, load_instance
 
 HUB_CONTACT_FIELDS = ("first_name", "last_name", "email", "phone")
 

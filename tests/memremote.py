@@ -24,8 +24,9 @@ from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
-from daemon.clock import SYSTEM_CLOCK, Clock
-from daemon.connector import (
+from daemon.foundation.clock import SYSTEM_CLOCK, Clock
+from daemon.foundation.log import get_logger
+from daemon.kit.connector import (
     AuthFailed,
     Capabilities,
     Connector,
@@ -40,7 +41,6 @@ from daemon.connector import (
     RemoteRecord,
     Unavailable,
 )
-from daemon.log import get_logger
 
 log = get_logger("contactsync.memory")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from sshd import SshdServer
 
-from daemon.instances import Instance, load_instance
+from daemon.config.instances import Instance, load_instance
 from plugins.sftp.connector import SftpConnector
 
 CONNECTORS: dict[str, type] = {"sftp": SftpConnector}

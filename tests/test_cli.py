@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from daemon.cli import cli
-from daemon.dictionary import ENTRIES, Code
-from daemon.synclog import SyncContext, new_run_id, record
+from daemon.foundation.dictionary import ENTRIES, Code
+from daemon.hub.synclog import SyncContext, new_run_id, record
 from tests import clikit
 from tests.clikit import isolated
 
@@ -380,7 +380,7 @@ def test_log_json_and_its_filters(run):
     )
     run("import", str(path), expect=0)
     engine_url = run.db_url
-    from daemon.database import make_engine
+    from daemon.hub.database import make_engine
 
     engine = make_engine(engine_url)
     try:

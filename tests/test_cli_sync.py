@@ -12,15 +12,15 @@ import pytest
 from click.testing import Result
 from sqlalchemy import Engine, select
 
-import daemon.log
-from daemon import lease
-from daemon.checks import check_instance
+import daemon.foundation.log
 from daemon.cli import App, cli
-from daemon.connector import AuthFailed, Unavailable
-from daemon.database import make_engine
+from daemon.engine.checks import check_instance
+from daemon.engine.registry import BLOCK_ENV, get_plugin_manager
 from daemon.hookspecs import hookimpl
-from daemon.plugins import BLOCK_ENV, get_plugin_manager
-from daemon.store import Contact, utcnow
+from daemon.hub import lease
+from daemon.hub.database import make_engine
+from daemon.hub.store import Contact, utcnow
+from daemon.kit.connector import AuthFailed, Unavailable
 from tests import clikit
 from tests.clikit import isolated
 from tests.enginekit import fresh_remote, snapshot, write_instance
@@ -478,7 +478,7 @@ def test_no_secret_given_by_reference_is_ever_printed(run, hub, remote, monkeypa
     invoke = run.runner.invoke
 
     def fresh_process(*args: Any, **kwargs: Any) -> Result:
-        monkeypatch.setattr(daemon.log, "_secrets", set())
+        monkeypatch.setattr(daemon.foundation.log, "_secrets", set())
         return invoke(*args, **kwargs)
 
     monkeypatch.setattr(run.runner, "invoke", fresh_process)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from daemon.clock import FakeClock
-from daemon.dictionary import Code
+from daemon.foundation.clock import FakeClock
+from daemon.foundation.dictionary import Code
 from daemon.sdk import ConnectorContext, Page, PushItem, PushStatus
 from plugins.colleague.connector import ColleagueConnector, apply_fields
 from plugins.colleague.simulator import ColleagueSimulator
@@ -390,8 +390,8 @@ def test_the_engine_loses_no_change_when_a_pull_dies_before_its_commit(
 ) -> None:
     from sqlalchemy import select
 
-    from daemon import pull
-    from daemon.store import Contact
+    from daemon.engine import pull
+    from daemon.hub.store import Contact
     from tests.enginekit import sync_engine
 
     with ColleagueSimulator(contacts=12, seed=2, staff_share=0.0) as sim:

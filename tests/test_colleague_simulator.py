@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from daemon.clock import FakeClock
+from daemon.foundation.clock import FakeClock
 from plugins.colleague.simulator import (
     CHANGE_NOTIFICATIONS_V2,
     NIL_GUID,
@@ -176,7 +176,7 @@ def test_consume_caps_the_payload_and_can_send_ids_only(clock: FakeClock) -> Non
 
 
 def test_simulate_exposes_the_colleague_knobs_as_flags() -> None:
-    from daemon.cli_simulate import _knob_values
+    from daemon.cli.simulate import _knob_values
     from tests.clikit import listed_knobs
 
     listed_knobs("colleague", ColleagueSimulator)

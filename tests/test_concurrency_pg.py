@@ -23,13 +23,13 @@ from typing import ClassVar
 import pytest
 from sqlalchemy import Engine, select, update
 
-from daemon import lease
-from daemon.connector import Page
-from daemon.engine import CycleReport, SyncEngine
-from daemon.hub import save_contact
-from daemon.instances import Instance
-from daemon.runs import get_cursor
-from daemon.store import Contact, InstanceState, Link, Outbox, SyncLease, SyncRun, utcnow
+from daemon.config.instances import Instance
+from daemon.engine.cycle import CycleReport, SyncEngine
+from daemon.hub import lease
+from daemon.hub.contacts import save_contact
+from daemon.hub.runs import get_cursor
+from daemon.hub.store import Contact, InstanceState, Link, Outbox, SyncLease, SyncRun, utcnow
+from daemon.kit.connector import Page
 from tests.enginekit import fresh_remote, sync_engine, write_instance
 from tests.memremote import MemoryConnector, MemoryRemote
 

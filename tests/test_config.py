@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import ConfigError, etc_dir, load_settings
+from daemon.config.settings import ConfigError, etc_dir, load_settings
 
 REPO_ETC = Path(__file__).resolve().parent.parent / "etc"
 
@@ -186,7 +186,7 @@ def test_invalid_toml_is_a_config_error_naming_the_file(etc):
 def test_a_system_install_keeps_state_in_var_lib(monkeypatch):
     from pathlib import Path
 
-    from daemon.config import Settings
+    from daemon.config.settings import Settings
 
     monkeypatch.delenv("CONTACTSYNC_STATE_DIR", raising=False)
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from daemon.log import get_logger
+from daemon.foundation.log import get_logger
 from daemon.sdk import (
     AuthFailed, Capabilities, Connector, ConnectorConfig, ConnectorContext, MalformedResponse,
     Page, PushResult, PushStatus, RateLimited, RemoteField, RemoteRecord, Unavailable,

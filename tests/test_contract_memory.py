@@ -5,7 +5,7 @@ proves it fails, with a clear message, on connectors that are not.
 
 Rate limits: the memory connector has no HTTP layer, so it models one. Its ``_request`` waits
 out the platform's rate-limit answer (a Retry-After) on its injectable clock and retries once,
-as :func:`daemon.http.request_with_retries` does for real connectors. The check therefore runs
+as :func:`daemon.kit.http.request_with_retries` does for real connectors. The check therefore runs
 ungated, and ``uses_clock`` makes the suite also assert that the wait happened on the
 FakeClock, not by retrying at once.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from daemon.connector import ConnectorContext
+from daemon.kit.connector import ConnectorContext
 from daemon.testing import FAULTS, ConnectorContract
 from tests.memremote import MemoryConfig, MemoryConnector, MemoryRemote
 

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from daemon.database import make_engine
-from daemon.hub import get_contact, save_contact
-from daemon.normalize import phone as normal_phone
-from daemon.store import Contact, Link, Outbox, RunKey, SyncLease, SyncRun
+from daemon.hub.contacts import get_contact, save_contact
+from daemon.hub.database import make_engine
+from daemon.hub.normalize import phone as normal_phone
+from daemon.hub.store import Contact, Link, Outbox, RunKey, SyncLease, SyncRun
 from tests.crashworker import INSTANCE, run_steps
 from tests.enginekit import FIELDS
 from tests.memremote import MemoryRemote, RemoteRow

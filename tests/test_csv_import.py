@@ -18,8 +18,8 @@ from hubkit import (
     truncate,
 )
 
-from daemon.csv_import import ImportResult, import_csv
-from daemon.hub import load_schema
+from daemon.hub.contacts import load_schema
+from daemon.hub.csv_import import ImportResult, import_csv
 
 HEADER = "crm_id,first_name,last_name,phone,email"
 

@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, text
 
-from daemon.database import READ_ONLY, make_engine
-from daemon.hub import save_contact
-from daemon.store import InstanceRow, InstanceState, Link, SyncCursor, SyncRun, utcnow
+from daemon.hub.contacts import save_contact
+from daemon.hub.database import READ_ONLY, make_engine
+from daemon.hub.store import InstanceRow, InstanceState, Link, SyncCursor, SyncRun, utcnow
 from tests.daemonkit import (
     DaemonProcess,
     NotifySocket,

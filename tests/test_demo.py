@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon.cli_demo import SEED
+from daemon.cli.demo import SEED
 from plugins.colleague.simulator import ColleagueSimulator
 from plugins.hubspot.simulator import HubSpotSimulator
 from plugins.salesforce.simulator import SalesforceSimulator

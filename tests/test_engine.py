@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from daemon.connector import AuthFailed
-from daemon.hub import add_custom_field, get_contact, save_contact
-from daemon.store import Contact, Link, Outbox, SyncLog, utcnow
+from daemon.hub.contacts import add_custom_field, get_contact, save_contact
+from daemon.hub.store import Contact, Link, Outbox, SyncLog, utcnow
+from daemon.kit.connector import AuthFailed
 from tests.enginekit import fresh_remote, snapshot, sync_engine, write_instance
 from tests.hubkit import outbox_rows
 
@@ -286,7 +286,7 @@ def test_dry_run_changes_nothing(engine, tmp_path, remote):
 
 
 def test_malformed_platform_data_is_a_coded_error_never_a_crash(engine, tmp_path, remote):
-    from daemon.connector import MalformedResponse
+    from daemon.kit.connector import MalformedResponse
 
     remote.add(FirstName="Ada", LastName="Lovelace", Phone="2025550143", Email={"oops": 1})
     instance = write_instance(tmp_path, "mem")
@@ -303,7 +303,7 @@ def test_malformed_platform_data_is_a_coded_error_never_a_crash(engine, tmp_path
 
 
 def test_a_push_answered_with_another_record_id_moves_the_link(engine, tmp_path, remote):
-    from daemon.connector import PushResult, PushStatus
+    from daemon.kit.connector import PushResult, PushStatus
     from tests.memremote import MemoryConnector
 
     old_id = remote.add(FirstName="Ada", LastName="Lovelace", Phone="2025550143", StudentId="S1")
@@ -373,8 +373,8 @@ def test_a_merge_on_the_platform_moves_the_link_to_the_survivor(engine, tmp_path
 
 
 def test_the_deletion_scan_leaves_tombstones_with_its_own_checkpoint(engine, tmp_path, remote):
-    from daemon.connector import Page, RemoteRecord
-    from daemon.runs import get_cursor
+    from daemon.hub.runs import get_cursor
+    from daemon.kit.connector import Page, RemoteRecord
     from tests.memremote import MemoryConnector
 
     rid = remote.add(FirstName="Ada", LastName="Lovelace", Phone="2025550143", StudentId="S1")

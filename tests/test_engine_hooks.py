@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.engine import SyncEngine, mirror_instances
+from daemon.engine.cycle import SyncEngine
+from daemon.engine.registry import Registry, get_plugin_manager
 from daemon.hookspecs import NO_MATCH, Winner, hookimpl
-from daemon.hub import get_contact, save_contact
-from daemon.plugins import Registry, get_plugin_manager
+from daemon.hub.contacts import get_contact, save_contact
+from daemon.hub.mirror import mirror_instances
 from tests.enginekit import fresh_remote, write_instance
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.instances import load_instance
-from daemon.plugins import Registry, get_plugin_manager
+from daemon.config.instances import load_instance
+from daemon.engine.registry import Registry, get_plugin_manager
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples" / "instances").glob("*.toml"))
 SECRETS = [

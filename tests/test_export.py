@@ -1,4 +1,4 @@
-"""The conversations export (plugins/export on daemon/exports.py), on a local folder.
+"""The conversations export (plugins/export on daemon/engine/export_cycle.py), on a local folder.
 
 Files are checked column by column; exactly-once is checked across runs, failed uploads and
 in-process crashes at both sides of the upload (tests/test_export_crash.py kills a real
@@ -15,15 +15,17 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, text, update
 
-from daemon import exports, outbox
-from daemon.config import ConfigError, DaemonSettings
-from daemon.connector import Unavailable
-from daemon.exports import EXPORT, is_exporter
-from daemon.filetransport import LocalTransport
-from daemon.hub import save_contact
-from daemon.instances import load_instance
-from daemon.scheduler import Scheduler
-from daemon.store import InstanceRow, InstanceState, Message, SyncLease
+from daemon.config.instances import load_instance
+from daemon.config.settings import ConfigError, DaemonSettings
+from daemon.engine import export_cycle as exports
+from daemon.engine.export_cycle import EXPORT
+from daemon.hub import outbox
+from daemon.hub.contacts import save_contact
+from daemon.hub.store import InstanceRow, InstanceState, Message, SyncLease
+from daemon.kit.connector import Unavailable
+from daemon.kit.exporter import is_exporter
+from daemon.kit.filetransport import LocalTransport
+from daemon.runtime.scheduler import Scheduler
 from plugins.export.exporter import parse_zone
 from tests.exportkit import (
     CONNECTORS,

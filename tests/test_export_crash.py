@@ -26,11 +26,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from daemon import exports
-from daemon.database import make_engine
-from daemon.engine import SyncEngine, mirror_instances
-from daemon.exports import EXPORT
-from daemon.instances import load_instance
+from daemon.config.instances import load_instance
+from daemon.engine import export_cycle as exports
+from daemon.engine.cycle import SyncEngine
+from daemon.engine.export_cycle import EXPORT
+from daemon.hub.database import make_engine
+from daemon.hub.mirror import mirror_instances
 from tests.exportkit import (
     CONNECTORS,
     NAME,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.database import make_engine
+from daemon.hub.database import make_engine
 from tests.daemonkit import DaemonProcess, daemon_settings, wait_until
 from tests.exportkit import NAME, all_rows, contact, exported_files, message
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from daemon.exports import EXPORT
-from daemon.filetransport import TEMP_SUFFIX
+from daemon.engine.export_cycle import EXPORT
+from daemon.kit.filetransport import TEMP_SUFFIX
 from tests.exportkit import (
     all_rows,
     batches,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sftpkit import transport_table
 
-from daemon.clock import FakeClock
-from daemon.connector import AuthFailed, Unavailable
-from daemon.filetransport import (
+from daemon.foundation.clock import FakeClock
+from daemon.kit.connector import AuthFailed, Unavailable
+from daemon.kit.filetransport import (
     FileTransport,
     HostKeyRefused,
     LocalTransport,
@@ -22,7 +22,7 @@ from daemon.filetransport import (
     open_transport,
     stable_files,
 )
-from daemon.sftp import SftpTransport
+from daemon.kit.sftp import SftpTransport
 
 
 @pytest.fixture(params=["local", "sftp"])

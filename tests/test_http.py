@@ -21,17 +21,17 @@ import httpx
 import pytest
 import structlog
 
-from daemon import log as logging_setup
-from daemon.clock import Cancelled
-from daemon.connector import AuthFailed, RateLimited, Unavailable
-from daemon.http import (
+from daemon.foundation import log as logging_setup
+from daemon.foundation.clock import Cancelled
+from daemon.kit.connector import AuthFailed, RateLimited, Unavailable
+from daemon.kit.http import (
     HttpSession,
     RetryPolicy,
     make_client,
     parse_retry_after,
     request_with_retries,
 )
-from daemon.ratelimit import RateLimiter
+from daemon.kit.ratelimit import RateLimiter
 
 FAST = RetryPolicy(attempts=3, backoff_base=0.5, backoff_max=4.0, jitter=False)
 TOKEN = "s3cr3t-bearer-token-0123456789"
@@ -366,7 +366,7 @@ def test_parse_retry_after(clock):
 def test_text_stream_reads_csv_across_chunks_and_quoted_newlines():
     import csv
 
-    from daemon.http import text_stream
+    from daemon.kit.http import text_stream
 
     body = '\ufeffId,Note\r\n1,"two\r\nlines"\r\n2,café\r\n'.encode()
     client = httpx.Client(

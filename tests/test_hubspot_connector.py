@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from daemon.clock import FakeClock
-from daemon.dictionary import Code
+from daemon.foundation.clock import FakeClock
+from daemon.foundation.dictionary import Code
 from daemon.sdk import ConnectorContext, PushItem, PushStatus, RateLimited, RemoteRecord
 from plugins.hubspot.client import STATE_REFRESH_TOKEN
 from plugins.hubspot.connector import HubSpotConnector

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from daemon.hub import get_contact, save_contact
-from daemon.instances import Instance
-from daemon.store import Contact, SyncLog
+from daemon.config.instances import Instance
+from daemon.hub.contacts import get_contact, save_contact
+from daemon.hub.store import Contact, SyncLog
 from plugins.hubspot.connector import HubSpotConnector
 from plugins.hubspot.simulator import HubSpotSimulator
 from tests.enginekit import sync_engine

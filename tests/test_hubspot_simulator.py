@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from daemon.clock import FakeClock
+from daemon.foundation.clock import FakeClock
 from plugins.hubspot.simulator import HubSpotSimulator
 
 BASE = "/crm/v3/objects/contacts"
@@ -455,7 +455,7 @@ def test_runtime_knobs_and_kit_faults(hub) -> None:
 
 
 def test_registered_as_a_plugin() -> None:
-    from daemon.plugins import Registry, get_plugin_manager
+    from daemon.engine.registry import Registry, get_plugin_manager
 
     factory = Registry.from_plugin_manager(get_plugin_manager()).simulator("hubspot")
     sim = factory(contacts=2, latency="150ms", error_rate=0.0, seed=7)
@@ -476,7 +476,7 @@ def test_simulate_exposes_the_hubspot_knobs_as_flags():
     from click.testing import CliRunner
 
     from daemon.cli import cli
-    from daemon.cli_simulate import _knob_values
+    from daemon.cli.simulate import _knob_values
     from plugins.hubspot.simulator import HubSpotSimulator
 
     listed = CliRunner().invoke(cli, ["simulate", "hubspot", "--list-knobs"])

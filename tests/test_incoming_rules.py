@@ -1,6 +1,6 @@
 """The incoming rules of design §2 (platform → hub), one section per rule.
 
-Records go through :class:`daemon.ingest.Ingestor` (the driver every incoming path uses) and the
+Records go through :class:`daemon.hub.ingest.Ingestor` (the driver every incoming path uses) and the
 tests assert on what the hub holds afterwards and on the sync-log rows, with their codes. Most
 tests run on SQLite and on PostgreSQL.
 """
@@ -32,8 +32,8 @@ from hubkit import (
 )
 from sqlalchemy import update
 
-from daemon.hub import save_contact
-from daemon.incoming import IncomingRecord
+from daemon.hub.contacts import save_contact
+from daemon.hub.incoming import IncomingRecord
 
 ADA = {"crm_id": "S-1", "first_name": "Ada", "last_name": "Lovelace", "phone": ADA_PHONE}
 GRACE = {"crm_id": "S-2", "first_name": "Grace", "last_name": "Hopper", "phone": GRACE_PHONE}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import ConfigError
-from daemon.instances import Direction, check_catalogue, load_instance, load_instances
+from daemon.config.instances import Direction, check_catalogue, load_instance, load_instances
+from daemon.config.settings import ConfigError
 from tests.memremote import CATALOGUE, MemoryConnector
 
 CONNECTORS = {"memory": MemoryConnector}

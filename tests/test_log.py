@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import pytest
 import structlog
 
-from daemon.log import (
+from daemon.foundation.log import (
     REDACTED,
     SCHEMA_VERSION,
     configure,
@@ -243,8 +243,8 @@ def test_redact_helpers():
 def test_lines_logged_during_a_cycle_carry_its_instance_and_run_id(tmp_path):
     import io
 
-    from daemon import log as log_setup
-    from daemon.database import make_engine
+    from daemon.foundation import log as log_setup
+    from daemon.hub.database import make_engine
     from tests.enginekit import fresh_remote, sync_engine, write_instance
     from tests.memremote import MemoryConnector
 

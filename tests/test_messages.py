@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from daemon.database import make_engine
-from daemon.messages import MAX_BODY
+from daemon.hub.database import make_engine
+from daemon.hub.messages import MAX_BODY
 from tests import clikit
 from tests.clikit import isolated
 from tests.exportkit import NAME, exported_files, read_csv, sync_log
@@ -248,8 +248,8 @@ def test_external_ids_dedupe_within_a_batch_and_across_imports(
     engine: Engine, tmp_path: Path
 ) -> None:
     """On SQLite and PostgreSQL alike (``ON CONFLICT DO NOTHING ... RETURNING``)."""
-    from daemon.hub import save_contact
-    from daemon.messages import import_messages
+    from daemon.hub.contacts import save_contact
+    from daemon.hub.messages import import_messages
 
     ada = save_contact(engine, {"first_name": "A", "last_name": "B", "phone": "2025550100"})
     path = tmp_path / "m.csv"

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from daemon.clock import Cancelled
-from daemon.connector import MalformedResponse
-from daemon.paging import pages, paginate
+from daemon.foundation.clock import Cancelled
+from daemon.kit.connector import MalformedResponse
+from daemon.kit.paging import pages, paginate
 
 
 def pager(book: dict[object, tuple[Sequence[int], object]]):
@@ -99,7 +99,7 @@ def test_cancel_is_checked_between_pages():
 
 
 def test_prefetch_keeps_order_raises_in_order_and_stops_when_abandoned():
-    from daemon.paging import prefetch
+    from daemon.kit.paging import prefetch
 
     assert list(prefetch(iter(range(10)))) == list(range(10))
 
@@ -133,7 +133,7 @@ def test_prefetch_keeps_order_raises_in_order_and_stops_when_abandoned():
 def test_interleave_runs_sources_at_once_and_yields_every_page_once():
     import time
 
-    from daemon.paging import interleave
+    from daemon.kit.paging import interleave
 
     started = []
 
@@ -155,7 +155,7 @@ def test_interleave_runs_sources_at_once_and_yields_every_page_once():
 def test_interleave_raises_the_first_error_and_stops_the_others():
     import threading
 
-    from daemon.paging import interleave
+    from daemon.kit.paging import interleave
 
     def endless():
         n = 0

@@ -15,13 +15,11 @@ from click.testing import CliRunner
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from daemon import __version__, cli_plugins
-from daemon.cli_plugins import plugins_command
-from daemon.connector import Connector
+from daemon import __version__
+from daemon.cli import plugins as cli_plugins
+from daemon.cli.plugins import plugins_command
 from daemon.default_plugins import transforms as builtin
-from daemon.fields import UNSET
-from daemon.hookspecs import HOOKSPEC_VERSION, NO_MATCH, Winner, hookimpl
-from daemon.plugins import (
+from daemon.engine.registry import (
     BLOCK_ENV,
     PluginError,
     Registry,
@@ -30,6 +28,9 @@ from daemon.plugins import (
     notify,
     register_plugin,
 )
+from daemon.hookspecs import HOOKSPEC_VERSION, NO_MATCH, Winner, hookimpl
+from daemon.hub.fields import UNSET
+from daemon.kit.connector import Connector
 
 BUILTIN_NAMES = {"year", "phone_10digit", "lowercase", "yes_no", "digits"}
 
@@ -54,7 +55,7 @@ class ConnectorPlugin:
 
 
 CONNECTOR_MODULE = """
-from daemon.connector import Connector
+from daemon.kit.connector import Connector
 from daemon.hookspecs import hookimpl
 
 
@@ -158,7 +159,7 @@ def test_registering_something_that_is_not_a_connector_is_an_error():
         type = "nope"
 
     pm = get_plugin_manager(entry_points=False, plugins=[ConnectorPlugin(NotAConnector)])
-    with pytest.raises(PluginError, match=r"not a subclass of daemon\.connector\.Connector"):
+    with pytest.raises(PluginError, match=r"not a subclass of daemon\.sdk\.Connector"):
         Registry.from_plugin_manager(pm)
 
 
@@ -542,7 +543,7 @@ def test_describe_plugins_for_a_plugin_registered_by_hand():
 
 
 def test_a_plugin_module_named_in_the_environment_is_loaded(monkeypatch):
-    from daemon.plugins import PluginError, Registry, get_plugin_manager
+    from daemon.engine.registry import PluginError, Registry, get_plugin_manager
 
     monkeypatch.setenv("CONTACTSYNC_PLUGINS", "tests.memplugin")
     registry = Registry.from_plugin_manager(get_plugin_manager())

@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from daemon import normalize
-from daemon.database import make_engine
-from daemon.hub import save_contact
+from daemon.hub import normalize
+from daemon.hub.contacts import save_contact
+from daemon.hub.database import make_engine
 
 PROPERTY_SETTINGS = settings(
     max_examples=50,

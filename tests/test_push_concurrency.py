@@ -10,8 +10,8 @@ from typing import ClassVar
 
 import pytest
 
-from daemon.connector import Capabilities, PushItem, PushResult, RateLimited
-from daemon.instances import load_instance
+from daemon.config.instances import load_instance
+from daemon.kit.connector import Capabilities, PushItem, PushResult, RateLimited
 from tests.enginekit import fresh_remote, sync_engine, write_instance
 from tests.memremote import MemoryConnector
 from tests.test_engine import add_contact, links_of, outbox_rows
@@ -123,7 +123,7 @@ def test_a_connector_that_does_not_declare_it_gets_one_batch_at_a_time(engine, t
 def test_a_contact_without_a_unique_field_is_pushed_without_it(engine, tmp_path):
     """A field the platform keys on (unique) but does not require: a contact that has none
     is created without it, and two contacts that share one are duplicate-remote-key."""
-    from daemon.connector import RemoteField
+    from daemon.kit.connector import RemoteField
     from tests.memremote import CATALOGUE
 
     class UniqueEmail(MemoryConnector):

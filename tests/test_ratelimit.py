@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.clock import Cancelled, FakeClock
-from daemon.connector import RateLimited
-from daemon.ratelimit import DailyQuota, RateLimiter
+from daemon.foundation.clock import Cancelled, FakeClock
+from daemon.kit.connector import RateLimited
+from daemon.kit.ratelimit import DailyQuota, RateLimiter
 
 
 def assert_within_limit(grants: list[float], limit: int, window: float) -> None:

@@ -15,12 +15,12 @@ import pytest
 import structlog
 from sqlalchemy import Engine, select
 
-from daemon.dictionary import Code
-from daemon.log import configure
-from daemon.reload import ConfigState, ReloadResult
-from daemon.store import InstanceRow
-from daemon.synclog_query import query_log
-from daemon.watcher import ConfigWatcher, is_config_change
+from daemon.foundation.dictionary import Code
+from daemon.foundation.log import configure
+from daemon.hub.store import InstanceRow
+from daemon.hub.synclog_query import query_log
+from daemon.runtime.reload import ConfigState, ReloadResult
+from daemon.runtime.watcher import ConfigWatcher, is_config_change
 from tests.enginekit import CONNECTORS, write_instance
 
 DEADLINE = 10.0  # seconds; generous for a loaded CI machine, never reached when it works

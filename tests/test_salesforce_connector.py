@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from daemon.clock import FakeClock
-from daemon.dictionary import Code
-from daemon.hub import save_contact
-from daemon.instances import Instance
+from daemon.config.instances import Instance
+from daemon.foundation.clock import FakeClock
+from daemon.foundation.dictionary import Code
+from daemon.hub.contacts import save_contact
+from daemon.hub.store import Contact
 from daemon.sdk import (
     AuthFailed,
     ConnectorContext,
@@ -25,7 +26,6 @@ from daemon.sdk import (
     PushStatus,
     RateLimited,
 )
-from daemon.store import Contact
 from plugins.salesforce.client import STATE_REFRESH_TOKEN, QueryRefused, default_audience
 from plugins.salesforce.connector import SalesforceConnector
 from plugins.salesforce.simulator import SalesforceSimulator

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from daemon.clock import FakeClock
+from daemon.foundation.clock import FakeClock
 from plugins.salesforce.client import jwt_assertion
 from plugins.salesforce.simulator import SalesforceSimulator
 
@@ -335,7 +335,7 @@ def test_bulk_ingest_upsert_with_results(sim: SalesforceSimulator, api: httpx.Cl
 
 
 def test_simulate_exposes_every_knob_as_a_flag() -> None:
-    from daemon.cli_simulate import _knob_values
+    from daemon.cli.simulate import _knob_values
     from tests.clikit import listed_knobs
 
     listed_knobs("salesforce", SalesforceSimulator)

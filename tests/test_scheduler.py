@@ -16,12 +16,12 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, select
 
-from daemon.config import DaemonSettings
-from daemon.instances import Instance, load_instance
-from daemon.scheduler import Scheduler, make_trigger
-from daemon.store import InstanceState, utcnow
-from daemon.systemd import Notifier, watchdog_interval
-from daemon.wakeup import Debouncer
+from daemon.config.instances import Instance, load_instance
+from daemon.config.settings import DaemonSettings
+from daemon.hub.store import InstanceState, utcnow
+from daemon.runtime.scheduler import Scheduler, make_trigger
+from daemon.runtime.systemd import Notifier, watchdog_interval
+from daemon.runtime.wakeup import Debouncer
 from tests.daemonkit import instance_toml, wait_until
 from tests.memremote import MemoryConnector
 
@@ -216,7 +216,7 @@ def test_notifier_speaks_to_an_abstract_socket_and_is_silent_without_one() -> No
 
 
 def test_only_connectors_with_a_deletion_scan_get_a_deletes_job(tmp_path):
-    from daemon.scheduler import has_deletion_scan
+    from daemon.runtime.scheduler import has_deletion_scan
     from plugins.hubspot.connector import HubSpotConnector
     from tests.enginekit import write_instance
 

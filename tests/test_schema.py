@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from daemon.database import make_engine, normalise_url
-from daemon.schema import SchemaError, ensure_schema
+from daemon.hub.database import make_engine, normalise_url
+from daemon.hub.schema import SchemaError, ensure_schema
 
 # A hub as an earlier release left it: no next_deletes_at, no message.external_id, and no
 # export_batch table at all.
@@ -102,7 +102,7 @@ def test_a_column_that_cannot_be_added_stops_the_upgrade(tmp_path) -> None:
         Column("id", Integer, primary_key=True),
         Column("must_have", Integer, nullable=False),
     )
-    from daemon.schema import _add_column
+    from daemon.hub.schema import _add_column
 
     with engine.begin() as conn, pytest.raises(SchemaError, match="must_have"):
         _add_column(conn, extra, extra.c.must_have)

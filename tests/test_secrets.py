@@ -16,12 +16,12 @@ import structlog
 from sqlalchemy import Engine, select, update
 from sqlmodel import SQLModel
 
-from daemon.config import ConfigError
-from daemon.connector import AuthFailed, Unavailable
-from daemon.hub import save_contact
-from daemon.instances import load_instance
-from daemon.log import configure, redact_text
-from daemon.store import Contact, Outbox, SyncLog, utcnow
+from daemon.config.instances import load_instance
+from daemon.config.settings import ConfigError
+from daemon.foundation.log import configure, redact_text
+from daemon.hub.contacts import save_contact
+from daemon.hub.store import Contact, Outbox, SyncLog, utcnow
+from daemon.kit.connector import AuthFailed, Unavailable
 from tests.enginekit import fresh_remote, sync_engine, write_instance
 from tests.memremote import MemoryConnector
 

@@ -13,12 +13,12 @@ from hubkit import contact_count, define_custom_fields, log_rows
 from sftpkit import csv_text, read_csv, transport_table, write_instance
 from sqlalchemy import select
 
-from daemon.clock import FakeClock
-from daemon.connector import ConnectorContext
-from daemon.csv_import import import_csv
-from daemon.filetransport import LocalTransport, TransportSettings
-from daemon.hub import load_schema
-from daemon.store import Contact
+from daemon.foundation.clock import FakeClock
+from daemon.hub.contacts import load_schema
+from daemon.hub.csv_import import import_csv
+from daemon.hub.store import Contact
+from daemon.kit.connector import ConnectorContext
+from daemon.kit.filetransport import LocalTransport, TransportSettings
 from plugins.sftp.connector import SftpConfig, SftpConnector, csv_timestamp
 
 BANNER_HEADER = (
@@ -300,7 +300,7 @@ def test_file_names_are_prefix_and_utc_milliseconds(tmp_path):
         {"transport": {"kind": "local", "path": str(tmp_path)}, "file_prefix": "out_"}
     )
     connector = SftpConnector(config, ConnectorContext("x"), clock=clock)
-    from daemon.connector import PushItem
+    from daemon.kit.connector import PushItem
 
     connector.push([PushItem("h1", None, {"first_name": "A"})])
     connector.push([PushItem("h2", None, {"first_name": "B"})])  # same millisecond
@@ -353,7 +353,7 @@ def test_the_right_fingerprint_alone_is_enough(sqlite_engine, sshd_server, sftp_
 
 
 def test_a_plain_text_secret_in_the_transport_table_is_refused(sshd_server, sftp_root, etc):
-    from daemon.config import ConfigError
+    from daemon.config.settings import ConfigError
 
     table = transport_table(sshd_server, sftp_root, private_key=sshd_server.private_key)
     with pytest.raises(ConfigError, match=r"settings\.transport\.private_key"):

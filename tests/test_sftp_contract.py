@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 import pytest
 from sftpkit import csv_text, transport_table
 
-from daemon.connector import ConnectorContext
-from daemon.dictionary import Code
+from daemon.foundation.dictionary import Code
+from daemon.kit.connector import ConnectorContext
 from daemon.sdk import Connector
 from daemon.testing import ConnectorContract
 from plugins.sftp.connector import SftpConfig, SftpConnector

@@ -45,8 +45,8 @@ def worker(hub: str, etc: str, point: str) -> int:
     from enginekit import sync_engine
     from sqlalchemy import event
 
-    from daemon.database import make_engine
-    from daemon.instances import load_instance
+    from daemon.config.instances import load_instance
+    from daemon.hub.database import make_engine
     from tests.crashworker import Killer, KillPoint
 
     killer = Killer(KillPoint.parse(point))
@@ -73,7 +73,7 @@ def test_killed_mid_file_and_restarted_imports_every_row_once(
     from hubkit import contact_count, log_rows
     from sftpkit import csv_text, transport_table, write_instance
 
-    from daemon.database import make_engine
+    from daemon.hub.database import make_engine
 
     header = "SPRIDEN_ID,SPRIDEN_FIRST_NAME,SPRIDEN_LAST_NAME,SPRTELE_PHONE_NUMBER"
     rows = [f"B{i:03},First{i},Last{i},202555{i:04}" for i in range(1, ROWS)]

@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from daemon.clock import FakeClock
+from daemon.engine.registry import PluginError, Registry, get_plugin_manager
+from daemon.foundation.clock import FakeClock
 from daemon.hookspecs import hookimpl
-from daemon.plugins import PluginError, Registry, get_plugin_manager
-from daemon.simkit import (
+from daemon.kit.simkit import (
     Faults,
     Reply,
     Request,

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from daemon.clock import FakeClock
-from daemon.dictionary import Code
+from daemon.foundation.clock import FakeClock
+from daemon.foundation.dictionary import Code
 from daemon.sdk import AuthFailed, ConnectorContext, MalformedResponse, PushItem, PushStatus
 from plugins.slate.client import RowStream, spooled
 from plugins.slate.connector import (

@@ -17,17 +17,18 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
-from daemon import confirm, links
 from daemon.cli import App, cli
-from daemon.clock import FakeClock
-from daemon.dictionary import Code
-from daemon.engine import SyncEngine
-from daemon.hub import add_custom_field, get_contact, save_contact
-from daemon.instances import Instance
-from daemon.plugins import get_plugin_manager
-from daemon.status import instance_status
-from daemon.store import utcnow
-from daemon.synclog import SyncContext, SyncLogBuffer
+from daemon.config.instances import Instance
+from daemon.engine import confirm
+from daemon.engine.cycle import SyncEngine
+from daemon.engine.registry import get_plugin_manager
+from daemon.engine.status import instance_status
+from daemon.foundation.clock import FakeClock
+from daemon.foundation.dictionary import Code
+from daemon.hub import links
+from daemon.hub.contacts import add_custom_field, get_contact, save_contact
+from daemon.hub.store import utcnow
+from daemon.hub.synclog import SyncContext, SyncLogBuffer
 from plugins.slate.connector import PENDING_PREFIX, SlateConnector
 from plugins.slate.simulator import SlateSimulator
 from tests.enginekit import sync_engine

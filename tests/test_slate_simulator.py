@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from daemon.clock import FakeClock
+from daemon.foundation.clock import FakeClock
 from plugins.slate.simulator import SlateSimulator
 
 

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, event, func, insert, select
 
 from daemon.cli import cli
-from daemon.database import make_engine
-from daemon.store import SyncLog
-from daemon.synclog import prune_sync_log
+from daemon.hub.database import make_engine
+from daemon.hub.store import SyncLog
+from daemon.hub.synclog import prune_sync_log
 from tests.clikit import isolated
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

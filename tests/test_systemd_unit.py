@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import DaemonSettings
+from daemon.config.settings import DaemonSettings
 
 UNIT = Path(__file__).resolve().parent.parent / "etc" / "systemd" / "contactsync.service"
 

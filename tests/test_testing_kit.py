@@ -6,10 +6,10 @@ from __future__ import annotations
 from sqlalchemy import inspect
 
 import daemon.sdk as sdk
-from daemon.clock import FakeClock
+from daemon.foundation.clock import FakeClock
+from daemon.foundation.log import get_logger
 from daemon.hookspecs import HOOKSPEC_VERSION, hookimpl
-from daemon.log import get_logger
-from daemon.systemd import Notifier
+from daemon.runtime.systemd import Notifier
 from tests.memremote import MemoryConnector
 
 
@@ -19,10 +19,65 @@ class MemoryPlugin:
         register(MemoryConnector)
 
 
+# The names of SDK 1.1, as released: the compatibility promise keeps every one of them while
+# the major number stays 1.
+SDK_1_1 = {
+    "HOOKSPEC_VERSION",
+    "SDK_VERSION",
+    "AuthFailed",
+    "Capabilities",
+    "ClientConnector",
+    "Clock",
+    "Code",
+    "Connector",
+    "ConnectorConfig",
+    "ConnectorContext",
+    "ConnectorError",
+    "DailyQuota",
+    "FakeClock",
+    "HttpSession",
+    "MalformedResponse",
+    "Page",
+    "PushItem",
+    "PushResult",
+    "PushStatus",
+    "RateLimited",
+    "RateLimiter",
+    "RemoteField",
+    "RemoteRecord",
+    "RetryPolicy",
+    "SecretStr",
+    "SystemClock",
+    "Token",
+    "TokenCache",
+    "Unauthorized",
+    "Unavailable",
+    "hookimpl",
+    "int_header",
+    "interleave",
+    "json_answer",
+    "json_body",
+    "json_cursor",
+    "json_or_none",
+    "make_client",
+    "pages",
+    "paginate",
+    "prefetch",
+    "register_secret",
+    "request_with_retries",
+    "reveal",
+    "text_stream",
+}
+
+
 def test_sdk_exports_every_name_in_all() -> None:
     assert all(hasattr(sdk, name) for name in sdk.__all__)
-    assert sdk.SDK_VERSION == "1.1"
     assert sdk.HOOKSPEC_VERSION == HOOKSPEC_VERSION
+
+
+def test_sdk_keeps_every_name_of_its_major_version() -> None:
+    assert sdk.SDK_VERSION.split(".")[0] == "1"
+    assert set(sdk.__all__) >= SDK_1_1, sorted(SDK_1_1 - set(sdk.__all__))
 
 
 def test_cs_plugin_manager_registers_for_one_test(cs_plugin_manager) -> None:

@@ -1,4 +1,4 @@
-"""daemon.tokens: fetched once, renewed before expiry, rotated refresh tokens kept, 401 replay."""
+"""daemon.kit.tokens: fetched once, renewed before expiry, rotated refresh kept, 401 replay."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import threading
 import httpx
 import pytest
 
-from daemon.clock import FakeClock
-from daemon.http import HttpSession, RetryPolicy, Unauthorized
-from daemon.log import redact_text
-from daemon.tokens import Token, TokenCache
+from daemon.foundation.clock import FakeClock
+from daemon.foundation.log import redact_text
+from daemon.kit.http import HttpSession, RetryPolicy, Unauthorized
+from daemon.kit.tokens import Token, TokenCache
 
 
 class Issuer:

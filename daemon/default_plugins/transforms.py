@@ -16,8 +16,7 @@ from typing import Any
 
 import phonenumbers
 
-from daemon import normalize
-from daemon.hookspecs import hookimpl
+from daemon.sdk import hookimpl, normalize
 
 YEAR_MIN, YEAR_MAX = 1900, 2199
 _PLAIN_YEAR = re.compile(r"^(\d{4})(?:\.0+)?$")  # "2027", and "2027.0" from a float column

@@ -2,7 +2,7 @@
 
 Retries, back-off, ``Retry-After`` and the mapping of 401/5xx to connector errors come from
 :class:`daemon.sdk.HttpSession`; the token's renewal and the replay after a 401 from
-:class:`daemon.tokens.TokenCache`. This module adds what is Ethos's own:
+:class:`daemon.kit.tokens.TokenCache`. This module adds what is Ethos's own:
 
 - auth: ``POST /auth`` with the API key as a bearer token answers a JWT as plain text; its
   lifetime is read from the JWT's ``exp`` claim (the payload is base64 JSON; the signature is
@@ -31,6 +31,8 @@ from daemon.sdk import (
     MalformedResponse,
     RetryPolicy,
     SystemClock,
+    Token,
+    TokenCache,
     int_header,
     json_answer,
     json_body,
@@ -38,7 +40,6 @@ from daemon.sdk import (
     make_client,
     register_secret,
 )
-from daemon.tokens import Token, TokenCache
 
 PERSONS = "/api/persons"
 PERSONS_V12 = "application/vnd.hedtech.integration.v12+json"

@@ -42,11 +42,10 @@ from typing import Any, ClassVar, TypeVar
 import phonenumbers
 from pydantic import Field, field_validator
 
-from daemon.dictionary import Code
-from daemon.log import get_logger
 from daemon.sdk import (
     Capabilities,
     ClientConnector,
+    Code,
     ConnectorConfig,
     MalformedResponse,
     Page,
@@ -58,6 +57,7 @@ from daemon.sdk import (
     RetryPolicy,
     SecretStr,
     Unavailable,
+    get_logger,
     json_cursor,
 )
 from plugins.colleague.client import MAX_CONSUME_LIMIT, EthosClient, error_message

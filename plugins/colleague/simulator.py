@@ -1,6 +1,6 @@
 """Ellucian Colleague behind Ethos Integration, simulated: persons v12 and change notifications.
 
-The kit (:mod:`daemon.simkit`) serves HTTP on loopback and owns latency, random 5xx, dropped
+The kit (:mod:`daemon.kit.simkit`) serves HTTP on loopback and owns latency, random 5xx, dropped
 connections, malformed bodies, one-shot faults and ``/_sim/reset|faults|state``. This module
 adds what Ethos and Colleague do (facts from ``shared/research/slate_colleague_sftp.md`` §2):
 
@@ -34,7 +34,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from daemon.simkit import Reply, Request, Simulator, json_reply
+from daemon.sdk import (
+    Reply,
+    Request,
+    Simulator,
+    json_reply,
+)
 
 PERSONS_V12 = "application/vnd.hedtech.integration.v12+json"
 CHANGE_NOTIFICATIONS_V2 = "application/vnd.hedtech.change-notifications.v2+json"

@@ -9,8 +9,9 @@ One row per message, with the columns of Mainstay's "Conversations Export"
 ``mainstay_id`` is the hub's contact id; the body sits in ``incoming`` when the learner wrote
 it and in ``outgoing`` when a campaign, the AI or a live-chat agent did, the other cell
 empty. Files are named prefix plus UTC timestamp (``conversations2026-01-05T061500123Z.csv``)
-and written atomically through :mod:`daemon.filetransport` (SFTP or a local folder). The
-exactly-once bookkeeping is :mod:`daemon.exports`'; this module only filters and renders.
+and written atomically through :mod:`daemon.kit.filetransport` (SFTP or a local folder). The
+exactly-once bookkeeping is the engine's (:mod:`daemon.engine.export_cycle`); this module only
+filters and renders.
 """
 
 from __future__ import annotations
@@ -26,9 +27,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
-from daemon.connector import ConnectorConfig, ConnectorContext
-from daemon.exports import BatchInfo, Exporter, ExportRow, MessageFilter, UploadRejected
-from daemon.filetransport import FileTransport, TransportSettings, clean_path, open_transport
+from daemon.sdk import (
+    BatchInfo,
+    ConnectorConfig,
+    ConnectorContext,
+    Exporter,
+    ExportRow,
+    FileTransport,
+    MessageFilter,
+    TransportSettings,
+    UploadRejected,
+    clean_path,
+    open_transport,
+)
 
 COLUMNS = (
     *("crm_id", "mainstay_id", "first_name", "last_name", "channel", "campaign_id"),

@@ -37,6 +37,8 @@ from daemon.sdk import (
     RateLimiter,
     RetryPolicy,
     SystemClock,
+    Token,
+    TokenCache,
     int_header,
     json_answer,
     json_body,
@@ -44,7 +46,6 @@ from daemon.sdk import (
     pages,
     register_secret,
 )
-from daemon.tokens import Token, TokenCache
 
 CONTACTS = "/crm/v3/objects/contacts"
 PROPERTIES = "/crm/v3/properties/contacts"

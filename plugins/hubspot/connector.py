@@ -32,11 +32,10 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from daemon.dictionary import Code
-from daemon.paging import interleave, prefetch
 from daemon.sdk import (
     Capabilities,
     ClientConnector,
+    Code,
     ConnectorConfig,
     MalformedResponse,
     Page,
@@ -48,7 +47,9 @@ from daemon.sdk import (
     RetryPolicy,
     SecretStr,
     Unavailable,
+    interleave,
     json_cursor,
+    prefetch,
     reveal,
 )
 from plugins.hubspot.client import (
@@ -295,7 +296,7 @@ class HubSpotConnector(ClientConnector):
         keyset search (``hs_object_id GT last AND LTE high``, sorted by id, 200 a page).
 
         A keyset search starts afresh from the last id on every page, so the 10,000 cap never
-        applies; the ranges run at once (:func:`~daemon.paging.interleave`), paced by the
+        applies; the ranges run at once (:func:`~daemon.kit.paging.interleave`), paced by the
         search limiter, so the platform's latency is paid once per round, not once per page.
         The cursor records every range's last id: a pull that stops resumes each range.
         Search may lag writes by a few seconds, and a contact edited in a range already read

@@ -1,6 +1,6 @@
 """HubSpot CRM v3 (contacts), simulated: its wire protocol and its rules, on the simulator kit.
 
-The kit (:mod:`daemon.simkit`) serves HTTP on loopback and owns latency, random 5xx, dropped
+The kit (:mod:`daemon.kit.simkit`) serves HTTP on loopback and owns latency, random 5xx, dropped
 connections, malformed bodies, one-shot faults and ``/_sim/reset|faults|state``. This module
 adds what HubSpot does (facts from ``shared/research/hubspot_salesforce.md`` §1 and §4):
 
@@ -36,7 +36,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
-from daemon.simkit import Reply, Request, Simulator, json_reply
+from daemon.sdk import (
+    Reply,
+    Request,
+    Simulator,
+    json_reply,
+)
 
 MAX_BATCH = 100
 LIST_MAX_LIMIT = 100

@@ -2,7 +2,7 @@
 
 Retries, back-off, the daily quota's bookkeeping and the mapping of 5xx to connector errors
 come from :class:`daemon.sdk.HttpSession`; tokens and the replay after a 401 from
-:class:`daemon.tokens.TokenCache`. This module adds what is Salesforce's own:
+:class:`daemon.kit.tokens.TokenCache`. This module adds what is Salesforce's own:
 
 - OAuth 2.0 at ``{login_url}/services/oauth2/token`` with the client-credentials, refresh-token
   (a rotated one kept in :attr:`ConnectorContext.state`) or JWT-bearer (RS256) grant. The
@@ -34,10 +34,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from daemon.dictionary import Code
 from daemon.sdk import (
     AuthFailed,
     Clock,
+    Code,
     ConnectorContext,
     ConnectorError,
     DailyQuota,
@@ -46,6 +46,8 @@ from daemon.sdk import (
     RateLimited,
     RetryPolicy,
     SystemClock,
+    Token,
+    TokenCache,
     Unavailable,
     json_answer,
     json_body,
@@ -54,7 +56,6 @@ from daemon.sdk import (
     register_secret,
     text_stream,
 )
-from daemon.tokens import Token, TokenCache
 
 TOKEN_PATH = "/services/oauth2/token"
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"

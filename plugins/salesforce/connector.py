@@ -38,11 +38,10 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from daemon.dictionary import Code
-from daemon.paging import prefetch
 from daemon.sdk import (
     Capabilities,
     ClientConnector,
+    Code,
     ConnectorConfig,
     MalformedResponse,
     Page,
@@ -55,6 +54,7 @@ from daemon.sdk import (
     SecretStr,
     Unavailable,
     json_cursor,
+    prefetch,
     reveal,
 )
 from plugins.salesforce.client import (

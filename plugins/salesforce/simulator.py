@@ -1,6 +1,6 @@
 """A Salesforce org, simulated: REST, sObject Collections, Bulk API 2.0 and OAuth, on the kit.
 
-The kit (:mod:`daemon.simkit`) serves HTTP on loopback and owns latency, random 5xx, dropped
+The kit (:mod:`daemon.kit.simkit`) serves HTTP on loopback and owns latency, random 5xx, dropped
 connections, malformed bodies, one-shot faults and ``/_sim/reset|faults|state``. This module
 adds what Salesforce does (facts from ``shared/research/hubspot_salesforce.md`` §2 and §4):
 
@@ -45,7 +45,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
-from daemon.simkit import Reply, Request, Simulator, json_reply
+from daemon.sdk import (
+    Reply,
+    Request,
+    Simulator,
+    json_reply,
+)
 from plugins.salesforce.soql import SoqlError, parse, parse_datetime
 
 API_VERSION = "v62.0"

@@ -37,32 +37,33 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from daemon.clock import SYSTEM_CLOCK
-from daemon.csv_import import FileMalformed, check_header, header_key, stream_rows
-from daemon.csv_write import write_csv
-from daemon.dictionary import Code
-from daemon.filetransport import (
-    FileTransport,
-    RemoteFile,
-    TransportSettings,
-    open_transport,
-    stable_files,
-)
-from daemon.log import get_logger
 from daemon.sdk import (
+    SYSTEM_CLOCK,
     Capabilities,
     Clock,
+    Code,
     Connector,
     ConnectorConfig,
     ConnectorContext,
+    FileMalformed,
+    FileTransport,
     Page,
     PushItem,
     PushResult,
     PushStatus,
     RemoteField,
+    RemoteFile,
     RemoteRecord,
+    TransportSettings,
     Unavailable,
+    check_header,
+    get_logger,
+    header_key,
     json_cursor,
+    open_transport,
+    stable_files,
+    stream_rows,
+    write_csv,
 )
 from plugins.sftp.presets import PRESETS
 

@@ -18,7 +18,7 @@ temporary name and renamed, so Slate's mask never sees half a file); ``upload = 
 posts it to the source format's web service instead, within 50 posts per 5 minutes. Slate
 imports files later, so every record answers ``PENDING`` with a handle; the engine confirms
 it when a pull sees the hub id come back (the query must export it), see
-:mod:`daemon.confirm`.
+:mod:`daemon.engine.confirm`.
 """
 
 from __future__ import annotations
@@ -34,16 +34,14 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
-from daemon.csv_write import csv_bytes, write_csv
-from daemon.dictionary import Code
-from daemon.filetransport import FileTransport, TransportSettings, open_transport
-from daemon.instances import check_time_zone
 from daemon.sdk import (
     AuthFailed,
     Capabilities,
     ClientConnector,
+    Code,
     ConnectorConfig,
     ConnectorError,
+    FileTransport,
     MalformedResponse,
     Page,
     PushItem,
@@ -53,9 +51,14 @@ from daemon.sdk import (
     RemoteRecord,
     RetryPolicy,
     SecretStr,
+    TransportSettings,
     Unavailable,
+    check_time_zone,
+    csv_bytes,
     json_cursor,
+    open_transport,
     reveal,
+    write_csv,
 )
 from plugins.slate.client import SlateClient
 

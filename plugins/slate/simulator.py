@@ -1,6 +1,6 @@
 """Technolutions Slate, simulated: its query web service and its upload dataset, on the kit.
 
-The kit (:mod:`daemon.simkit`) serves HTTP on loopback and owns latency, random 5xx, dropped
+The kit (:mod:`daemon.kit.simkit`) serves HTTP on loopback and owns latency, random 5xx, dropped
 connections, malformed bodies, one-shot faults and ``/_sim/reset|faults|state``. This module
 adds what Slate does (facts from ``shared/research/slate_colleague_sftp.md`` §1 and
 ``shared/research/mainstay.md`` §2.3):
@@ -45,7 +45,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from daemon.simkit import Reply, Request, Simulator, SimulatorError, json_reply
+from daemon.sdk import (
+    Reply,
+    Request,
+    Simulator,
+    SimulatorError,
+    json_reply,
+)
 
 QUERY_PATH = "/manage/query/run"
 IMPORT_PATH = "/manage/service/import"

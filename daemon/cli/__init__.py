@@ -1,0 +1,86 @@
+"""The ``contactsync`` command line.
+
+Every command takes ``--json`` where it prints data; people get rich tables. Logs go to stderr.
+Exit codes: 0 done, 1 refused (a file, an edit), 2 usage or configuration error.
+
+One module per command family: :mod:`~daemon.cli.contacts` (``import``, ``contacts``,
+``fields``), :mod:`~daemon.cli.synclog` (``log``, ``errors``), :mod:`~daemon.cli.sync`
+(``sync``, ``status``, ``outbox``, ``links``, ``cursor``, ``check``), :mod:`~daemon.cli.run`,
+:mod:`~daemon.cli.messages`, :mod:`~daemon.cli.plugins`, :mod:`~daemon.cli.simulate` and
+:mod:`~daemon.cli.demo`. They share :class:`~daemon.cli.app.App`; this module only assembles
+the root group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+from daemon import __version__
+from daemon.cli import contacts, demo, messages, run, simulate, sync, synclog
+from daemon.cli.app import App
+from daemon.cli.plugins import add_plugin_commands, plugins_command
+from daemon.engine.registry import PluginError
+from daemon.foundation import log as logging_setup
+
+__all__ = ["App", "cli", "main"]
+
+
+class _RootGroup(click.Group):
+    """The ``contactsync`` group. Plugins add their commands (``register_commands``) before
+    the arguments are read, so that ``--help`` lists them and they can be invoked."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # A broken plugin set must not take --help and the hub commands down with it; the
+        # commands that need plugins say what is wrong.
+        with contextlib.suppress(PluginError):
+            add_plugin_commands(self, ctx.ensure_object(App).load_plugins())
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--etc",
+    envvar="CONTACTSYNC_ETC",
+    type=click.Path(file_okay=False),
+    help="Config folder (default ./etc; env CONTACTSYNC_ETC).",
+)
+@click.option(
+    "--database-url",
+    envvar="CONTACTSYNC_DATABASE_URL",
+    help="Hub database URL (overrides etc/contactsync.toml).",
+)
+@click.option("--log-level", default="warning", show_default=True, help="Log level on stderr.")
+@click.version_option(__version__, prog_name="contactsync")
+@click.pass_context
+def cli(ctx: click.Context, etc: str | None, database_url: str | None, log_level: str) -> None:
+    """contactsync keeps contacts in step between the hub and CRMs."""
+    logging_setup.configure(level=log_level)
+    # Keep an App given as ``obj`` (tests inject a plugin manager); the options still apply.
+    app = ctx.ensure_object(App)
+    if etc is not None:
+        app.etc = etc
+    if database_url is not None:
+        app.database_url = database_url
+
+
+for _command in (
+    synclog.errors_cmd,
+    contacts.import_cmd,
+    contacts.contacts,
+    contacts.fields,
+    synclog.log_cmd,
+    plugins_command,
+    *sync.COMMANDS,
+    run.run_command,
+    simulate.simulate_command,
+    demo.demo_command,
+    messages.messages_group,
+):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="contactsync")

@@ -1,0 +1,152 @@
+"""``contactsync check``: prove an instance's connector works and its mapping fits the platform.
+
+A check runs the connector the way a cycle would: with the connection's lease held and the
+connector state the daemon keeps (a refresh token the platform rotated lives there, not in
+config). Without the state a check could fail on a stale token, or rotate it and leave the
+daemon holding a dead one; without the lease it could race a running cycle for that token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from daemon.config.instances import Instance, check_catalogue
+from daemon.engine.mapping import Mapper, MappingError, Transform
+from daemon.foundation.dictionary import Code
+from daemon.foundation.log import get_logger, redact_text
+from daemon.hub import lease
+from daemon.hub.database import insert_ignore
+from daemon.hub.store import InstanceState, utcnow
+from daemon.kit.connector import Connector, ConnectorContext, ConnectorError
+from daemon.kit.exporter import is_exporter
+
+log = get_logger("contactsync.checks")
+_STATE = InstanceState.__table__
+LEASE_WAIT_SECONDS = 10.0
+
+
+@dataclass
+class CheckResult:
+    """How an instance's check went: each problem with its code, and the catalogue size."""
+
+    instance: str
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    remote_fields: int | None = None  # how many fields describe() reported
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def problem(self, code: Code | None, message: str) -> None:
+        """Note a problem; the message is redacted of every registered secret."""
+        self.problems.append({"code": str(code) if code else None, "message": redact_text(message)})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "ok": self.ok,
+            "problems": list(self.problems),
+            "remote_fields": self.remote_fields,
+        }
+
+
+def check_instance(
+    engine: Engine,
+    instance: Instance,
+    transforms: Mapping[str, Transform],
+    *,
+    owner: str | None = None,
+    wait: float = LEASE_WAIT_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> CheckResult:
+    """Check one valid instance: its transforms, the connector's capabilities against the
+    instance's direction, then ``check()``, ``describe()`` and the mapping against the
+    catalogue. Never raises for a connector's failure; the connector is always closed."""
+    result = CheckResult(instance.name)
+    try:
+        Mapper(instance, transforms)
+    except MappingError as exc:
+        result.problem(Code.CONFIG_INVALID, str(exc))
+    capabilities = instance.connector_class.capabilities
+    # An exporter runs export cycles only, whatever its direction says.
+    exporter = is_exporter(instance.connector_class)
+    if instance.direction.pulls and not capabilities.pull and not exporter:
+        result.problem(Code.CONFIG_INVALID, f"{instance.config.type} cannot pull; make it outgoing")
+    if instance.direction.pushes and not capabilities.push and not exporter:
+        result.problem(Code.CONFIG_INVALID, f"{instance.config.type} cannot push; make it incoming")
+    owner = owner or lease.owner_id()
+    if not _acquire(engine, instance.connection, owner, wait, sleep):
+        result.problem(
+            None,
+            f"connection {instance.connection!r} is busy: another run holds its lease; "
+            "try again when it ends",
+        )
+        return result
+    try:
+        _run_connector(engine, instance, result)
+    finally:
+        lease.release(engine, instance.connection, owner)
+    return result
+
+
+def _acquire(
+    engine: Engine, name: str, owner: str, wait: float, sleep: Callable[[float], None]
+) -> bool:
+    # A push cycle holds the lease for seconds; waiting a little beats failing the check.
+    deadline = time.monotonic() + wait
+    while not lease.acquire(engine, name, owner, utcnow()):
+        if time.monotonic() >= deadline:
+            return False
+        sleep(0.5)
+    return True
+
+
+def _run_connector(engine: Engine, instance: Instance, result: CheckResult) -> None:
+    state = _load_state(engine, instance.name)
+    before = dict(state)
+    connector: Connector | None = None
+    try:
+        connector = instance.connector_class(
+            instance.settings, ConnectorContext(instance.name, state)
+        )
+        connector.check()
+        catalogue = connector.describe()
+        result.remote_fields = len(catalogue)
+        for problem in check_catalogue(instance, catalogue):
+            result.problem(Code.CONFIG_INVALID, problem)
+    except ConnectorError as exc:
+        result.problem(exc.code, exc.message)
+    except Exception as exc:  # a plugin's bug is a finding, not a crash of the CLI
+        log.exception("check_crashed", instance=instance.name)
+        result.problem(Code.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+    finally:
+        if connector is not None:
+            try:
+                connector.close()
+            except Exception:
+                log.exception("connector_close_failed", instance=instance.name)
+        if state != before:
+            _save_state(engine, instance.name, state)
+
+
+def _load_state(engine: Engine, name: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        value = conn.execute(
+            select(_STATE.c.connector_state).where(_STATE.c.instance == name)
+        ).scalar()
+    return dict(value or {})
+
+
+def _save_state(engine: Engine, name: str, state: dict[str, Any]) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            insert_ignore(_STATE, conn.dialect.name), [{"instance": name, "connector_state": {}}]
+        )
+        conn.execute(
+            update(_STATE).where(_STATE.c.instance == name).values(connector_state=dict(state))
+        )

@@ -1,0 +1,359 @@
+"""The sync engine: one pull or push cycle of one instance, start to finish.
+
+This module is the frame around :mod:`daemon.engine.pull` and :mod:`daemon.engine.push`: it takes
+the connection's lease, builds the connector, records the run, turns every failure into a coded
+sync-log row, backs the instance off when the platform says so, and always gives the lease
+back. A plugin's exception ends its own cycle and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from threading import Event
+from typing import Any
+
+import pluggy
+import structlog
+from sqlalchemy import Engine, exists, select, update
+
+from daemon.config.instances import Instance
+from daemon.engine.context import CycleContext
+from daemon.engine.export_cycle import EXPORT, export_cycle
+from daemon.engine.mapping import Mapper, MappingError, Transform
+from daemon.engine.pull import deletes_cycle, pull_cycle
+from daemon.engine.push import push_cycle
+from daemon.engine.registry import notify
+from daemon.foundation.clock import Cancelled
+from daemon.foundation.dictionary import Code
+from daemon.foundation.log import get_logger, redact_text
+from daemon.hub import lease, outbox, runs
+from daemon.hub.contacts import load_schema
+from daemon.hub.database import insert_ignore
+from daemon.hub.store import InstanceRow, InstanceState, SyncRun, utcnow
+from daemon.hub.synclog import SyncContext, new_run_id, record
+from daemon.kit.connector import Connector, ConnectorContext, ConnectorError
+
+log = get_logger("contactsync.engine")
+_STATE = InstanceState.__table__
+_INSTANCE = InstanceRow.__table__
+_RUN = SyncRun.__table__
+
+PULL = "pull"
+PUSH = "push"
+DELETES = "deletes"
+DEFAULT_BACKOFF = timedelta(minutes=1)
+
+
+@dataclass
+class CycleReport:
+    """How a cycle ended: ``ok``, ``failed``, ``interrupted``, ``busy`` or ``backoff``."""
+
+    run_id: str
+    instance: str
+    direction: str
+    outcome: str
+    counts: dict[str, int] = field(default_factory=dict)
+    code: str | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class SyncEngine:
+    """Runs cycles. One per process; safe to call from several threads for different
+    connections (each cycle holds its connection's lease)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        transforms: Mapping[str, Transform] | None = None,
+        *,
+        region: str = "US",
+        owner: str | None = None,
+        pm: pluggy.PluginManager | None = None,
+    ) -> None:
+        self.engine = engine
+        self.transforms = dict(transforms or {})
+        self.region = region
+        self.owner = owner or lease.owner_id()
+        self.pm = pm
+
+    def run(
+        self,
+        instance: Instance,
+        direction: str,
+        *,
+        full: bool = False,
+        dry_run: bool = False,
+        cancel: Event | None = None,
+        on_plan: Callable[[Any], None] | None = None,
+        respect_backoff: bool = True,
+    ) -> CycleReport:
+        """Run one cycle; never raises for a platform or plugin failure."""
+        run_id = new_run_id()
+        # Every log line of the cycle, a connector's or httpx's included, carries these.
+        with structlog.contextvars.bound_contextvars(
+            instance=instance.name, run_id=run_id, direction=direction
+        ):
+            return self._run(
+                instance,
+                direction,
+                run_id,
+                full=full,
+                dry_run=dry_run,
+                cancel=cancel,
+                on_plan=on_plan,
+                respect_backoff=respect_backoff,
+            )
+
+    def _run(
+        self,
+        instance: Instance,
+        direction: str,
+        run_id: str,
+        *,
+        full: bool,
+        dry_run: bool,
+        cancel: Event | None,
+        on_plan: Callable[[Any], None] | None,
+        respect_backoff: bool,
+    ) -> CycleReport:
+        sync_direction = "outgoing" if direction in (PUSH, EXPORT) else "incoming"
+        context = SyncContext(instance.config.type, sync_direction, run_id, instance.name)
+        report = CycleReport(run_id, instance.name, direction, "ok")
+        now = utcnow()
+        if respect_backoff and not dry_run and self._backing_off(instance.name, now):
+            report.outcome = "backoff"
+            return report
+        # The lease is held per cycle, not per engine: a scheduled pull, a push and a manual
+        # sync of one connection in this process must exclude each other as two daemons do.
+        holder = f"{self.owner}/{run_id[:12]}"
+        if not lease.acquire(self.engine, instance.connection, holder, now):
+            report.outcome = "busy"
+            return report
+        connector: Connector | None = None
+        counts: Counter[str] = Counter()
+        state: dict[str, Any] = {}
+        try:
+            self._ensure_state(instance.name)
+            state = self._connector_state(instance.name)
+            connector = instance.connector_class(
+                instance.settings,
+                ConnectorContext(
+                    instance.name,
+                    state,
+                    reporter=None
+                    if dry_run
+                    else lambda code, message, details: record(
+                        self.engine, context, code, message, **details
+                    ),
+                    dry_run=dry_run,
+                ),
+            )
+            ctx = CycleContext(
+                self.engine,
+                instance,
+                connector,
+                Mapper(instance, self.transforms),
+                load_schema(self.engine, self.region),
+                holder,
+                context,
+                dry_run=dry_run,
+                on_plan=on_plan,
+                resolve_conflict=_conflict_hook(self.pm, instance.name),
+                match_record=_match_hook(self.pm, instance.name),
+            )
+            if not dry_run:
+                # Holding the lease, any run of this instance still marked running died
+                # with its process (a crash, a kill): close it before starting ours.
+                runs.abandon(self.engine, instance.name, now)
+                runs.start(self.engine, run_id, instance.name, direction, now)
+            self._notify("sync_started", instance=instance.name, run_id=run_id, direction=direction)
+            if direction == PULL:
+                counts = pull_cycle(ctx, full=full, cancel=cancel)
+            elif direction == EXPORT:
+                counts = export_cycle(ctx, cancel=cancel)
+            elif direction == DELETES:
+                counts = deletes_cycle(ctx, cancel=cancel)
+            else:
+                if not dry_run:
+                    counts["seeded"] = self._seed(instance)
+                counts += push_cycle(ctx, cancel=cancel)
+        except ConnectorError as exc:
+            report.outcome, report.code, report.error = "failed", str(exc.code), exc.message
+            self._back_off(instance.name, exc.retry_after)
+        except (Cancelled, lease.LeaseLost) as exc:
+            report.outcome, report.error = "interrupted", str(exc) or "cancelled"
+        except MappingError as exc:
+            report.outcome, report.code, report.error = "failed", str(Code.CONFIG_INVALID), str(exc)
+        except Exception as exc:  # a plugin's bug must not kill the daemon
+            log.exception("cycle_crashed", instance=instance.name, run_id=run_id)
+            report.outcome, report.code = "failed", str(Code.INTERNAL_ERROR)
+            report.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if connector is not None:
+                try:
+                    connector.close()
+                except Exception:
+                    log.exception("connector_close_failed", instance=instance.name)
+            if not dry_run and connector is not None:
+                # Only a connector that ran can have rotated a token worth keeping.
+                self._save_connector_state(instance, holder, state)
+            lease.release(self.engine, instance.connection, holder)
+        if report.error:
+            # A platform or a plugin may quote a credential in its error; the report goes to
+            # the run history, the sync log and the CLI.
+            report.error = redact_text(report.error)
+        report.counts = dict(counts)
+        if report.code and not dry_run:
+            record(self.engine, context, Code(report.code), report.error or report.code)
+            self._notify(
+                "sync_error",
+                instance=instance.name,
+                run_id=run_id,
+                direction=direction,
+                error=report.error,
+                code=report.code,
+            )
+        self._notify(
+            "sync_finished",
+            instance=instance.name,
+            run_id=run_id,
+            direction=direction,
+            counts=report.counts,
+            duration_seconds=(utcnow() - now).total_seconds(),
+        )
+        if not dry_run:
+            runs.finish(self.engine, run_id, report.outcome, report.counts, utcnow(), report.error)
+        log.info(
+            "sync_cycle",
+            instance=instance.name,
+            run_id=run_id,
+            direction=direction,
+            outcome=report.outcome,
+            dry_run=dry_run,
+            **report.counts,
+        )
+        return report
+
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        if self.pm is not None:
+            notify(self.pm, hook, **kwargs)
+
+    # --- instance state -------------------------------------------------------------------
+
+    def _backing_off(self, name: str, now: datetime) -> bool:
+        with self.engine.connect() as conn:
+            until = conn.execute(
+                select(_STATE.c.backoff_until).where(_STATE.c.instance == name)
+            ).scalar()
+        return until is not None and until > now
+
+    def _back_off(self, name: str, retry_after: float | None) -> None:
+        delay = timedelta(seconds=retry_after) if retry_after else DEFAULT_BACKOFF
+        self._update_state(name, backoff_until=utcnow() + delay)
+
+    def _connector_state(self, name: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(_STATE.c.connector_state).where(_STATE.c.instance == name)
+            ).scalar()
+        return dict(value or {})
+
+    def _save_connector_state(self, instance: Instance, holder: str, state: dict[str, Any]) -> None:
+        # Fenced like a page: a run that lost its lease must not overwrite the state (a
+        # rotated refresh token, say) that the run which took over has saved since.
+        with self.engine.begin() as conn:
+            try:
+                lease.renew(conn, instance.connection, holder, utcnow())
+            except lease.LeaseLost:
+                return
+            conn.execute(
+                update(_STATE)
+                .where(_STATE.c.instance == instance.name)
+                .values(connector_state=dict(state))
+            )
+
+    def _ensure_state(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert_ignore(_STATE, conn.dialect.name),
+                [{"instance": name, "connector_state": {}}],
+            )
+
+    def _update_state(self, name: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(_STATE).where(_STATE.c.instance == name).values(**values))
+
+    def _seed(self, instance: Instance) -> int:
+        """The first sync's push half: queue every contact the connection has no link for,
+        once, after the first full pull linked what already existed."""
+        with self.engine.begin() as conn:
+            seeded = conn.execute(
+                select(_STATE.c.seeded_at).where(_STATE.c.instance == instance.name)
+            ).scalar()
+            if seeded is not None:
+                return 0
+            if instance.direction.pulls:
+                pulled = conn.execute(
+                    select(
+                        exists().where(
+                            _RUN.c.instance == instance.name,
+                            _RUN.c.direction == PULL,
+                            _RUN.c.outcome == "ok",
+                        )
+                    )
+                ).scalar()
+                if not pulled:
+                    return 0
+            now = utcnow()
+            count = outbox.seed_unlinked(conn, instance.connection, f"seed:{instance.name}", now)
+            conn.execute(
+                update(_STATE).where(_STATE.c.instance == instance.name).values(seeded_at=now)
+            )
+            return count
+
+
+def _conflict_hook(pm: pluggy.PluginManager | None, name: str) -> Callable[..., Any] | None:
+    """The ``resolve_conflict`` hook bound to an instance; ``None`` when no plugin has it."""
+    if pm is None or not pm.hook.resolve_conflict.get_hookimpls():
+        return None
+
+    def resolve(
+        contact_id: str,
+        field_name: str,
+        hub_value: Any,
+        hub_changed_at: datetime | None,
+        remote_value: Any,
+        remote_modified_at: datetime | None,
+        policy: str,
+    ) -> Any:
+        return pm.hook.resolve_conflict(
+            instance=name,
+            contact_id=contact_id,
+            field=field_name,
+            hub_value=hub_value,
+            hub_changed_at=hub_changed_at,
+            remote_value=remote_value,
+            remote_modified_at=remote_modified_at,
+            policy=policy,
+        )
+
+    return resolve
+
+
+def _match_hook(pm: pluggy.PluginManager | None, name: str) -> Callable[..., Any] | None:
+    """The ``match_record`` hook bound to an instance; ``None`` when no plugin has it."""
+    if pm is None or not pm.hook.match_record.get_hookimpls():
+        return None
+
+    def match(record: Any, hub_fields: Any, candidates: Any) -> Any:
+        return pm.hook.match_record(
+            instance=name, record=record, hub_fields=hub_fields, candidates=candidates
+        )
+
+    return match

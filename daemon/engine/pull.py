@@ -1,0 +1,223 @@
+"""One pull cycle: platform pages through the incoming rules into the hub.
+
+Each page is one transaction: the hub writes, the outbox fan-out, the links, the sync-log rows
+and the cursor checkpoint commit together, after the lease is renewed. A crash anywhere
+re-reads at most the page in flight, and re-reading it changes nothing (links hold the last
+exchanged values).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from threading import Event
+
+from sqlalchemy import Connection
+
+from daemon.engine import confirm
+from daemon.engine.context import CycleContext
+from daemon.foundation.clock import Cancelled
+from daemon.hub import lease, links, outbox, runs
+from daemon.hub.fields import Action
+from daemon.hub.incoming import IncomingRecord, Outcome, RecordPlan
+from daemon.hub.ingest import Ingestor
+from daemon.hub.store import utcnow
+from daemon.kit.connector import Page, RemoteRecord
+
+
+@dataclass(slots=True)
+class _Tagged:
+    """A page record with the link it had when the page was planned."""
+
+    record: RemoteRecord
+    link: links.LinkRow | None
+
+
+def pull_cycle(ctx: CycleContext, *, full: bool = False, cancel: Event | None = None) -> Counter:
+    """Pull every page since the instance's checkpoint (or everything with ``full``)."""
+    counts: Counter[str] = Counter()
+    confirm.require_hub_id(ctx.engine, ctx.instance, ctx.connector)
+    with ctx.engine.connect() as conn:
+        cursor = None if full else runs.get_cursor(conn, ctx.instance.name)
+    ingestor = Ingestor(
+        ctx.engine,
+        ctx.schema,
+        ctx.sync_context,
+        dry_run=ctx.dry_run,
+        connection=ctx.instance.connection,
+        conflict_policy=ctx.instance.config.conflict,
+        resolve_conflict=ctx.resolve_conflict,
+        match_record=ctx.match_record,
+        on_plan=ctx.on_plan,
+    )
+    with ingestor:
+        for page in ctx.connector.pull(cursor):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled
+            _page(ctx, ingestor, page, counts)
+    counts.update(ingestor.report.counts)
+    counts["errors"] += ingestor.report.problem_count
+    if not ctx.dry_run:
+        confirm.expire_overdue(ctx, counts)
+    return counts
+
+
+def _page(ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter) -> None:
+    connection = ctx.instance.connection
+    counts["read"] += len(page.records)
+    tagged: dict[str, _Tagged] = {}
+    incoming: list[IncomingRecord] = []
+    deleted: list[RemoteRecord] = []
+    for record in page.records:
+        if record.deleted:
+            deleted.append(record)
+            continue
+        values, problems = ctx.mapper.to_hub(record)
+        incoming.append(
+            IncomingRecord(
+                values,
+                remote_id=record.remote_id,
+                modified_at=record.modified_at,
+                problems=problems,
+                raw=record,
+                source=record.source,
+            )
+        )
+        tagged[record.remote_id] = _Tagged(record, None)
+
+    merges = {r.remote_id: r.merged_from for r in page.records if r.merged_from}
+    settled = confirm.Settled()
+
+    def before(conn: Connection, records: list[IncomingRecord]) -> None:
+        now = utcnow()
+        lease.renew(conn, connection, ctx.owner, now)
+        if merges:
+            counts["merged"] += links.follow_merges(conn, connection, merges, now)
+        known = links.by_remote_ids(conn, connection, [r.remote_id or "" for r in records])
+        for item in records:
+            link = known.get(item.remote_id or "")
+            if link is not None:
+                item.linked_contact_id = link.contact_id
+                item.last_exchanged = link.values
+                tagged[link.remote_id].link = link
+        # Writes the platform confirms later: this page may be what confirms them.
+        if not settled.decided:
+            found = confirm.attach(conn, connection, records, known, ctx.schema)
+            settled.previous, settled.still_pending = found.previous, found.still_pending
+            settled.confirmed, settled.decided = found.confirmed, True
+        for remote_id, link in settled.previous.items():
+            tagged[remote_id].link = link
+        settled.drop_handles(conn, connection)
+
+    def after(conn: Connection, plans: list[RecordPlan]) -> None:
+        now = utcnow()
+        _save_links(conn, ctx, plans, tagged, now, settled.still_pending)
+        if deleted:
+            _tombstone(conn, ctx, deleted, now, counts)
+        runs.set_cursor(conn, ctx.instance.name, page.cursor, now)
+
+    if incoming or deleted:
+        ingestor.batch(incoming, before=before, after=after)
+        if settled.confirmed:
+            counts["confirmed"] += settled.confirmed
+    elif not ctx.dry_run:
+        with ctx.engine.begin() as conn:
+            lease.renew(conn, connection, ctx.owner, utcnow())
+            runs.set_cursor(conn, ctx.instance.name, page.cursor, utcnow())
+
+
+def _save_links(
+    conn: Connection,
+    ctx: CycleContext,
+    plans: list[RecordPlan],
+    tagged: dict[str, _Tagged],
+    now: datetime,
+    still_pending: Collection[str] = (),
+) -> None:
+    rows = []
+    known = {remote_id for remote_id, tag in tagged.items() if tag.link is not None}
+    for plan in plans:
+        remote_id = plan.record.remote_id
+        if plan.contact_id is None or remote_id is None or remote_id in still_pending:
+            continue  # a pending write's link waits, untouched, for a read that shows it
+        if plan.outcome not in (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED):
+            continue
+        previous = tagged[remote_id].link
+        values = dict(previous.values) if previous else {}
+        for field_plan in plan.fields:
+            # Remember what the platform holds now, applied or not (a conflict the hub won
+            # included): the next pull then sees only the platform's next change.
+            if field_plan.action is Action.CLEAR:
+                values[field_plan.field] = None
+            elif field_plan.action is Action.SET or (
+                field_plan.action is Action.SKIP and field_plan.value is not None
+            ):
+                values[field_plan.field] = field_plan.value
+        link = links.LinkRow(
+            ctx.instance.connection,
+            remote_id,
+            plan.contact_id,
+            links.ACTIVE,
+            values,
+            tagged[remote_id].record.modified_at,
+        )
+        if link != previous:  # a re-read of an unchanged record writes nothing
+            rows.append(link)
+    links.save(conn, rows, now)
+    _queue_first_exchange(conn, ctx, [r for r in rows if r.remote_id not in known], now)
+
+
+def _queue_first_exchange(
+    conn: Connection, ctx: CycleContext, new: list[links.LinkRow], now: datetime
+) -> None:
+    """A record linked for the first time may lack what the hub has: a field blank on the
+    platform, or one mapped outgoing only (the hub id a platform keeps in an external-id
+    field). Queue such contacts for this connection's push, which sends only what differs
+    from the link; a pulled change itself is never queued back (``exclude`` in hubwrite)."""
+    outgoing = ctx.mapper.outgoing_hub_fields
+    if ctx.dry_run or not new or not outgoing:
+        return
+    missing = {link.contact_id: [f for f in outgoing if f not in link.values] for link in new}
+    due = {contact_id: fields for contact_id, fields in missing.items() if fields}
+    outbox.fan_out(conn, due, ctx.instance.name, now, only=ctx.instance.connection)
+
+
+def _tombstone(
+    conn: Connection, ctx: CycleContext, deleted: list[RemoteRecord], now: datetime, counts: Counter
+) -> None:
+    known = links.by_remote_ids(conn, ctx.instance.connection, [r.remote_id for r in deleted])
+    stones = []
+    for record in deleted:
+        link = known.get(record.remote_id)
+        if link is None or link.state == links.DELETED:
+            continue
+        link.state = links.DELETED
+        stones.append(link)
+        counts["tombstoned"] += 1
+    links.save(conn, stones, now)
+
+
+DELETES_STREAM = "deletes"
+
+
+def deletes_cycle(ctx: CycleContext, *, cancel: Event | None = None) -> Counter:
+    """Run the connector's deletion scan: each deleted record leaves a tombstone, and each
+    page commits with the scan's own checkpoint (apart from the pull's)."""
+    counts: Counter[str] = Counter()
+    with ctx.engine.connect() as conn:
+        cursor = runs.get_cursor(conn, ctx.instance.name, DELETES_STREAM)
+    for page in ctx.connector.scan_deletes(cursor):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled
+        counts["read"] += len(page.records)
+        if ctx.dry_run:
+            continue
+        with ctx.engine.begin() as conn:
+            now = utcnow()
+            lease.renew(conn, ctx.instance.connection, ctx.owner, now)
+            _tombstone(conn, ctx, [r for r in page.records if r.deleted], now, counts)
+            if page.cursor is not None:
+                runs.set_cursor(conn, ctx.instance.name, page.cursor, now, DELETES_STREAM)
+    return counts

@@ -1,0 +1,142 @@
+"""What ``contactsync status`` shows of each instance: the hub's side of its sync state.
+
+Everything comes from the hub's own tables (runs, instance state, leases, outbox, links,
+cursors), so the CLI sees exactly what the daemon sees. A handful of grouped queries cover
+every instance at once; the cost does not grow with the number of instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, select
+
+from daemon.engine import confirm
+from daemon.hub import lease, links, outbox, runs
+from daemon.hub.database import READ_ONLY
+from daemon.hub.store import InstanceRow, InstanceState, SyncCursor, SyncRun, utcnow
+
+_RUN = SyncRun.__table__
+_STATE = InstanceState.__table__
+_CURSOR = SyncCursor.__table__
+_INSTANCE = InstanceRow.__table__
+
+DIRECTIONS = ("pull", "push", "export")  # export: exporters' one cycle (daemon.engine.export_cycle)
+OUTBOX_STATES = (outbox.PENDING, outbox.PARKED)
+# Always listed; ``unconfirmed`` (pending past the window) shows when there are any.
+LINK_STATES = (links.ACTIVE, links.PENDING, links.DELETED)
+
+
+def instance_status(
+    engine: Engine, connections: Mapping[str, str | None], now: datetime | None = None
+) -> dict[str, dict[str, Any]]:
+    """The hub-side state of each named instance.
+
+    ``connections`` maps an instance name to its connection, or to ``None`` when its file is
+    invalid now; the connection it was last mirrored with is used then. Each value holds
+    ``mirrored`` (the ``instance`` row or ``None``), ``last_runs`` (``pull``, ``push``, ``export``:
+    run id, outcome, started/finished times, counts, error), ``backoff_until`` (only while
+    it lasts), ``next_pull_at``, ``next_push_at``, ``next_deletes_at``, ``lease`` (owner and
+    expiry while held), ``outbox`` and ``links`` (counts per state of the connection:
+    ``pending`` writes wait for a pull to confirm them, ``unconfirmed`` ones waited past the
+    window),
+    ``pending_since`` (when the oldest pending write was sent) and ``cursor_updated_at``
+    (the last checkpoint of the contacts stream).
+    """
+    now = now or utcnow()
+    names = list(connections)
+    with engine.connect().execution_options(**READ_ONLY) as conn:
+        mirrored = _mirrored(conn, names)
+        last = _last_runs(conn, names)
+        states = _states(conn, names)
+        cursors = _cursor_times(conn, names)
+        resolved = {
+            name: connection or (mirrored.get(name) or {}).get("connection")
+            for name, connection in connections.items()
+        }
+        held = lease.holders(conn, [c for c in resolved.values() if c], now)
+        queued = outbox.counts(conn)
+        linked = links.counts(conn)
+        waiting = confirm.oldest_pending(conn)
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        connection = resolved[name]
+        state = states.get(name, {})
+        backoff = state.get("backoff_until")
+        holder = held.get(connection) if connection else None
+        out[name] = {
+            "connection": connection,
+            "mirrored": mirrored.get(name),
+            "last_runs": {d: last.get((name, d)) for d in DIRECTIONS},
+            "backoff_until": backoff if backoff is not None and backoff > now else None,
+            "next_pull_at": state.get("next_pull_at"),
+            "next_push_at": state.get("next_push_at"),
+            "next_deletes_at": state.get("next_deletes_at"),
+            "lease": {"owner": holder[0], "expires_at": holder[1]} if holder else None,
+            "outbox": _counts(queued.get(connection or "", {}), OUTBOX_STATES),
+            "links": _counts(linked.get(connection or "", {}), LINK_STATES),
+            "pending_since": waiting.get(connection or ""),
+            "cursor_updated_at": cursors.get(name),
+        }
+    return out
+
+
+def _counts(found: Mapping[str, int], states: tuple[str, ...]) -> dict[str, int]:
+    # Every known state is present, zeros included, so scripts need no defaults.
+    return {state: found.get(state, 0) for state in states} | dict(found)
+
+
+def _mirrored(conn: Connection, names: list[str]) -> dict[str, dict[str, Any]]:
+    query = select(_INSTANCE).where(_INSTANCE.c.name.in_(names))
+    return {
+        r["name"]: {k: r[k] for k in ("type", "connection", "direction", "enabled")}
+        for r in conn.execute(query).mappings()
+    }
+
+
+def _last_runs(conn: Connection, names: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
+    latest = (
+        select(_RUN.c.instance, _RUN.c.direction, func.max(_RUN.c.started_at).label("started"))
+        .where(_RUN.c.instance.in_(names))
+        .group_by(_RUN.c.instance, _RUN.c.direction)
+        .subquery()
+    )
+    query = select(_RUN).join(
+        latest,
+        and_(
+            _RUN.c.instance == latest.c.instance,
+            _RUN.c.direction == latest.c.direction,
+            _RUN.c.started_at == latest.c.started,
+        ),
+    )
+    return {
+        (r["instance"], r["direction"]): {
+            "run_id": r["id"],
+            "outcome": r["outcome"],
+            "started_at": r["started_at"],
+            "finished_at": r["finished_at"],
+            "counts": dict(r["counts"] or {}),
+            "error": r["error"],
+        }
+        for r in conn.execute(query).mappings()
+    }
+
+
+def _states(conn: Connection, names: list[str]) -> dict[str, dict[str, Any]]:
+    query = select(
+        _STATE.c.instance,
+        _STATE.c.backoff_until,
+        _STATE.c.next_pull_at,
+        _STATE.c.next_push_at,
+        _STATE.c.next_deletes_at,
+    ).where(_STATE.c.instance.in_(names))
+    return {r["instance"]: dict(r) for r in conn.execute(query).mappings()}
+
+
+def _cursor_times(conn: Connection, names: list[str]) -> dict[str, datetime]:
+    query = select(_CURSOR.c.instance, _CURSOR.c.updated_at).where(
+        _CURSOR.c.instance.in_(names), _CURSOR.c.stream == runs.CONTACTS_STREAM
+    )
+    return {instance: updated for instance, updated in conn.execute(query)}

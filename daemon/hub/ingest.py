@@ -1,0 +1,240 @@
+"""Running records through the incoming rules in committed batches.
+
+The one driver behind CSV import, SFTP files and platform pulls: batch, prepare, load, plan,
+write, log, commit. A batch is one transaction, so a crash never leaves a half-applied row, and
+memory holds one batch at a time however long the input is.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from daemon.foundation.log import get_logger
+from daemon.hub.fields import Schema
+from daemon.hub.hubwrite import forget_run, write_changes
+from daemon.hub.incoming import (
+    BatchState,
+    ConflictResolver,
+    IncomingRecord,
+    Outcome,
+    RecordMatcher,
+    RecordPlan,
+    plan_record,
+    prepare,
+)
+from daemon.hub.store import utcnow
+from daemon.hub.synclog import SyncContext, SyncLogBuffer
+
+log = get_logger("contactsync.ingest")
+
+# A concurrent writer can take a phone or CRM id between our read and our write; the unique
+# index then refuses the batch and we plan it again against the new state.
+MAX_BATCH_ATTEMPTS = 3
+MAX_REPORTED = 1000
+"""Problems kept in a report; the sync log has them all."""
+
+
+@dataclass(slots=True)
+class ProblemReport:
+    """One reported problem, for summaries and ``--json`` output."""
+
+    code: str
+    message: str
+    field: str | None
+    contact_id: str | None
+    source: dict[str, Any]
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """The outcome of a run: counts per outcome and the first problems found."""
+
+    run_id: str
+    dry_run: bool
+    counts: Counter[str] = field(default_factory=Counter)
+    problems: list[ProblemReport] = field(default_factory=list)
+    problem_count: int = 0
+
+    @property
+    def summary(self) -> dict[str, int]:
+        """Counts for every outcome, zeros included, plus the number of errors."""
+        out = {str(o): self.counts.get(str(o), 0) for o in Outcome}
+        out["errors"] = self.problem_count
+        return out
+
+
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Successive lists of at most ``size`` items."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+BatchHook = Callable[[Connection, Any], None]
+
+
+class Ingestor:
+    """Applies incoming records to the hub, batch by batch, one transaction per batch.
+
+    Use it as a context manager and call :meth:`batch` per page (pulls), or call :meth:`run`
+    with any iterable (imports). ``on_plan`` sees every record's plan after its batch
+    commits; the CLI prints dry runs from it. Pulls also give ``connection`` (links and echo
+    suppression) and the conflict policy.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        schema: Schema,
+        context: SyncContext,
+        *,
+        batch_size: int = 1000,
+        dry_run: bool = False,
+        on_plan: Callable[[RecordPlan], None] | None = None,
+        report: IngestReport | None = None,
+        connection: str | None = None,
+        conflict_policy: str = "newest",
+        resolve_conflict: ConflictResolver | None = None,
+        match_record: RecordMatcher | None = None,
+    ) -> None:
+        self.engine = engine
+        self.match_record = match_record
+        self.schema = schema
+        self.context = context
+        self.batch_size = batch_size
+        self.dry_run = dry_run
+        self.on_plan = on_plan
+        self.report = report or IngestReport(context.run_id, dry_run)
+        self.connection = connection
+        self.conflict_policy = conflict_policy
+        self.resolve_conflict = resolve_conflict
+        self._conn: Connection | None = None
+        self._outer: Any = None
+
+    def __enter__(self) -> Ingestor:
+        self._conn = self.engine.connect()
+        if self.dry_run:
+            # One transaction rolled back at the end: later batches still see what the
+            # earlier ones would have done, and nothing is kept.
+            self._outer = self._conn.begin()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        conn, self._conn = self._conn, None
+        assert conn is not None
+        try:
+            if self.dry_run:
+                self._outer.rollback()
+            else:
+                with conn.begin():
+                    forget_run(conn, self.context.run_id)
+        finally:
+            conn.close()
+
+    def run(self, records: Iterable[IncomingRecord]) -> IngestReport:
+        """Apply every record; return the report."""
+        with self:
+            for batch in chunked(records, self.batch_size):
+                self.batch(batch)
+        return self.report
+
+    def batch(
+        self,
+        batch: list[IncomingRecord],
+        *,
+        before: BatchHook | None = None,
+        after: BatchHook | None = None,
+    ) -> list[RecordPlan]:
+        """Plan and apply one batch in one transaction.
+
+        ``before(conn, records)`` runs first inside the transaction (the engine attaches
+        links there); ``after(conn, plans)`` runs last, before the commit (links, checkpoint).
+        """
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("use the Ingestor as a context manager")
+        for attempt in range(1, MAX_BATCH_ATTEMPTS + 1):
+            buffer = SyncLogBuffer(self.context)
+            transaction = conn.begin_nested() if self.dry_run else conn.begin()
+            try:
+                now = utcnow()
+                if before is not None:
+                    before(conn, batch)
+                # After ``before``: the links it attaches let unchanged values skip validation.
+                prepared = [prepare(record, self.schema) for record in batch]
+                state = BatchState(
+                    conn,
+                    self.schema,
+                    self.context.run_id,
+                    now,
+                    connection=self.connection,
+                    conflict_policy=self.conflict_policy,
+                    resolve_conflict=self.resolve_conflict,
+                    match_record=self.match_record,
+                )
+                state.load(prepared)
+                plans = [plan_record(p, state) for p in prepared]
+                for plan in plans:
+                    for problem in plan.problems:
+                        buffer.add(
+                            problem.code,
+                            problem.message,
+                            contact_id=plan.contact_id,
+                            remote_id=plan.record.remote_id,
+                            field=problem.field,
+                            **dict(plan.record.source or {}),
+                        )
+                # In a dry run this writes into the savepoint of a transaction that is rolled
+                # back, so the next batch plans against what this one would have done.
+                write_changes(
+                    conn,
+                    state.changes,
+                    origin=self.context.instance or self.context.integration,
+                    exclude_connection=self.connection,
+                    now=now,
+                )
+                if after is not None:
+                    after(conn, plans)
+                if not self.dry_run:
+                    buffer.write(conn)
+                transaction.commit()
+            except IntegrityError:
+                transaction.rollback()
+                if attempt == MAX_BATCH_ATTEMPTS:
+                    raise
+                log.info("batch_replanned", run_id=self.context.run_id, attempt=attempt)
+                continue
+            except BaseException:
+                transaction.rollback()
+                raise
+            break
+        if not self.dry_run:
+            buffer.emit()
+        self._count(plans)
+        return plans
+
+    def _count(self, plans: list[RecordPlan]) -> None:
+        report = self.report
+        for plan in plans:
+            report.counts[str(plan.outcome)] += 1
+            for problem in plan.problems:
+                report.problem_count += 1
+                if len(report.problems) < MAX_REPORTED:
+                    report.problems.append(
+                        ProblemReport(
+                            str(problem.code),
+                            problem.message,
+                            problem.field,
+                            plan.contact_id,
+                            dict(plan.record.source or {}),
+                        )
+                    )
+            if self.on_plan is not None:
+                self.on_plan(plan)

@@ -1,0 +1,77 @@
+"""Reading the sync log back: filters for the CLI (and later the API)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from daemon.hub.database import READ_ONLY
+from daemon.hub.store import SyncLog, utcnow
+
+_SYNC_LOG = SyncLog.__table__
+_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_age(text: str) -> timedelta:
+    """An age such as ``90m``, ``2d`` or ``4w``; raises :class:`ValueError`."""
+    match = _RELATIVE.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not an age like 12h, 30d or 4w")
+    amount, unit = match.groups()
+    try:
+        return timedelta(**{_UNITS[unit]: int(amount)})
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long ago") from None
+
+
+def parse_when(text: str, now: datetime | None = None) -> datetime:
+    """An ISO 8601 time (UTC when no zone is given) or an age such as ``90m``, ``2d``."""
+    text = text.strip()
+    if _RELATIVE.match(text):
+        return (now or utcnow()) - parse_age(text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither an ISO time nor an age like 2h or 7d") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def query_log(
+    engine: Engine,
+    *,
+    integration: str | None = None,
+    direction: str | None = None,
+    contact_id: str | None = None,
+    code: str | None = None,
+    run_id: str | None = None,
+    instance: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Sync-log rows, newest first."""
+    table = _SYNC_LOG
+    query = select(table).order_by(table.c.timestamp.desc(), table.c.id.desc())
+    filters = {
+        table.c.integration: integration,
+        table.c.direction: direction,
+        table.c.contact_id: contact_id,
+        table.c.code: code,
+        table.c.run_id: run_id,
+        table.c.instance: instance,
+    }
+    for column, value in filters.items():
+        if value is not None:
+            query = query.where(column == value)
+    if since is not None:
+        query = query.where(table.c.timestamp >= since)
+    if until is not None:
+        query = query.where(table.c.timestamp < until)
+    with engine.connect().execution_options(**READ_ONLY) as conn:
+        return [dict(r) for r in conn.execute(query.limit(limit)).mappings()]

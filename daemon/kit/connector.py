@@ -1,0 +1,249 @@
+"""The connector contract: what a platform plugin implements.
+
+A connector speaks one platform's protocol and nothing else. The engine owns the rules, the
+links, the outbox and the checkpoints; the connector only turns pages of the platform's records
+into :class:`RemoteRecord` objects and pushes batches of :class:`PushItem` back. The shape
+follows the Singer SDK and the Airbyte CDK: a typed config, declared capabilities, a field
+catalogue, a pull that yields pages with the cursor to checkpoint after each, and a push that
+answers per record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from daemon.foundation.clock import Clock, SystemClock
+from daemon.foundation.dictionary import Code
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteRecord:
+    """One record as the platform has it.
+
+    ``fields`` maps remote field names to the platform's raw values; a field that is absent
+    was not sent, ``None`` or ``""`` is blank, ``"UNSET"`` clears. ``modified_at`` is the
+    platform's modification time (aware, UTC), or ``None`` where it has none (files, Slate).
+    A record with ``deleted`` set was removed on the platform; the engine leaves a tombstone.
+    """
+
+    remote_id: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    modified_at: datetime | None = None
+    deleted: bool = False
+    merged_from: tuple[str, ...] = ()  # ids this record absorbed (merges): their links move here
+    # Where the record came from, for its sync-log rows (a file's {"file": …, "row": 12}).
+    source: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of records and the cursor to checkpoint once they are committed.
+
+    The cursor is opaque to the engine (a connector usually stores JSON in it); pulling again
+    from it must yield nothing that was already yielded before it, except an overlap the
+    connector chooses to re-read, which the engine tolerates.
+    """
+
+    records: Sequence[RemoteRecord]
+    cursor: str | None
+
+
+class PushStatus(StrEnum):
+    """How the platform answered one pushed record."""
+
+    OK = "ok"
+    REJECTED = "rejected"  # the platform refused the data: retried later, then parked
+    TRANSIENT = "transient"  # try again soon (a 5xx, a timeout, a lock)
+    PENDING = "pending"  # accepted; confirmed later (file uploads, async imports)
+
+
+@dataclass(frozen=True, slots=True)
+class PushItem:
+    """One contact to send: its hub id, its linked remote id (``None`` to create), and the
+    values of the fields to write, already in the platform's field names and forms."""
+
+    contact_id: str
+    remote_id: str | None
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """The platform's answer for one :class:`PushItem`.
+
+    ``message`` is the platform's own words for a rejection; ``handle`` identifies a pending
+    write so a later pull can confirm it.
+    """
+
+    contact_id: str
+    status: PushStatus
+    remote_id: str | None = None
+    message: str = ""
+    code: Code | None = None
+    handle: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteField:
+    """One field of the platform's catalogue, as ``describe()`` reports it."""
+
+    name: str
+    label: str = ""
+    type: str = "string"
+    required: bool = False  # needed to create a record
+    read_only: bool = False  # cannot be written (so never mapped outgoing)
+    unique: bool = False  # the platform keys records on it (e.g. HubSpot's email)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a connector can do; the engine and the contract suite read these."""
+
+    pull: bool = True
+    push: bool = True
+    create: bool = True
+    deletes: bool = False
+    modified_at: bool = True
+    confirms_later: bool = False
+    # push() may run in several threads at once (one batch each): the engine then keeps up
+    # to the instance's ``push_concurrency`` batches in flight, so latency overlaps.
+    concurrent_push: bool = False
+
+
+class ConnectorConfig(BaseModel):
+    """Base of every connector's ``Config``: unknown keys are errors, secrets are SecretStr."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConnectorError(Exception):
+    """A failure of the platform or of the conversation with it, with a dictionary code.
+
+    ``retry_after`` (seconds) says when trying again makes sense; the engine stops the cycle
+    and backs the instance off until then.
+    """
+
+    code: ClassVar[Code] = Code.REMOTE_UNAVAILABLE
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class AuthFailed(ConnectorError):
+    """The platform refused the credentials."""
+
+    code = Code.REMOTE_AUTH_FAILED
+
+
+class RateLimited(ConnectorError):
+    """A rate limit or a daily quota ran out."""
+
+    code = Code.REMOTE_RATE_LIMITED
+
+
+class Unavailable(ConnectorError):
+    """The platform could not be reached, or answered with a server error."""
+
+    code = Code.REMOTE_UNAVAILABLE
+
+
+class MalformedResponse(ConnectorError):
+    """The platform sent something that could not be understood."""
+
+    code = Code.REMOTE_MALFORMED
+
+
+@dataclass
+class ConnectorContext:
+    """What the daemon hands a connector: its instance name and a place for state that must
+    survive restarts but never belongs in config (rotated refresh tokens)."""
+
+    instance: str
+    state: dict[str, Any] = field(default_factory=dict)
+    # Writes one sync-log row; the engine sets it (not in a dry run).
+    reporter: Callable[[Code, str, dict[str, Any]], None] | None = None
+    # A dry run: read, but change nothing on the platform either (a file connector then
+    # neither moves nor deletes files).
+    dry_run: bool = False
+
+    def report(self, code: Code, message: str, **details: Any) -> None:
+        """Record a problem that belongs to no single record (a file that cannot be read,
+        a broken row) in the sync log, with ``details`` such as ``file`` and ``row``."""
+        if self.reporter is not None:
+            self.reporter(code, message, details)
+
+
+class Connector:
+    """Base class of every connector. Subclasses set ``type``, ``Config`` and
+    ``capabilities``, and implement the methods their capabilities promise."""
+
+    type: ClassVar[str] = ""
+    Config: ClassVar[type[ConnectorConfig]] = ConnectorConfig
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, config: ConnectorConfig, context: ConnectorContext) -> None:
+        self.config = config
+        self.context = context
+
+    def check(self) -> None:
+        """Prove the credentials and the connection work; raise :class:`ConnectorError`."""
+
+    def describe(self) -> list[RemoteField]:
+        """The platform's field catalogue, with required and read-only fields."""
+        return []
+
+    def pull(self, cursor: str | None) -> Iterator[Page]:
+        """Yield pages of records changed since ``cursor`` (``None``: everything)."""
+        raise NotImplementedError(f"{type(self).__name__} does not pull")
+
+    def scan_deletes(self, cursor: str | None) -> Iterator[Page]:
+        """Yield pages of ``deleted=True`` records removed since ``cursor``, for platforms
+        whose changes feed does not report deletes (the engine runs this on the instance's
+        ``schedule.deletes``). The default finds none: deletes arrive with ``pull``."""
+        return iter(())
+
+    def push(self, batch: Sequence[PushItem]) -> list[PushResult]:
+        """Write ``batch``; answer once per item, in any order."""
+        raise NotImplementedError(f"{type(self).__name__} does not push")
+
+    def close(self) -> None:
+        """Release connections; called once when the instance stops."""
+
+
+class ClientConnector(Connector):
+    """Base of connectors that talk to their platform through a client of their own.
+
+    Its constructor takes the seams that tests and benchmarks use, so that no connector
+    repeats them: ``clock`` (waits and token expiry; ``None``: the system clock), ``retry``
+    (a :class:`~daemon.kit.http.RetryPolicy`; ``None``: the class's :attr:`retry_policy`, or the
+    session's default) and ``transport`` (an ``httpx`` transport, e.g. a mock). It checks that
+    the config is the connector's own ``Config`` and keeps it as :attr:`settings`; a subclass
+    then builds its client from these in its own ``__init__``.
+    """
+
+    retry_policy: ClassVar[Any] = None
+
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        context: ConnectorContext,
+        *,
+        clock: Clock | None = None,
+        retry: Any = None,
+        transport: Any = None,
+    ) -> None:
+        super().__init__(config, context)
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}")
+        self.settings: Any = config
+        self.clock: Clock = clock or SystemClock()
+        self.retry = retry if retry is not None else self.retry_policy
+        self.transport = transport

@@ -1,0 +1,442 @@
+"""HTTP for connectors: one client factory and one retry loop, so every platform behaves alike.
+
+:func:`request_with_retries` retries what is safe to retry and turns what is left into the
+connector errors the engine understands:
+
+- connection failures (the request never left) and ``503``/``429`` answers are retried for
+  any method; read timeouts, dropped connections and other 5xx only for idempotent requests,
+  because a POST that timed out may have been applied, and sending it again could create a
+  second record. Pass ``idempotent=True`` for a POST that is safe (a search);
+- waits are exponential back-off with full jitter, or the server's ``Retry-After`` (seconds
+  or an HTTP date) when it sends one; a ``Retry-After`` longer than the policy allows is not
+  waited out in a worker thread: :class:`RateLimited` is raised with it, and the engine backs
+  the instance off;
+- final failures: 401/403 are :class:`AuthFailed`, 429 is :class:`RateLimited`, 5xx and
+  network errors are :class:`Unavailable`. Other answers (2xx, 3xx, 400, 404, 409 …) are
+  returned for the connector to read.
+
+Every wait goes through the injectable clock and stops early when ``cancel`` is set. Header
+values that carry credentials are registered as secrets, so no log line can show them, and
+messages name a URL without its query string.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import io
+import logging
+import math
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from daemon import __version__
+from daemon.foundation.clock import SYSTEM_CLOCK, Clock, check_cancel
+from daemon.foundation.log import get_logger, redact_text, register_secret
+from daemon.kit.connector import (
+    AuthFailed,
+    ConnectorError,
+    MalformedResponse,
+    RateLimited,
+    Unavailable,
+)
+from daemon.kit.ratelimit import DailyQuota, RateLimiter
+
+log = get_logger("contactsync.http")
+
+# httpx logs every request line with its full query string (an email in a search, say) and
+# httpcore logs response headers (a Set-Cookie session); our own lines say what matters.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# The server refused the work outright, so repeating even a POST cannot apply it twice.
+ALWAYS_RETRYABLE_STATUSES = frozenset({429, 503})
+# The work may have been done before the failure: only idempotent requests are repeated.
+IDEMPOTENT_RETRYABLE_STATUSES = frozenset({408, 500, 502, 504})
+_SECRET_HEADER_MARKERS = ("auth", "token", "key", "secret", "cookie", "session", "password")
+# Raised before a byte of the request reached the server.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+Classifier = Callable[[httpx.Response], ConnectorError | None]
+
+
+class Unauthorized(AuthFailed):
+    """HTTP 401: the token is missing, expired or revoked (a 403 is a plain
+    :class:`AuthFailed`: the credentials work but lack a permission). Token-based clients
+    replay the request once with a fresh token (:meth:`daemon.kit.tokens.TokenCache.send`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try: ``attempts`` counts the first try too.
+
+    Back-off before retry *n* is uniform in ``[0, min(backoff_max, backoff_base * 2**(n-1))]``
+    ("full jitter", so many workers do not retry in step); ``jitter=False`` uses the upper
+    bound. ``retry_non_idempotent`` repeats POST/PATCH after a read timeout or a 5xx too.
+    """
+
+    attempts: int = 5
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_retry_after: float = 120.0
+    jitter: bool = True
+    retry_non_idempotent: bool = False
+
+    def backoff(self, retry_number: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before retry ``retry_number`` (1 for the first retry)."""
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** max(0, retry_number - 1))
+        if not self.jitter:
+            return ceiling
+        return (rng or random).uniform(0.0, ceiling)
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def register_header_secrets(headers: Mapping[str, str] | httpx.Headers | None) -> None:
+    """Register the values of credential-bearing headers (and their bare tokens) as secrets."""
+    if not headers:
+        return
+    for key, value in headers.items():
+        if not isinstance(value, str) or not any(m in key.lower() for m in _SECRET_HEADER_MARKERS):
+            continue
+        register_secret(value)
+        scheme, _, credential = value.partition(" ")
+        if credential and scheme.isalpha():  # "Bearer abc…": the token alone must go too
+            register_secret(credential.strip())
+
+
+def make_client(
+    base_url: str = "",
+    *,
+    timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+    headers: Mapping[str, str] | None = None,
+    auth: tuple[str, str] | httpx.Auth | None = None,
+    transport: httpx.BaseTransport | None = None,
+    user_agent: str | None = None,
+    verify: bool | str = True,
+) -> httpx.Client:
+    """An ``httpx.Client`` with contactsync's defaults: timeouts, a User-Agent, no redirects.
+
+    Credentials in ``headers`` and a ``(user, password)`` ``auth`` are registered as secrets
+    before the first request. Retries are not the transport's job: use
+    :func:`request_with_retries` or :class:`HttpSession`.
+    """
+    all_headers = {"User-Agent": user_agent or f"contactsync/{__version__}"}
+    all_headers.update(headers or {})
+    register_header_secrets(all_headers)
+    if isinstance(auth, tuple):
+        user, password = auth
+        register_secret(password)
+        register_secret(base64.b64encode(f"{user}:{password}".encode()).decode())
+    # Following redirects silently could resend credentials to another host.
+    return httpx.Client(
+        base_url=base_url,
+        timeout=timeout,
+        headers=all_headers,
+        auth=auth,
+        transport=transport,
+        verify=verify,
+        follow_redirects=False,
+    )
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delay-seconds or an HTTP date.
+
+    ``None`` when absent or unreadable; a date in the past is ``0``.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def safe_url(client: httpx.Client, url: str | httpx.URL) -> str:
+    """``url`` resolved against the client's base, without its query (it may hold personal
+    data or a key), and redacted."""
+    try:
+        full = client.build_request("GET", url).url
+    except httpx.HTTPError:  # not a URL httpx can send to: the request itself will say so
+        return redact_text(str(url).partition("?")[0])
+    return redact_text(str(full.copy_with(query=None, fragment=None)))
+
+
+class _ResponseBytes(io.RawIOBase):
+    """The body of a response sent with ``stream=True``, as a raw byte file."""
+
+    def __init__(self, response: httpx.Response, chunk_size: int) -> None:
+        self._chunks = response.iter_bytes(chunk_size)
+        self._left = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._left = chunk
+        size = min(len(buffer), len(self._left))
+        buffer[:size] = self._left[:size]
+        self._left = self._left[size:]
+        return size
+
+
+def text_stream(response: httpx.Response, chunk_size: int = 65536) -> io.TextIOWrapper:
+    """A streamed response's body as a text file read as it arrives (UTF-8, newlines kept
+    as sent, so ``csv`` sees line breaks inside quoted cells): a large result file is parsed
+    with memory bounded by the chunk size, never held whole."""
+    raw = io.BufferedReader(_ResponseBytes(response, chunk_size), chunk_size)
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The response's JSON body; :class:`MalformedResponse` naming the request when the body
+    is not JSON (a proxy's HTML page, a truncated answer), whatever the status."""
+    try:
+        return response.json()
+    except ValueError:
+        raise MalformedResponse(
+            f"{response.request.method} {response.request.url.path}: body is not JSON "
+            f"(HTTP {response.status_code})"
+        ) from None
+
+
+def json_answer(
+    response: httpx.Response,
+    error_text: Callable[[Any, int], str],
+    where: str | None = None,
+) -> Any:
+    """The JSON body of an answer below 400; for a 4xx or 5xx, :class:`MalformedResponse`
+    with ``where`` (default: the method and path) and the platform's own words, which
+    ``error_text(body, status)`` reads from its error body."""
+    body = json_body(response)
+    if response.status_code >= 400:
+        where = where or f"{response.request.method} {response.request.url.path}"
+        raise MalformedResponse(
+            f"{where}: HTTP {response.status_code}: {error_text(body, response.status_code)}"
+        )
+    return body
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    """The JSON body, or ``None`` when there is none: for reading an error's words, where a
+    body that is not JSON must not hide the status."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def int_header(headers: Mapping[str, str] | httpx.Headers, name: str) -> int | None:
+    """A whole-number header (a rate-limit count, a total), or ``None`` if absent or not one."""
+    try:
+        return int(headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def request_with_retries(
+    client: httpx.Client,
+    method: str,
+    url: str | httpx.URL,
+    *,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    limiter: RateLimiter | None = None,
+    quota: DailyQuota | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    cancel: threading.Event | None = None,
+    idempotent: bool | None = None,
+    on_response: Callable[[httpx.Response], None] | None = None,
+    classify: Classifier | None = None,
+    rng: random.Random | None = None,
+    stream: bool = False,
+    **kwargs: Any,
+) -> httpx.Response:
+    """Send a request, retrying as the module docstring describes; return the response.
+
+    ``limiter`` is acquired and ``quota`` spent before every attempt. ``on_response`` sees every
+    response, failed ones included, so a connector can feed its limiter the platform's headers.
+    ``classify`` may turn a response into a :class:`ConnectorError` first (say, a platform's 403
+    that really means its daily quota is spent); that error is raised without retrying. ``kwargs``
+    go to ``client.request`` (``json=``, ``params=``, ``headers=`` …). Raises
+    :class:`daemon.foundation.clock.Cancelled` once ``cancel`` is set. With ``stream=True`` the body
+    of the returned response is not read yet (``iter_bytes``); the caller closes it.
+    """
+    method = method.upper()
+    repeatable = (
+        idempotent if idempotent is not None else method in IDEMPOTENT_METHODS
+    ) or retry.retry_non_idempotent
+    register_header_secrets(client.headers)
+    register_header_secrets(kwargs.get("headers"))
+    where = f"{method} {safe_url(client, url)}"
+    attempts = max(1, retry.attempts)
+
+    for attempt in range(1, attempts + 1):
+        check_cancel(cancel)
+        if quota is not None:
+            quota.spend()
+        if limiter is not None:
+            limiter.acquire(cancel)
+        last = attempt == attempts
+        tries = f"after {attempt} attempt{'s' if attempt > 1 else ''}"
+
+        try:
+            if stream:  # a large answer is read as it arrives, not held whole
+                response = client.send(client.build_request(method, url, **kwargs), stream=True)
+                if response.status_code >= 300:
+                    response.read()  # error answers are small; read, the connection is reused
+            else:
+                response = client.request(method, url, **kwargs)
+        except httpx.DecodingError as exc:
+            raise MalformedResponse(f"{where}: undecodable response body") from exc
+        except httpx.TransportError as exc:
+            retryable = isinstance(exc, _NOT_SENT) or repeatable
+            if last or not retryable:
+                why = "" if retryable else " (not retried: the request may have been applied)"
+                raise Unavailable(f"{where}: {_describe(exc)} {tries}{why}") from exc
+            delay = retry.backoff(attempt, rng)
+            reason = type(exc).__name__
+        else:
+            if on_response is not None:
+                on_response(response)
+            if classify is not None:
+                error = classify(response)
+                if error is not None:
+                    response.close()
+                    raise error
+            status = response.status_code
+            if status in (401, 403):
+                response.close()
+                failure = Unauthorized if status == 401 else AuthFailed
+                raise failure(f"{where}: HTTP {status}: the platform refused the credentials")
+            if status not in ALWAYS_RETRYABLE_STATUSES | IDEMPOTENT_RETRYABLE_STATUSES:
+                return response
+            response.close()
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), clock.now())
+            error_class = RateLimited if status == 429 else Unavailable
+            retryable = status in ALWAYS_RETRYABLE_STATUSES or repeatable
+            too_long = retry_after is not None and retry_after > retry.max_retry_after
+            if last or not retryable or too_long:
+                why = "" if retryable else " (not retried: the request may have been applied)"
+                raise error_class(f"{where}: HTTP {status} {tries}{why}", retry_after=retry_after)
+            delay = retry_after if retry_after is not None else retry.backoff(attempt, rng)
+            if status == 429 and limiter is not None:
+                limiter.pause(delay)  # every thread sharing the limiter holds off, not just us
+            reason = f"HTTP {status}"
+
+        log.warning(
+            "http_retry",
+            method=method,
+            url=where.partition(" ")[2],
+            reason=reason,
+            attempt=attempt,
+            attempts=attempts,
+            delay_seconds=round(delay, 3),
+        )
+        clock.sleep(delay, cancel)
+
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    detail = redact_text(str(exc))
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+class HttpSession:
+    """A client with its retry policy, limiter, quota, clock and cancel event bundled, so a
+    connector's wire code says only ``session.get("/contacts", params=…)``."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        *,
+        retry: RetryPolicy | None = None,
+        limiter: RateLimiter | None = None,
+        quota: DailyQuota | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        cancel: threading.Event | None = None,
+        on_response: Callable[[httpx.Response], None] | None = None,
+        classify: Classifier | None = None,
+    ) -> None:
+        self.client = client
+        # None: the default policy (a client passes on the retry its connector was given).
+        self.retry = retry if retry is not None else DEFAULT_RETRY
+        self.limiter = limiter
+        self.quota = quota
+        self.clock = clock
+        self.cancel = cancel
+        self.on_response = on_response
+        self.classify = classify
+
+    def request(
+        self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """:func:`request_with_retries` with this session's settings."""
+        return request_with_retries(
+            self.client,
+            method,
+            url,
+            retry=self.retry,
+            limiter=self.limiter,
+            quota=self.quota,
+            clock=self.clock,
+            cancel=self.cancel,
+            idempotent=idempotent,
+            on_response=self.on_response,
+            classify=self.classify,
+            **kwargs,
+        )
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        """A GET (retried on any transient failure)."""
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> httpx.Response:
+        """A POST: not repeated after a read timeout or a 5xx unless ``idempotent=True``."""
+        return self.request("POST", url, idempotent=idempotent, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        """A PUT (idempotent)."""
+        return self.request("PUT", url, **kwargs)
+
+    def patch(self, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> httpx.Response:
+        """A PATCH: treated like a POST unless ``idempotent=True``."""
+        return self.request("PATCH", url, idempotent=idempotent, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        """A DELETE (idempotent)."""
+        return self.request("DELETE", url, **kwargs)
+
+    def close(self) -> None:
+        """Close the underlying client."""
+        self.client.close()
+
+    def __enter__(self) -> HttpSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
