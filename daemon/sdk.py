@@ -29,6 +29,7 @@ from daemon.foundation.dictionary import Code
 from daemon.foundation.log import get_logger, register_secret
 from daemon.hookspecs import HOOKSPEC_VERSION, hookimpl
 from daemon.hub import normalize
+from daemon.kit.client import ClientSeams, PlatformClient
 from daemon.kit.connector import (
     AuthFailed,
     Capabilities,
@@ -89,7 +90,7 @@ from daemon.kit.simkit import (
     json_reply,
     parse_duration,
 )
-from daemon.kit.tokens import Token, TokenCache
+from daemon.kit.tokens import Token, TokenCache, grant_answer
 
 # 1.1 added ClientConnector, Code, Token, TokenCache, Unauthorized, interleave, prefetch,
 # reveal, json_body, json_answer, json_or_none, int_header, json_cursor and text_stream.
@@ -97,6 +98,7 @@ from daemon.kit.tokens import Token, TokenCache
 # reading and writing (stream_rows, write_csv, …), the exporter base (Exporter, BatchInfo, …),
 # the simulator kit (Simulator, Request, Reply, json_reply, …), normalize, check_time_zone,
 # get_logger and SYSTEM_CLOCK: everything the built-in plugins use.
+# 1.2 also added PlatformClient, ClientSeams and grant_answer.
 SDK_VERSION: Final = "1.2"
 """The version of this surface: the major number changes only when a name is removed or
 changes meaning."""
@@ -109,6 +111,7 @@ __all__ = [
     "BatchInfo",
     "Capabilities",
     "ClientConnector",
+    "ClientSeams",
     "Clock",
     "Code",
     "Connector",
@@ -127,6 +130,7 @@ __all__ = [
     "MalformedResponse",
     "MessageFilter",
     "Page",
+    "PlatformClient",
     "PushItem",
     "PushResult",
     "PushStatus",
@@ -155,6 +159,7 @@ __all__ = [
     "csv_cell",
     "error_reply",
     "get_logger",
+    "grant_answer",
     "header_key",
     "hookimpl",
     "int_header",

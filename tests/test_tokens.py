@@ -125,3 +125,77 @@ def test_send_gives_up_after_the_second_401():
     cache = TokenCache(Issuer(expires_in=None), clock=FakeClock())
     with pytest.raises(Unauthorized):
         cache.send(_session(lambda request: httpx.Response(401)), "GET", "/things")
+
+
+# --- grant_answer: reading a token endpoint's answer --------------------------------------
+
+
+def _answer(status: int, body: object) -> httpx.Response:
+    request = httpx.Request("POST", "https://login.example/oauth/token")
+    if isinstance(body, bytes):
+        return httpx.Response(status, content=body, request=request)
+    return httpx.Response(status, json=body, request=request)
+
+
+def _words(body: object, status: int) -> str:
+    return f"words<{body}>@{status}"
+
+
+def _read(response: httpx.Response, **options: object) -> tuple[Token, dict]:
+    from daemon.kit.tokens import grant_answer
+
+    return grant_answer(response, platform="Acme", grant="refresh grant", **options)
+
+
+def test_grant_answer_reads_token_lifetime_rotation_and_keeps_the_body():
+    body = {"access_token": "a1", "expires_in": "600", "refresh_token": "r2", "instance": "x"}
+    token, whole = _read(_answer(200, body), error_text=_words, expires_in=1800.0)
+    assert token == Token("a1", 600.0, "r2")
+    assert whole["instance"] == "x"
+
+
+@pytest.mark.parametrize(
+    ("extra", "lifetime", "rotated"),
+    [
+        ({}, 1800.0, None),  # no expires_in: the platform's default
+        ({"expires_in": None, "refresh_token": ""}, 1800.0, None),
+        ({"expires_in": "soon", "refresh_token": 7}, 1800.0, None),
+    ],
+)
+def test_grant_answer_falls_back_to_the_default_lifetime(extra, lifetime, rotated):
+    token, _ = _read(
+        _answer(200, {"access_token": "a", **extra}), error_text=_words, expires_in=1800.0
+    )
+    assert (token.expires_in, token.refresh_token) == (lifetime, rotated)
+
+
+def test_grant_answer_without_a_default_lives_until_refused():
+    token, _ = _read(_answer(200, {"access_token": "a"}), error_text=_words)
+    assert token.expires_in is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body"), [(400, {"error": "invalid_grant"}), (200, ["not", "an", "object"])]
+)
+def test_grant_answer_refused_is_auth_failed_in_the_platforms_words(status, body):
+    from daemon.kit.connector import AuthFailed
+
+    with pytest.raises(AuthFailed) as caught:
+        _read(_answer(status, body), error_text=_words)
+    assert str(caught.value).startswith("Acme refused the refresh grant: words<")
+    assert f"@{status}" in str(caught.value)
+
+
+@pytest.mark.parametrize("token", [None, "", 12])
+def test_grant_answer_without_an_access_token_is_malformed(token):
+    from daemon.kit.connector import MalformedResponse
+
+    with pytest.raises(MalformedResponse, match="Acme's token answer has no access_token"):
+        _read(_answer(200, {"access_token": token}), error_text=_words)
+
+
+def test_grant_answer_that_is_not_json_is_malformed():
+    from daemon.kit.connector import MalformedResponse
+
+    with pytest.raises(MalformedResponse, match="not JSON"):
+        _read(_answer(200, b"<html>"), error_text=_words)

@@ -20,6 +20,7 @@ fetches, the others wait for its token instead of fetching their own.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ import httpx
 
 from daemon.foundation.clock import Clock, SystemClock
 from daemon.foundation.log import register_secret
-from daemon.kit.http import HttpSession, Unauthorized
+from daemon.kit.connector import AuthFailed, MalformedResponse
+from daemon.kit.http import HttpSession, Unauthorized, json_body
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,3 +142,36 @@ class TokenCache:
             register_secret(rotated)
             self._refresh_token = rotated
             self._state[self._state_key] = rotated
+
+
+def grant_answer(
+    response: httpx.Response,
+    *,
+    platform: str,
+    grant: str,
+    error_text: Callable[[Any, int], str],
+    expires_in: float | None = None,
+) -> tuple[Token, dict[str, Any]]:
+    """Read a token endpoint's answer (RFC 6749, section 5): the :class:`Token` and the whole
+    body, for a platform's own fields (Salesforce's ``instance_url``).
+
+    A refusal (a 4xx or 5xx, or a body that is not a JSON object) is :class:`AuthFailed`
+    ``"<platform> refused the <grant>: <the platform's words>"``, read by
+    ``error_text(body, status)``; an answer without ``access_token`` is
+    :class:`MalformedResponse`. ``expires_in`` is the token's lifetime when the answer gives
+    none, or none that is a number (``None``: used until the platform refuses it). A rotated
+    refresh token is in :attr:`Token.refresh_token`.
+    """
+    body = json_body(response)
+    if response.status_code >= 400 or not isinstance(body, dict):
+        why = error_text(body, response.status_code)
+        raise AuthFailed(f"{platform} refused the {grant}: {why}")
+    token = body.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise MalformedResponse(f"{platform}'s token answer has no access_token")
+    lifetime = expires_in
+    # Nonsense from the platform keeps the default, rather than failing the sign-in.
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        lifetime = float(body["expires_in"])
+    rotated = body.get("refresh_token")
+    return Token(token, lifetime, rotated if isinstance(rotated, str) and rotated else None), body

@@ -21,23 +21,20 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
 from daemon.sdk import (
-    Clock,
-    HttpSession,
+    ClientSeams,
     MalformedResponse,
-    RetryPolicy,
-    SystemClock,
+    PlatformClient,
     Token,
     TokenCache,
     int_header,
     json_answer,
     json_body,
     json_or_none,
-    make_client,
     register_secret,
 )
 
@@ -82,7 +79,7 @@ def jwt_seconds_left(token: str, now: float) -> float:
     return max(0.0, float(exp) - now)
 
 
-class EthosClient:
+class EthosClient(PlatformClient):
     """One Ethos application's persons and change-notification queue."""
 
     def __init__(
@@ -91,16 +88,12 @@ class EthosClient:
         base_url: str,
         api_key: str,
         state: dict[str, Any],
-        clock: Clock | None = None,
-        retry: RetryPolicy | None = None,
         token_margin_seconds: float = 60.0,
-        transport: httpx.BaseTransport | None = None,
+        **seams: Unpack[ClientSeams],
     ) -> None:
-        self.clock = clock or SystemClock()
+        super().__init__(secrets=(api_key,), **seams)
         self._api_key = api_key
-        register_secret(api_key)
-        client = make_client(base_url.rstrip("/"), transport=transport)
-        self.session = HttpSession(client, clock=self.clock, retry=retry)
+        self.session = self.open_session(self.open_pool(base_url.rstrip("/")))
         self.tokens = TokenCache(
             self._fetch_token, clock=self.clock, margin_seconds=token_margin_seconds, state=state
         )
@@ -200,10 +193,6 @@ class EthosClient:
         if response.status_code >= 400:
             raise MalformedResponse(f"HEAD /consume: HTTP {response.status_code}")
         return int_header(response.headers, "x-remaining")
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self.session.close()
 
 
 def _object_array(response: httpx.Response, where: str, what: str) -> list[dict[str, Any]]:

@@ -20,31 +20,29 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, Unpack
 from zoneinfo import ZoneInfo
 
 import httpx
 
 from daemon.sdk import (
     AuthFailed,
-    Clock,
+    ClientSeams,
     ConnectorContext,
     ConnectorError,
     DailyQuota,
-    HttpSession,
     MalformedResponse,
+    PlatformClient,
     RateLimited,
     RateLimiter,
-    RetryPolicy,
-    SystemClock,
     Token,
     TokenCache,
+    grant_answer,
     int_header,
     json_answer,
     json_body,
-    make_client,
+    json_or_none,
     pages,
-    register_secret,
 )
 
 CONTACTS = "/crm/v3/objects/contacts"
@@ -55,6 +53,7 @@ MAX_SEARCH_LIMIT = 200
 # Refresh this long before the access token expires (at most half its life), so a request
 # never leaves with a token that dies in flight; singer-io's tap uses 600 s for 30-min tokens.
 REFRESH_MARGIN_SECONDS = 300.0
+DEFAULT_TOKEN_SECONDS = 1800.0  # an OAuth access token's life when the answer does not say
 STATE_REFRESH_TOKEN = "hubspot_refresh_token"
 BURST_MARGIN_SECONDS = 0.25
 # The general burst limit until HubSpot's headers say otherwise (Free/Starter private apps:
@@ -127,7 +126,7 @@ def midnight_in(zone: str) -> Callable[[datetime], datetime]:
     return resets_at
 
 
-class HubSpotClient:
+class HubSpotClient(PlatformClient):
     """One HubSpot account's contacts API over a paced, retrying :class:`HttpSession`."""
 
     def __init__(
@@ -140,21 +139,16 @@ class HubSpotClient:
         client_secret: str | None = None,
         refresh_token: str | None = None,
         token_path: str = "/oauth/2026-03/token",
-        clock: Clock | None = None,
-        retry: RetryPolicy | None = None,
         daily_share: float = 0.9,
         account_timezone: str = "UTC",
-        transport: httpx.BaseTransport | None = None,
+        **seams: Unpack[ClientSeams],
     ) -> None:
-        self.clock = clock or SystemClock()
+        super().__init__(secrets=(access_token, client_secret, refresh_token), **seams)
         self.context = context
         self._client_id = client_id
         self._client_secret = client_secret
         self._token_path = token_path
         self._static_token = access_token
-        for secret in (access_token, client_secret, refresh_token):
-            if secret:
-                register_secret(secret)
         # A private app's token never expires; OAuth's are renewed (and a rotated refresh
         # token, newer than the one in config, is kept in the daemon's state).
         self.tokens = TokenCache(
@@ -189,18 +183,17 @@ class HubSpotClient:
             resets_at=self._resets_at,
             name="hubspot",
         )
-        client = make_client(base_url.rstrip("/"), transport=transport)
+        pool = self.open_pool(base_url.rstrip("/"))
         kwargs: dict[str, Any] = {
-            "clock": self.clock,
+            "limiter": self.limiter,
             "quota": self.quota,
             "on_response": self._on_response,
             "classify": self._classify,
-            "retry": retry,
         }
-        self.session = HttpSession(client, limiter=self.limiter, **kwargs)
+        self.session = self.open_session(pool, **kwargs)
         # Search also counts against the burst window, but answers without rate headers and
         # has a per-second limit of its own, which search() takes first.
-        self.search_session = HttpSession(client, limiter=self.limiter, **kwargs)
+        self.search_session = self.open_session(pool, **kwargs)
 
     # --- auth -------------------------------------------------------------------------------
 
@@ -215,21 +208,14 @@ class HubSpotClient:
             "refresh_token": refresh_token or "",
         }
         response = self.session.post(self._token_path, data=form, idempotent=True)
-        body = json_body(response)
-        if response.status_code >= 400 or not isinstance(body, dict):
-            raise AuthFailed(
-                "HubSpot refused the OAuth refresh token: "
-                f"{error_message(body, response.status_code)}"
-            )
-        token = body.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise MalformedResponse("HubSpot's token answer has no access_token")
-        try:
-            expires_in = float(body.get("expires_in", 1800))
-        except (TypeError, ValueError):
-            expires_in = 1800.0
-        rotated = body.get("refresh_token")
-        return Token(token, expires_in, rotated if isinstance(rotated, str) and rotated else None)
+        token, _ = grant_answer(
+            response,
+            platform="HubSpot",
+            grant="OAuth refresh token",
+            error_text=error_message,
+            expires_in=DEFAULT_TOKEN_SECONDS,
+        )
+        return token
 
     # --- pacing -----------------------------------------------------------------------------
 
@@ -255,10 +241,7 @@ class HubSpotClient:
         """A 429 for the daily policy is not retried: the cycle stops until the reset."""
         if response.status_code != 429:
             return None
-        try:
-            body = response.json()
-        except ValueError:
-            return None
+        body = json_or_none(response)
         if not isinstance(body, dict) or str(body.get("policyName", "")).upper() != "DAILY":
             return None  # TEN_SECONDLY_ROLLING: HttpSession pauses the limiter and retries
         if self.quota.limit is not None:
@@ -357,7 +340,3 @@ class HubSpotClient:
         if not isinstance(body, dict):
             raise MalformedResponse(f"batch/{action}: the body is not a JSON object")
         return response.status_code, body
-
-    def close(self) -> None:
-        """Close the connection pool (both sessions share it)."""
-        self.session.close()

@@ -29,29 +29,28 @@ import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import urlsplit
 
 import httpx
 
 from daemon.sdk import (
     AuthFailed,
-    Clock,
+    ClientSeams,
     Code,
     ConnectorContext,
     ConnectorError,
     DailyQuota,
-    HttpSession,
     MalformedResponse,
+    PlatformClient,
     RateLimited,
-    RetryPolicy,
-    SystemClock,
     Token,
     TokenCache,
     Unavailable,
+    grant_answer,
     json_answer,
     json_body,
-    make_client,
+    json_or_none,
     pages,
     register_secret,
     text_stream,
@@ -149,7 +148,7 @@ def jwt_assertion(
     return f"{signing_input}.{b64(signature)}"
 
 
-class SalesforceClient:
+class SalesforceClient(PlatformClient):
     """One org's REST and Bulk 2.0 APIs over a retrying :class:`HttpSession`."""
 
     def __init__(
@@ -165,13 +164,11 @@ class SalesforceClient:
         private_key: str | None = None,
         audience: str | None = None,
         api_version: str = "v62.0",
-        clock: Clock | None = None,
-        retry: RetryPolicy | None = None,
         daily_share: float = 0.8,
         limit_backoff_seconds: float = 3600.0,
-        transport: httpx.BaseTransport | None = None,
+        **seams: Unpack[ClientSeams],
     ) -> None:
-        self.clock = clock or SystemClock()
+        super().__init__(secrets=(client_secret, refresh_token, private_key), **seams)
         self.auth = auth
         self.login_url = login_url.rstrip("/")
         self.client_id = client_id
@@ -181,9 +178,6 @@ class SalesforceClient:
         self._audience = audience or default_audience(self.login_url)
         self.version = api_version if api_version.startswith("v") else f"v{api_version}"
         self.limit_backoff_seconds = limit_backoff_seconds
-        for secret in (client_secret, refresh_token, private_key):
-            if secret:
-                register_secret(secret)
         self.instance_url: str | None = None
         self.tokens = TokenCache(
             self._grant,
@@ -201,15 +195,13 @@ class SalesforceClient:
             resets_at=lambda now: now + timedelta(seconds=limit_backoff_seconds),
             name="salesforce",
         )
-        kwargs: dict[str, Any] = {"clock": self.clock, "retry": retry}
         # Token grants do not count against the API allowance: no quota on that session.
-        self.login = HttpSession(make_client(self.login_url, transport=transport), **kwargs)
-        self.session = HttpSession(
-            make_client(transport=transport),
+        self.login = self.open_session(self.open_pool(self.login_url))
+        self.session = self.open_session(
+            self.open_pool(),
             quota=self.quota,
             on_response=self._on_response,
             classify=self._classify,
-            **kwargs,
         )
 
     # --- auth -------------------------------------------------------------------------------
@@ -244,19 +236,17 @@ class SalesforceClient:
             register_secret(basic)
             headers["Authorization"] = f"Basic {basic}"
         response = self.login.post(TOKEN_PATH, data=form, headers=headers, idempotent=True)
-        body = json_body(response)
-        if response.status_code >= 400 or not isinstance(body, dict):
-            why = error_text(body, response.status_code)
-            raise AuthFailed(f"Salesforce refused the {self.auth} grant: {why}")
-        token, instance = body.get("access_token"), body.get("instance_url")
-        if not isinstance(token, str) or not token or not isinstance(instance, str):
-            raise MalformedResponse("Salesforce's token answer has no access_token/instance_url")
+        # No expires_in: the session lives until Salesforce answers 401 INVALID_SESSION_ID.
+        token, body = grant_answer(
+            response, platform="Salesforce", grant=f"{self.auth} grant", error_text=error_text
+        )
+        instance = body.get("instance_url")
+        if not isinstance(instance, str):
+            raise MalformedResponse("Salesforce's token answer has no instance_url")
         if urlsplit(instance).scheme not in ("http", "https"):
             raise MalformedResponse(f"instance_url {instance!r} is not a URL")
         self.instance_url = instance.rstrip("/")
-        rotated = body.get("refresh_token")
-        # No expires_in: the session lives until Salesforce answers 401 INVALID_SESSION_ID.
-        return Token(token, None, rotated if isinstance(rotated, str) and rotated else None)
+        return token
 
     # --- limits -----------------------------------------------------------------------------
 
@@ -269,10 +259,7 @@ class SalesforceClient:
         """A 403 ``REQUEST_LIMIT_EXCEEDED`` stops the cycle; it is never retried."""
         if response.status_code != 403:
             return None
-        try:
-            body = response.json()
-        except ValueError:
-            return None
+        body = json_or_none(response)
         if "REQUEST_LIMIT_EXCEEDED" not in error_codes(body):
             return None
         # The allowance is spent, whatever the quota believed: no further call until the
@@ -491,11 +478,6 @@ class SalesforceClient:
                 raise MalformedResponse(f"bulk {kind}: HTTP {response.status_code}")
             results.append(list(csv.DictReader(io.StringIO(response.text))))
         return info, results[0], results[1]
-
-    def close(self) -> None:
-        """Close both connection pools."""
-        self.session.close()
-        self.login.close()
 
 
 __all__ = [

@@ -27,21 +27,17 @@ import re
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
 from daemon.sdk import (
     AuthFailed,
-    Clock,
-    HttpSession,
+    ClientSeams,
     MalformedResponse,
+    PlatformClient,
     RateLimiter,
-    RetryPolicy,
-    SystemClock,
     Unavailable,
-    make_client,
-    register_secret,
 )
 
 QUERY_PATH = "/manage/query/run"
@@ -223,7 +219,7 @@ def _row(value: Any) -> dict[str, Any]:
     return value
 
 
-class SlateClient:
+class SlateClient(PlatformClient):
     """One Slate instance's query web service and upload dataset."""
 
     def __init__(
@@ -235,33 +231,24 @@ class SlateClient:
         username: str | None = None,
         password: str | None = None,
         format_id: str | None = None,
-        clock: Clock | None = None,
-        retry: RetryPolicy | None = None,
         upload_limit: tuple[int, float] = UPLOAD_LIMIT,
         timeout: float = 300.0,
-        transport: httpx.BaseTransport | None = None,
+        **seams: Unpack[ClientSeams],
     ) -> None:
-        self.clock = clock or SystemClock()
+        super().__init__(secrets=(token, password), **seams)
         self.query_id = query_id
         self.format_id = format_id
         self._token = token
-        for secret in (token, password):
-            if secret:
-                register_secret(secret)
         if not token and not (username and password):
             raise AuthFailed("Slate needs a user token, or username and password")
         auth = (username, password) if username and password else None
         # Slate may take minutes to run a big query: the read timeout is the query's.
-        client = make_client(
-            base_url.rstrip("/"),
-            auth=auth,
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            transport=transport,
+        pool = self.open_pool(
+            base_url.rstrip("/"), auth=auth, timeout=httpx.Timeout(timeout, connect=10.0)
         )
-        kwargs: dict[str, Any] = {"clock": self.clock, "retry": retry}
-        self.session = HttpSession(client, **kwargs)
+        self.session = self.open_session(pool)
         self.upload_limiter = RateLimiter(*upload_limit, self.clock, name="slate-upload")
-        self.upload_session = HttpSession(client, limiter=self.upload_limiter, **kwargs)
+        self.upload_session = self.open_session(pool, limiter=self.upload_limiter)
         self.has_basic = auth is not None
 
     def query(self, params: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
@@ -303,10 +290,6 @@ class SlateClient:
             raise MalformedResponse(
                 f"POST {IMPORT_PATH}: HTTP {response.status_code}: {_text(response)}"
             )
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self.session.close()
 
 
 def _text(response: httpx.Response) -> str:
