@@ -82,6 +82,7 @@ from daemon.kit.paging import interleave, json_cursor, pages, paginate, prefetch
 from daemon.kit.ratelimit import DailyQuota, RateLimiter
 from daemon.kit.simkit import (
     Faults,
+    IssuedTokens,
     Reply,
     Request,
     Simulator,
@@ -98,7 +99,7 @@ from daemon.kit.tokens import Token, TokenCache, grant_answer
 # reading and writing (stream_rows, write_csv, …), the exporter base (Exporter, BatchInfo, …),
 # the simulator kit (Simulator, Request, Reply, json_reply, …), normalize, check_time_zone,
 # get_logger and SYSTEM_CLOCK: everything the built-in plugins use.
-# 1.2 also added PlatformClient, ClientSeams and grant_answer.
+# 1.2 also added PlatformClient, ClientSeams, grant_answer and IssuedTokens.
 SDK_VERSION: Final = "1.2"
 """The version of this surface: the major number changes only when a name is removed or
 changes meaning."""
@@ -127,6 +128,7 @@ __all__ = [
     "FileTransport",
     "HostKeyRefused",
     "HttpSession",
+    "IssuedTokens",
     "MalformedResponse",
     "MessageFilter",
     "Page",

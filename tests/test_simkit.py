@@ -15,6 +15,7 @@ from daemon.foundation.clock import FakeClock
 from daemon.hookspecs import hookimpl
 from daemon.kit.simkit import (
     Faults,
+    IssuedTokens,
     Reply,
     Request,
     Simulator,
@@ -229,3 +230,41 @@ def test_two_simulators_of_one_name_clash() -> None:
     pm = get_plugin_manager(entry_points=False, plugins=[_Plugin(), _Clash()])
     with pytest.raises(PluginError, match="simulator 'counter' is registered twice"):
         Registry.from_plugin_manager(pm)
+
+
+# --- IssuedTokens: the access tokens a simulator handed out ---------------------------------
+
+
+@pytest.mark.parametrize("wall", [False, True])
+def test_issued_tokens_live_their_ttl_on_the_simulators_clock(wall):
+    clock = FakeClock()
+    tokens = IssuedTokens(clock, wall=wall)
+    expiry = tokens.issue("a", 60.0)
+    assert expiry == tokens.now() + 60.0
+    assert tokens.seconds_left("a") == 60.0
+    assert tokens.seconds_left("never-issued") is None
+    assert tokens.seconds_left(None) is None  # no bearer token at all
+    clock.advance(59.5)
+    assert tokens.seconds_left("a") == pytest.approx(0.5)
+    clock.advance(1.0)
+    assert tokens.seconds_left("a") == pytest.approx(-0.5)  # expired, and still known
+    assert len(tokens) == 1
+
+
+def test_issued_tokens_measure_wall_time_in_epoch_seconds_for_jwt_exp():
+    clock = FakeClock()
+    assert IssuedTokens(clock, wall=True).now() == clock.now().timestamp()
+    assert IssuedTokens(clock).now() == clock.monotonic()
+
+
+def test_expire_all_ends_every_token_but_later_ones_live():
+    clock = FakeClock()
+    tokens = IssuedTokens(clock)
+    tokens.issue("old", 30.0)
+    tokens.issue("older", 10.0)
+    clock.advance(20.0)  # "older" expired 10 s ago already: it stays expired that long
+    tokens.expire_all()
+    assert tokens.seconds_left("old") == 0.0
+    assert tokens.seconds_left("older") == -10.0
+    tokens.issue("new", 30.0)
+    assert tokens.seconds_left("new") == 30.0

@@ -550,3 +550,42 @@ def _encode(payload: Body) -> bytes:
     if isinstance(payload, str):
         return payload.encode()
     return json.dumps(payload, default=str).encode()
+
+
+class IssuedTokens:
+    """The access tokens a simulator has issued, each with its expiry on the simulator's clock.
+
+    A platform's sign-in route calls :meth:`issue`; its bearer check asks :meth:`seconds_left`
+    and answers a 401 in its own words for ``None`` (never issued) or a value ``<= 0`` (expired);
+    a test ends every token at once with :meth:`expire_all`, so the client must sign in again.
+    Expiries run on the clock's ``monotonic()``, or with ``wall=True`` on ``now()`` in epoch
+    seconds, for a platform whose tokens carry their expiry (a JWT's ``exp``). The simulator
+    calls these under its lock, like every platform rule.
+    """
+
+    def __init__(self, clock: Clock, *, wall: bool = False) -> None:
+        self.clock = clock
+        self.wall = wall
+        self._expiry: dict[str, float] = {}
+
+    def now(self) -> float:
+        """The time expiries are measured in (epoch seconds with ``wall``, else monotonic)."""
+        return self.clock.now().timestamp() if self.wall else self.clock.monotonic()
+
+    def issue(self, token: str, ttl_seconds: float) -> float:
+        """Accept ``token`` for ``ttl_seconds`` from now; returns its expiry."""
+        expiry = self._expiry[token] = self.now() + ttl_seconds
+        return expiry
+
+    def seconds_left(self, token: str | None) -> float | None:
+        """How long ``token`` stays valid (``<= 0``: expired), or ``None`` if never issued."""
+        expiry = self._expiry.get(token or "")
+        return None if expiry is None else expiry - self.now()
+
+    def expire_all(self) -> None:
+        """Expire every token issued so far (they stay known: a 401 says "expired")."""
+        now = self.now()
+        self._expiry = {token: min(expiry, now) for token, expiry in self._expiry.items()}
+
+    def __len__(self) -> int:
+        return len(self._expiry)

@@ -35,9 +35,11 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from daemon.sdk import (
+    IssuedTokens,
     Reply,
     Request,
     Simulator,
+    SimulatorError,
     json_reply,
 )
 
@@ -58,14 +60,12 @@ _AREA_CODES = ("212", "305", "312", "404", "415", "503", "512", "617", "646", "7
 _EXCHANGES = [e for e in range(200, 1000) if e % 100 != 11 and e != 555]
 
 
-class EthosError(Exception):
+class EthosError(SimulatorError):
     """An Ethos-shaped error answer."""
 
     def __init__(self, status: int, code: str, message: str, description: str = "") -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(status, message)
         self.code = code
-        self.message = message
         self.description = description or message
 
 
@@ -125,7 +125,7 @@ class ColleagueSimulator(Simulator):
         self._delivered_through = 0  # the last id a /consume returned
         self._next_person = 1
         self._id_rng = random.Random(self.seed + 1)  # guids and tokens, not faults
-        self.tokens: dict[str, float] = {}  # JWT -> expiry (epoch seconds)
+        self.tokens = IssuedTokens(self.clock, wall=True)  # JWTs, expiring at their exp
         self.counters = {"token_grants": 0, "published": 0, "consumed": 0, "puts": 0}
         self.last_put: dict[str, Any] | None = None  # the body of the latest PUT, as sent
         self._seed_persons()
@@ -251,7 +251,7 @@ class ColleagueSimulator(Simulator):
     def expire_tokens(self) -> None:
         """Expire every JWT at once (a client must fetch a new one)."""
         with self.lock:
-            self.tokens = dict.fromkeys(self.tokens, 0.0)
+            self.tokens.expire_all()
 
     # --- records ------------------------------------------------------------------------------
 
@@ -350,10 +350,10 @@ class ColleagueSimulator(Simulator):
 
     def _authenticate(self, request: Request) -> None:
         token = request.bearer_token()
-        expiry = self.tokens.get(token or "")
-        if expiry is None:
+        left = self.tokens.seconds_left(token)
+        if left is None:
             raise EthosError(401, "Global.Unauthorized", "Unauthorized: unknown bearer token")
-        if self.clock.now().timestamp() >= expiry:
+        if left <= 0:
             raise EthosError(401, "Global.Unauthorized", "Unauthorized: the token has expired")
 
     def _auth(self, request: Request) -> Reply:
@@ -365,7 +365,7 @@ class ColleagueSimulator(Simulator):
             if not minutes.isdigit() or not 1 <= int(minutes) <= 120:
                 raise EthosError(400, "Global.BadRequest", "expirationMinutes must be 1-120")
             ttl = int(minutes) * 60.0
-        now = self.clock.now().timestamp()
+        now = self.tokens.now()
         payload = {
             "sub": "sim-application",
             "iat": int(now),
@@ -373,7 +373,7 @@ class ColleagueSimulator(Simulator):
             "jti": self._id_rng.getrandbits(64),
         }
         token = ".".join((_b64({"alg": "HS256", "typ": "JWT"}), _b64(payload), "c2ltdWxhdGVk"))
-        self.tokens[token] = now + ttl
+        self.tokens.issue(token, ttl)
         self.counters["token_grants"] += 1
         return 200, {"Content-Type": "text/plain"}, token
 

@@ -37,9 +37,11 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 from daemon.sdk import (
+    IssuedTokens,
     Reply,
     Request,
     Simulator,
+    SimulatorError,
     json_reply,
 )
 
@@ -176,7 +178,7 @@ def parse_time_ms(value: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-class HubSpotError(Exception):
+class HubSpotError(SimulatorError):
     """A HubSpot-shaped error: ``{"status": "error", message, correlationId, category}``."""
 
     def __init__(
@@ -189,13 +191,10 @@ class HubSpotError(Exception):
         extra: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(status, message, headers)
         self.category = category
         self.errors = errors
         self.extra = extra or {}
-        self.headers = headers or {}
 
 
 def _default_catalogue() -> dict[str, dict[str, Any]]:
@@ -312,7 +311,7 @@ class HubSpotSimulator(Simulator):
         self._daily: tuple[str, int] = ("", 0)
         # OAuth: access token -> monotonic expiry; the one live refresh token (or more, when
         # rotation is off and every grant returns the same).
-        self.oauth_tokens: dict[str, float] = {}
+        self.oauth_tokens = IssuedTokens(self.clock)
         self.refresh_token = self._token("refresh")
         self._refresh_tokens = {self.refresh_token}
         self.counters = {"search": 0, "rate_limited": 0, "token_grants": 0}
@@ -378,8 +377,7 @@ class HubSpotSimulator(Simulator):
     def expire_access_tokens(self) -> None:
         """Expire every OAuth access token at once (a client must refresh)."""
         with self.lock:
-            now = self.clock.monotonic()
-            self.oauth_tokens = {t: min(e, now) for t, e in self.oauth_tokens.items()}
+            self.oauth_tokens.expire_all()
 
     # --- records ------------------------------------------------------------------------------
 
@@ -628,9 +626,8 @@ class HubSpotSimulator(Simulator):
         token = request.bearer_token()
         if token == self.private_app_token:
             return "private"
-        expiry = self.oauth_tokens.get(token or "")
-        if expiry is not None:
-            left = expiry - self.clock.monotonic()
+        left = self.oauth_tokens.seconds_left(token)
+        if left is not None:
             if left > 0:
                 return "oauth"
             raise HubSpotError(
@@ -795,7 +792,7 @@ class HubSpotSimulator(Simulator):
             )
         self.counters["token_grants"] += 1
         access = self._token("access")
-        self.oauth_tokens[access] = self.clock.monotonic() + self.token_ttl_seconds
+        self.oauth_tokens.issue(access, self.token_ttl_seconds)
         if self.rotate_refresh_tokens:
             self.refresh_token = self._token("refresh")
             self._refresh_tokens = {self.refresh_token}

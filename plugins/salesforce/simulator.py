@@ -46,9 +46,11 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 from daemon.sdk import (
+    IssuedTokens,
     Reply,
     Request,
     Simulator,
+    SimulatorError,
     json_reply,
 )
 from plugins.salesforce.soql import SoqlError, parse, parse_datetime
@@ -141,16 +143,14 @@ def bulk_datetime(moment: datetime) -> str:
     return sf_datetime(moment)[:-5] + "Z"
 
 
-class SalesforceError(Exception):
+class SalesforceError(SimulatorError):
     """An error Salesforce answers with a JSON array: ``[{"message", "errorCode"}]``."""
 
     def __init__(
         self, status: int, code: str, message: str, fields: list[str] | None = None
     ) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(status, message)
         self.code = code
-        self.message = message
         self.fields = fields
 
     def body(self) -> list[dict[str, Any]]:
@@ -259,7 +259,7 @@ class SalesforceSimulator(Simulator):
         self._unique: dict[tuple[str, str, Any], str] = {}
         self._serial = 0
         self._id_rng = random.Random(self.seed + 1)  # tokens and ids, never the fault draws
-        self.sessions: dict[str, float] = {}  # access token -> monotonic expiry
+        self.sessions = IssuedTokens(self.clock)  # access tokens
         self.refresh_token = self._token("5Aep861")
         self._refresh_tokens = {self.refresh_token}
         self._calls: deque[float] = deque()  # monotonic times of counted calls (rolling 24 h)
@@ -345,7 +345,7 @@ class SalesforceSimulator(Simulator):
     def expire_sessions(self) -> None:
         """End every session at once (the next call with one is a 401 INVALID_SESSION_ID)."""
         with self.lock:
-            self.sessions.clear()
+            self.sessions.expire_all()
 
     def record(self, record_id: str) -> dict[str, Any]:
         """A copy of one record's stored values (datetimes as ``datetime``)."""
@@ -649,8 +649,8 @@ class SalesforceSimulator(Simulator):
             try:
                 if not request.params.get("version", "v1.0").startswith("v"):
                     raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
-                expiry = self.sessions.get(request.bearer_token() or "")
-                if expiry is None or expiry <= self.clock.monotonic():
+                left = self.sessions.seconds_left(request.bearer_token())
+                if left is None or left <= 0:
                     self.counters["invalid_session"] += 1
                     raise SalesforceError(401, "INVALID_SESSION_ID", "Session expired or invalid")
                 if self.api_usage() >= self.daily_limit:
@@ -742,7 +742,7 @@ class SalesforceSimulator(Simulator):
             return self._oauth_error("unsupported_grant_type", "grant type not supported")
         self.counters["token_grants"] += 1
         access = self._token(f"00DSIM{self.seed:09d}")
-        self.sessions[access] = self.clock.monotonic() + self.session_timeout_seconds
+        self.sessions.issue(access, self.session_timeout_seconds)
         body: dict[str, Any] = {
             "access_token": access,
             "instance_url": self.url,
