@@ -19,13 +19,7 @@ from daemon.foundation.clock import FakeClock
 from daemon.foundation.dictionary import Code
 from daemon.hub.contacts import save_contact
 from daemon.hub.store import Contact
-from daemon.sdk import (
-    AuthFailed,
-    ConnectorContext,
-    PushItem,
-    PushStatus,
-    RateLimited,
-)
+from daemon.sdk import AuthFailed, ConnectorContext, PushItem, PushStatus, RateLimited
 from plugins.salesforce.client import STATE_REFRESH_TOKEN, QueryRefused, default_audience
 from plugins.salesforce.connector import SalesforceConnector
 from plugins.salesforce.simulator import SalesforceSimulator

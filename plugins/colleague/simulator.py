@@ -34,14 +34,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from daemon.sdk import (
-    IssuedTokens,
-    Reply,
-    Request,
-    Simulator,
-    SimulatorError,
-    json_reply,
-)
+from daemon.sdk import IssuedTokens, Reply, Request, Simulator, SimulatorError, json_reply
 
 PERSONS_V12 = "application/vnd.hedtech.integration.v12+json"
 CHANGE_NOTIFICATIONS_V2 = "application/vnd.hedtech.change-notifications.v2+json"

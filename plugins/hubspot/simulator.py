@@ -36,14 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
-from daemon.sdk import (
-    IssuedTokens,
-    Reply,
-    Request,
-    Simulator,
-    SimulatorError,
-    json_reply,
-)
+from daemon.sdk import IssuedTokens, Reply, Request, Simulator, SimulatorError, json_reply
 
 MAX_BATCH = 100
 LIST_MAX_LIMIT = 100

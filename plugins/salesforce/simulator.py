@@ -45,14 +45,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
-from daemon.sdk import (
-    IssuedTokens,
-    Reply,
-    Request,
-    Simulator,
-    SimulatorError,
-    json_reply,
-)
+from daemon.sdk import IssuedTokens, Reply, Request, Simulator, SimulatorError, json_reply
 from plugins.salesforce.soql import SoqlError, parse, parse_datetime
 
 API_VERSION = "v62.0"

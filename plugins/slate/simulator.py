@@ -45,13 +45,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from daemon.sdk import (
-    Reply,
-    Request,
-    Simulator,
-    SimulatorError,
-    json_reply,
-)
+from daemon.sdk import Reply, Request, Simulator, SimulatorError, json_reply
 
 QUERY_PATH = "/manage/query/run"
 IMPORT_PATH = "/manage/service/import"
