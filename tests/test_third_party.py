@@ -10,6 +10,7 @@ must pass. Nothing in contactsync names the example.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -28,6 +29,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "tests" / "fixtures" / "contactsync-example"
+# Written against the previous release's docs: the simulator kit from daemon.simkit.
+OLD_PATH_PLUGIN = ROOT / "tests" / "fixtures" / "contactsync-oldpath"
 TOKEN_ENV = "EXAMPLE_TOKEN"
 INSTANCE = """\
 type = "example"
@@ -99,15 +102,15 @@ def _pip_install(source: Path, target: Path) -> None:
     pytest.fail("pip could not install the example plugin:\n" + "\n".join(outputs))
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    """The example built from a copy (so no build files land in the repo) and installed."""
+def _install(tmp_path_factory: pytest.TempPathFactory, folder: Path) -> Installed:
+    """The distribution in ``folder`` built from a copy (so no build files land in the repo)
+    and installed into a temporary site, with a work folder and an environment that sees it."""
     if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode:
         pytest.skip("pip is not available in this interpreter")
-    base = tmp_path_factory.mktemp("third-party")
+    base = tmp_path_factory.mktemp(folder.name)
     source = base / "src"
     shutil.copytree(
-        EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+        folder, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
     )
     site = base / "site"
     _pip_install(source, site)
@@ -123,17 +126,26 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     return Installed(site, work, env)
 
 
-@pytest.fixture(scope="module")
-def simulator(installed: Installed) -> Iterator[dict[str, Any]]:
-    """``contactsync simulate example --contacts 25`` running; yields its JSON line."""
+@dataclass
+class Served:
+    """A running ``contactsync simulate``: its JSON line, and its stderr once it stopped."""
+
+    line: dict[str, Any]
+    stderr: str = ""
+
+
+@contextlib.contextmanager
+def _simulate(installed: Installed, *args: str) -> Iterator[Served]:
+    """``contactsync simulate ARGS`` running until the block ends (then SIGTERM)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "simulate", "example", "--contacts", "25"],
+        [sys.executable, "-m", "daemon", "simulate", *args],
         env=installed.env,
         cwd=installed.work,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    served = Served({})
     try:
         assert process.stdout is not None
         ready, _, _ = select.select([process.stdout], [], [], 20)
@@ -142,15 +154,29 @@ def simulator(installed: Installed) -> Iterator[dict[str, Any]]:
             process.kill()
             _, err = process.communicate(timeout=5)
             pytest.fail(f"contactsync simulate printed no JSON line; stderr:\n{err}")
-        yield json.loads(line)
+        served.line = json.loads(line)
+        yield served
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        try:
+            _, served.stderr = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, served.stderr = process.communicate()
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """The example plugin, installed."""
+    return _install(tmp_path_factory, EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def simulator(installed: Installed) -> Iterator[dict[str, Any]]:
+    """``contactsync simulate example --contacts 25`` running; yields its JSON line."""
+    with _simulate(installed, "example", "--contacts", "25") as served:
+        yield served.line
 
 
 def test_the_plugin_is_discovered_through_its_entry_point(installed: Installed) -> None:
@@ -218,3 +244,25 @@ def test_the_plugins_contract_suite_passes(installed: Installed) -> None:
     )
     assert done.returncode == 0, f"contract suite failed:\n{done.stdout}\n{done.stderr}"
     assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+def test_a_plugin_written_against_the_last_releases_docs_still_works(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # `from daemon.simkit import Simulator, json_reply`, as the previous README said: the
+    # plugin loads through its entry point, its simulator serves, and the author is told
+    # (once, pointing at their own file) which path to use instead.
+    old = _install(tmp_path_factory, OLD_PATH_PLUGIN)
+    old.env["PYTHONWARNINGS"] = "default::DeprecationWarning"  # shown outside __main__ too
+    plugins = {p["name"]: p for p in old.json("plugins", "--json")["plugins"]}
+    assert plugins["oldpath"]["hooks"] == ["register_simulators"], plugins.get("oldpath")
+
+    with _simulate(old, "oldpath", "--contacts", "3") as served:
+        answer = httpx.get(f"{served.line['url']}/greeting", timeout=5)
+        assert answer.status_code == 200
+        assert answer.json() == {"greeting": "hello", "contacts": 3}
+
+    warnings = [line for line in served.stderr.splitlines() if "DeprecationWarning" in line]
+    assert len(warnings) == 1, served.stderr
+    assert "daemon.simkit is deprecated" in warnings[0] and "daemon.sdk" in warnings[0]
+    assert "contactsync_oldpath" in warnings[0], "the warning should point at the plugin's file"
