@@ -577,8 +577,16 @@ def test_plugins_schema_prints_a_connectors_config_schema(monkeypatch):
     assert result.exit_code == 0, result.output
     schema = json.loads(result.stdout)
     assert schema["additionalProperties"] is False
-    (secret,) = [s for s in schema["properties"]["api_key"]["anyOf"] if s["type"] == "string"]
-    assert secret["format"] == "password" and secret["writeOnly"] is True
+    # A secret is described as the reference an instance file holds, never as a string.
+    (secret,) = [s for s in schema["properties"]["api_key"]["anyOf"] if "$ref" in s]
+    reference = schema["$defs"][secret["$ref"].rsplit("/", 1)[1]]
+    shapes = [(s["required"], s["properties"][s["required"][0]]) for s in reference["oneOf"]]
+    assert [(keys, prop["type"]) for keys, prop in shapes] == [
+        (["env"], "string"),
+        (["file"], "string"),
+        (["credential"], "string"),
+    ]
+    assert "password" not in result.stdout
 
 
 def test_plugins_schema_of_an_unknown_type_exits_2_naming_the_known_ones(monkeypatch):

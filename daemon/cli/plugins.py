@@ -15,8 +15,10 @@ from typing import Any
 
 import click
 import pluggy
+from pydantic import BaseModel
 
 from daemon.cli.output import console, err_console, fail, print_json, print_table
+from daemon.config.secrets import REFERENCE_KINDS
 from daemon.engine.registry import (
     BLOCK_ENV,
     PluginError,
@@ -36,7 +38,10 @@ from daemon.sdk import SDK_VERSION
     "--schema",
     "schema_type",
     metavar="TYPE",
-    help="Print the JSON Schema of connector TYPE's settings (to validate instance files).",
+    help=(
+        "Print the JSON Schema of connector TYPE's [settings] (to validate instance files; "
+        "secrets are {env|file|credential} references)."
+    ),
 )
 @click.pass_context
 def plugins_command(ctx: click.Context, as_json: bool, schema_type: str | None) -> None:
@@ -84,8 +89,7 @@ def plugins_command(ctx: click.Context, as_json: bool, schema_type: str | None) 
 
 def _print_schema(pm: pluggy.PluginManager, type_name: str) -> None:
     """The JSON Schema of one connector's ``Config``, for editors and for validating the
-    ``[settings]`` table of instance files. SecretStr settings come out as
-    ``"format": "password"`` and ``writeOnly``, which is how pydantic marks them."""
+    ``[settings]`` table of instance files (:func:`settings_schema`)."""
     try:
         registry = Registry.from_plugin_manager(pm)
     except PluginError as exc:
@@ -97,11 +101,84 @@ def _print_schema(pm: pluggy.PluginManager, type_name: str) -> None:
             str(PluginError.code),
             exit_code=2,
         )
-    schema = registry.connectors[type_name].Config.model_json_schema()
+    schema = settings_schema(registry.connectors[type_name].Config)
     # Not print_json: its redaction would mask the schema of any setting named like a secret
     # ("api_key": "***"); a schema holds no secret values, only their descriptions.
     sys.stdout.write(json.dumps(schema, indent=2) + "\n")
     sys.stdout.flush()
+
+
+SECRET_REFERENCE = "SecretReference"
+# What each kind of reference names (daemon.config.secrets resolves them).
+_REFERENCE_MEANINGS = {
+    "env": "an environment variable's name",
+    "file": "a file's path (its trailing newline is stripped)",
+    "credential": "a systemd credential's name (LoadCredential=)",
+}
+
+
+def settings_schema(config: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema of the ``[settings]`` table an instance file holds for ``config``.
+
+    It is pydantic's schema with one change: an instance file never holds a secret, only a
+    reference to it, so every ``SecretStr`` setting (which pydantic describes as a
+    ``"format": "password"`` string) is described as the one-key table it must be,
+    ``{"env": NAME}``, ``{"file": PATH}`` or ``{"credential": NAME}``
+    (``#/$defs/SecretReference``). A secret written as plain text is refused on load, so the
+    schema refuses it too.
+    """
+    schema = config.model_json_schema()
+    if not _replace_secrets(schema):
+        return schema
+    schema.setdefault("$defs", {})[SECRET_REFERENCE] = {
+        "title": "Secret reference",
+        "description": (
+            "Where the secret lives, never the secret itself: "
+            + " | ".join(f'{{ {kind} = "…" }}' for kind in REFERENCE_KINDS)
+        ),
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {kind: {"type": "string", "description": _REFERENCE_MEANINGS[kind]}},
+                "required": [kind],
+                "additionalProperties": False,
+            }
+            for kind in REFERENCE_KINDS
+        ],
+    }
+    return schema
+
+
+def _replace_secrets(node: Any) -> bool:
+    """Swap every pydantic secret-string schema under ``node`` for a reference to
+    ``SecretReference`` (keeping its title and description); whether any was found."""
+    found = False
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if _is_secret_string(value):
+                kept = {k: value[k] for k in ("title", "description") if k in value}
+                node[key] = {"$ref": f"#/$defs/{SECRET_REFERENCE}", **kept}
+                found = True
+            else:
+                found = _replace_secrets(value) or found
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            if _is_secret_string(value):
+                node[index] = {"$ref": f"#/$defs/{SECRET_REFERENCE}"}
+                found = True
+            else:
+                found = _replace_secrets(value) or found
+    return found
+
+
+def _is_secret_string(node: Any) -> bool:
+    # How pydantic describes SecretStr (see pydantic.types._SecretBase).
+    return (
+        isinstance(node, dict)
+        and node.get("type") == "string"
+        and node.get("format") == "password"
+        and node.get("writeOnly") is True
+    )
 
 
 def _plugin_manager(app: object) -> pluggy.PluginManager:
