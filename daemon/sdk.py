@@ -78,7 +78,7 @@ from daemon.kit.http import (
     request_with_retries,
     text_stream,
 )
-from daemon.kit.paging import interleave, json_cursor, pages, paginate, prefetch
+from daemon.kit.paging import FetchPage, interleave, json_cursor, pages, paginate, prefetch
 from daemon.kit.ratelimit import DailyQuota, RateLimiter
 from daemon.kit.simkit import (
     Faults,
@@ -99,7 +99,8 @@ from daemon.kit.tokens import Token, TokenCache, grant_answer
 # reading and writing (stream_rows, write_csv, …), the exporter base (Exporter, BatchInfo, …),
 # the simulator kit (Simulator, Request, Reply, json_reply, …), normalize, check_time_zone,
 # get_logger and SYSTEM_CLOCK: everything the built-in plugins use.
-# 1.2 also added PlatformClient, ClientSeams, grant_answer and IssuedTokens.
+# 1.2 also added PlatformClient, ClientSeams, grant_answer, IssuedTokens and FetchPage (the
+# type of the function pages() and paginate() call).
 SDK_VERSION: Final = "1.2"
 """The version of this surface: the major number changes only when a name is removed or
 changes meaning."""
@@ -124,6 +125,7 @@ __all__ = [
     "Exporter",
     "FakeClock",
     "Faults",
+    "FetchPage",
     "FileMalformed",
     "FileTransport",
     "HostKeyRefused",

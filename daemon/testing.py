@@ -6,7 +6,8 @@ installed a plugin's tests get, with no import:
 - ``cs_plugin_manager``: a plugin manager; ``.register(plugin)`` lasts for one test;
 - ``cs_hub``: a temporary SQLite hub (a SQLAlchemy engine with the tables created);
 - ``cs_logs``: the daemon's JSON logs captured (``.text``, ``.lines``);
-- ``cs_clock``: a :class:`~daemon.foundation.clock.FakeClock`, whose sleeps cost nothing;
+- ``cs_clock``: a :class:`~daemon.sdk.FakeClock`, whose sleeps cost nothing (``.sleeps``
+  lists them; ``.advance(seconds)`` moves time on);
 - ``cs_notify_socket``: a fake systemd ``NOTIFY_SOCKET`` that records sd_notify messages.
 
 And every connector proves it keeps the contract by subclassing :class:`ConnectorContract`
@@ -27,6 +28,23 @@ in a test module (the subclass's name starts with ``Test`` so pytest collects it
 
 Each check is skipped, with the reason, when the connector's ``capabilities`` do not claim
 what it tests; a failing check says in plain words what the connector did wrong.
+
+The suite gives each check ``self.clock``, the test's ``cs_clock``; hand it to the connector
+(``clock=self.clock``, which :class:`~daemon.sdk.ClientConnector` takes) and set
+``uses_clock = True``, and retries and ``Retry-After`` waits cost nothing. There is no
+``simulator`` fixture: a platform's simulator is the plugin's own, and the fixture is three
+lines in the plugin's test module. Give the simulator the same ``cs_clock``, so its
+modification times and latency follow the time the connector sees::
+
+    @pytest.fixture
+    def simulator(cs_clock):
+        with AcmeSimulator(contacts=0, seed=42, clock=cs_clock) as sim:  # started, then stopped
+            yield sim
+
+    class TestAcmeContract(ConnectorContract):
+        @pytest.fixture(autouse=True)
+        def _platform(self, simulator):
+            self.sim = simulator
 """
 
 from __future__ import annotations

@@ -45,9 +45,14 @@ class RemoteRecord:
 class Page:
     """A page of records and the cursor to checkpoint once they are committed.
 
-    The cursor is opaque to the engine (a connector usually stores JSON in it); pulling again
-    from it must yield nothing that was already yielded before it, except an overlap the
-    connector chooses to re-read, which the engine tolerates.
+    The engine commits each page with its cursor in one transaction and hands the last
+    committed cursor to the next ``pull``. The cursor is opaque to the engine (a connector
+    usually stores JSON in it). A ``pull`` page whose cursor is ``None`` checkpoints no
+    cursor, so the next pull starts from the beginning (in ``scan_deletes``, ``None`` keeps
+    the previous checkpoint).
+
+    Pulling again from a cursor must not yield again, unchanged, a record yielded before it:
+    a connector may re-read inside its window as long as it yields no unchanged record again.
     """
 
     records: Sequence[RemoteRecord]
@@ -163,12 +168,23 @@ class MalformedResponse(ConnectorError):
 
 @dataclass
 class ConnectorContext:
-    """What the daemon hands a connector: its instance name and a place for state that must
-    survive restarts but never belongs in config (rotated refresh tokens)."""
+    """What the daemon hands a connector with its config (as ``self.context``).
+
+    - ``instance``: the instance's name (the instance file's stem), for logs and messages;
+    - ``state``: a JSON-able dict kept in the hub per instance, for what must survive
+      restarts but never belongs in config (a rotated refresh token). Change it in place:
+      the engine saves it after every cycle that built the connector, except a dry run;
+    - ``dry_run``: read, but change nothing on the platform (not even move a file). In a
+      dry run the engine never calls ``push``; a ``pull`` with side effects on the platform
+      (a queue that deletes what it passes) must avoid them itself;
+    - :meth:`report`: write a sync-log row for a problem that belongs to no single record.
+
+    Tests build one by hand: ``ConnectorContext("acme-test")``.
+    """
 
     instance: str
     state: dict[str, Any] = field(default_factory=dict)
-    # Writes one sync-log row; the engine sets it (not in a dry run).
+    # Writes one sync-log row; the engine sets it (not in a dry run, where report() is a no-op).
     reporter: Callable[[Code, str, dict[str, Any]], None] | None = None
     # A dry run: read, but change nothing on the platform either (a file connector then
     # neither moves nor deletes files).
@@ -183,7 +199,13 @@ class ConnectorContext:
 
 class Connector:
     """Base class of every connector. Subclasses set ``type``, ``Config`` and
-    ``capabilities``, and implement the methods their capabilities promise."""
+    ``capabilities``, and implement the methods their capabilities promise.
+
+    The engine builds one per cycle, ``Connector(config, context)``, with the instance's
+    validated ``[settings]`` (secrets resolved into ``SecretStr``) and a
+    :class:`ConnectorContext`; both are kept as ``self.config`` and ``self.context``. It calls
+    :meth:`close` once at the end of the cycle, whatever happened.
+    """
 
     type: ClassVar[str] = ""
     Config: ClassVar[type[ConnectorConfig]] = ConnectorConfig
@@ -201,7 +223,12 @@ class Connector:
         return []
 
     def pull(self, cursor: str | None) -> Iterator[Page]:
-        """Yield pages of records changed since ``cursor`` (``None``: everything)."""
+        """Yield pages of records changed since ``cursor`` (``None``: everything).
+
+        Each :class:`Page` is committed with its cursor before the next is asked for, so a
+        generator may do work between pages that must follow a commit. A dry run pulls too
+        (it reads); see :attr:`ConnectorContext.dry_run`.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not pull")
 
     def scan_deletes(self, cursor: str | None) -> Iterator[Page]:
@@ -211,7 +238,12 @@ class Connector:
         return iter(())
 
     def push(self, batch: Sequence[PushItem]) -> list[PushResult]:
-        """Write ``batch``; answer once per item, in any order."""
+        """Write ``batch``; answer once per item (a :class:`PushResult`), in any order.
+
+        A record the platform refuses fails alone (``REJECTED`` with the platform's words);
+        a failure of the whole call raises :class:`ConnectorError`. A dry run never calls
+        ``push``. With ``capabilities.concurrent_push`` it may run in several threads at once.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not push")
 
     def close(self) -> None:
@@ -221,12 +253,25 @@ class Connector:
 class ClientConnector(Connector):
     """Base of connectors that talk to their platform through a client of their own.
 
-    Its constructor takes the seams that tests and benchmarks use, so that no connector
-    repeats them: ``clock`` (waits and token expiry; ``None``: the system clock), ``retry``
-    (a :class:`~daemon.kit.http.RetryPolicy`; ``None``: the class's :attr:`retry_policy`, or the
-    session's default) and ``transport`` (an ``httpx`` transport, e.g. a mock). It checks that
-    the config is the connector's own ``Config`` and keeps it as :attr:`settings`; a subclass
-    then builds its client from these in its own ``__init__``.
+    Its constructor, ``(config, context, *, clock=None, retry=None, transport=None)``, takes
+    the seams that tests and benchmarks use, so that no connector repeats them, and sets:
+
+    - ``self.settings``: the config, checked to be the connector's own ``Config`` (else
+      ``TypeError``), typed for the subclass's reading (``self.config`` is the same object);
+    - ``self.clock``: the clock for waits and token expiry (``None``: the system clock; the
+      contract suite passes its fake clock);
+    - ``self.retry``: a :class:`~daemon.kit.http.RetryPolicy`, or ``None``; ``None`` given
+      means the class attribute :attr:`retry_policy`, and where that is ``None`` too,
+      :class:`~daemon.kit.http.HttpSession` uses its default policy;
+    - ``self.transport``: an ``httpx`` transport (a mock) or ``None`` for the network;
+    - ``self.context``: the :class:`ConnectorContext`.
+
+    A subclass then builds its client from these in its own ``__init__``::
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            client = make_client(self.settings.base_url, transport=self.transport)
+            self.session = HttpSession(client, retry=self.retry, clock=self.clock)
     """
 
     retry_policy: ClassVar[Any] = None

@@ -1,9 +1,23 @@
 """Walking a platform's pages without trusting its cursors.
 
-A connector describes one request with ``fetch_page(token) -> (items, next_token)``; the
-helpers here call it until the platform stops sending a token. A token seen before means the
+A connector describes one request as a :data:`FetchPage`: a function that takes the paging
+token of the page to read (``None`` for the first page) and returns the page's items and the
+token of the next page, ``None`` (or ``""``) when there is none::
+
+    def fetch(token):
+        params = {"after": token} if token else {}
+        body = json_answer(session.get("/contacts", params=params), error_text)
+        return body["results"], body.get("next")
+
+    for items, next_token in pages(fetch):    # page by page, with the token to checkpoint
+        ...
+    for item in paginate(fetch):              # or item by item
+        ...
+
+The helpers call it until the platform stops sending a token. A token seen before means the
 platform's cursor is not advancing, and following it would loop forever re-reading the same
-records, so that is a :class:`MalformedResponse` instead.
+records, so that is a :class:`MalformedResponse` instead. A token may be a string, a number
+or a small dict (an offset with a filter); it is compared by value.
 """
 
 from __future__ import annotations
@@ -20,6 +34,8 @@ from daemon.kit.connector import MalformedResponse
 Item = TypeVar("Item")
 Token = Any  # a string, a number or a small dict; compared by value
 FetchPage = Callable[[Token | None], tuple[Sequence[Item], Token | None]]
+"""``fetch_page(token) -> (items, next_token)``: one request of a paged listing (see the
+module docstring); ``next_token`` is ``None`` or ``""`` after the last page."""
 
 
 def json_cursor(cursor: str | None, platform: str) -> dict[str, Any]:
@@ -45,7 +61,9 @@ def pages(
 ) -> Iterator[tuple[Sequence[Item], Token | None]]:
     """Yield ``(items, next_token)`` per page, from ``start`` until no next token comes.
 
-    The next token is what a connector checkpoints once the page is committed. Raises
+    ``fetch_page`` is a :data:`FetchPage`; the first call gets ``start``. The next token is
+    what a connector puts in its :class:`~daemon.kit.connector.Page` cursor, so a pull resumes
+    after the last committed page. Raises
     :class:`MalformedResponse` when a token repeats or after ``max_pages`` pages, and
     :class:`daemon.foundation.clock.Cancelled` between pages once ``cancel`` is set.
     """

@@ -1,29 +1,73 @@
 """The simulator kit: what every platform simulator shares, so each one adds only its rules.
 
 A simulator is a stateful fake of a platform that speaks its wire protocol over real HTTP on
-loopback. The kit gives it:
+loopback; the connector under test cannot tell it from the platform. Plugins import all of it
+from :mod:`daemon.sdk` (``Simulator``, ``Request``, ``Reply``, ``json_reply``, ``error_reply``,
+``SimulatorError``, ``Faults``, ``parse_duration``). What the kit gives a simulator:
 
-- a threaded HTTP server bound to ``127.0.0.1`` (port 0: a free port), started in the
-  background with :meth:`Simulator.start` and stopped with :meth:`Simulator.stop`;
-- route registration (``add_route("GET", "/contacts/{id}", handler)``), JSON helpers and a
-  bearer-token check;
-- the injectable clock of :mod:`daemon.foundation.clock`, for modification times and token expiry;
-- fault knobs (:class:`Faults`): latency, a random 5xx rate, dropped connections and
-  malformed bodies, drawn from a seeded RNG so a failing run can be repeated; and one-shot
-  faults (``rate_limit``, ``server_error``, ``malformed``, ``drop``) for the next request;
-- control endpoints for tests and demos: ``POST /_sim/reset`` restores the initial state,
-  ``POST /_sim/faults`` sets knobs or queues a one-shot fault, ``GET /_sim/state`` shows the
-  state;
-- :meth:`Simulator.describe`, the JSON line ``contactsync simulate`` prints.
+**A server.** :meth:`Simulator.start` serves on ``127.0.0.1`` (port 0: a free one) from a
+background thread, :meth:`Simulator.stop` stops it, and ``with Sim(...) as sim:`` does both;
+:attr:`Simulator.url` is the base URL once started. Unknown paths answer 404, a known path with
+another method 405.
 
-A platform simulator subclasses :class:`Simulator`, sets ``name``, builds its records in
-:meth:`Simulator.reset_state` and registers its routes in :meth:`Simulator.setup_routes`.
-Its own knobs it declares once, in ``knob_options``: the kit takes them as keyword options,
-sets each as an attribute (converted to its type, or its default), shows them in
-:meth:`Simulator.knobs`, changes them at run time on ``POST /_sim/<name>``, and
-``contactsync simulate`` offers each as a flag.
+**Routes.** ``add_route("GET", "/contacts/{id}", handler)`` in :meth:`Simulator.setup_routes`;
+a handler takes a :class:`Request` (method, path, query, headers, body, params; ``.json()`` and
+``.bearer_token()``) and returns a :data:`Reply`, a ``(status, headers, body)`` tuple:
+:func:`json_reply` (data as JSON), :func:`error_reply` (``{"error": message}``), or a tuple of
+its own (a body of bytes, text, or a dict or list sent as JSON; ``Content-Type`` defaults to
+``application/json``). ``raise SimulatorError(404, "no such id")`` answers with
+:func:`error_reply`; :meth:`Simulator.require_bearer` raises the 401 a platform would.
 Handlers run one at a time under :attr:`Simulator.lock`, so platform rules need no locking of
 their own; the server still serves requests concurrently, so latency overlaps as it would.
+
+**Faults** (:class:`Faults`, at ``sim.faults``), drawn per request from an RNG seeded with
+``seed``, so a failing run can be repeated:
+
+- ``latency`` (seconds, or ``"150ms"``) added to every request, slept on the simulator's clock;
+- ``error_rate``: the share of requests answered with a random 500, 502 or 503;
+- ``drop_rate``: the share whose connection is closed without an answer;
+- ``malformed_rate``: the share answered 200 with a body that starts like JSON and is not;
+- ``retry_after``: the ``Retry-After`` (seconds) a one-shot ``rate_limit`` sends.
+
+``latency`` and ``error_rate`` are constructor options too (``contactsync simulate --latency
+--error-rate``); all of them change at run time with :meth:`Simulator.set_faults` or
+``POST /_sim/faults {"error_rate": 0.2}``. Injected 429s and 5xx go through
+:meth:`Simulator.fault_reply`, which a platform overrides to send its own error body.
+
+**One-shot faults** spend themselves on the next request: ``rate_limit`` (a 429 with
+``Retry-After``), ``server_error`` (a 500), ``malformed`` and ``drop``. Queue one with
+``sim.inject("rate_limit")`` or ``POST /_sim/faults {"next": "rate_limit"}`` (a list queues
+several). A platform adds its own in ``extra_one_shot_faults`` and either answers one itself in
+:meth:`Simulator.take_one_shot` (return a :data:`Reply`) or leaves it queued for a rule to
+spend with :meth:`Simulator.pop_fault` (the example's ``reject`` refuses the next pushed
+record).
+
+**Knobs**: the platform's own settings, declared once as a class attribute,
+``knob_options = {"page_limit": (int, 100, "records per page")}`` (type, default, help). Each
+becomes an attribute (``self.page_limit``), a constructor keyword, a flag of
+``contactsync simulate NAME`` (``--page-limit 50``; a ``bool`` knob is ``--x``/``--no-x``;
+``--list-knobs`` lists them) and a key of ``POST /_sim/NAME``. Values are converted to the
+declared type by :func:`knob_value` (``"false"`` is false for a bool). Override
+:meth:`Simulator.set_knob` for a knob that needs a clamp, and :meth:`Simulator.knobs_changed`
+for one whose change must touch the records.
+
+**State.** :meth:`Simulator.reset_state` builds the initial records from ``self.contacts`` and
+``self.seed`` (at construction and on every reset; use an RNG of its own, so faults drawn
+later never shift the data); :meth:`Simulator.reset` or ``POST /_sim/reset`` restores them and
+the fault knobs. ``GET /_sim/state`` shows ``name``, ``requests``, ``faults`` and whatever
+:meth:`Simulator.state` returns. :meth:`Simulator.credentials` is what a connector needs to
+sign in, and :meth:`Simulator.describe` is the JSON line ``contactsync simulate`` prints.
+
+**The clock.** Every time the simulator reads (modification stamps, token expiry) and every
+wait it makes should go through ``self.clock`` (the ``clock`` constructor option: the system
+clock by default). In tests, hand it the suite's fake clock, the ``cs_clock`` fixture of
+:mod:`daemon.testing`, and the simulator and the connector share one time that costs nothing
+to advance::
+
+    @pytest.fixture
+    def simulator(cs_clock):
+        with AcmeSimulator(contacts=10, seed=42, clock=cs_clock) as sim:
+            yield sim
 """
 
 from __future__ import annotations
@@ -42,6 +86,8 @@ from daemon.foundation.clock import SYSTEM_CLOCK, Clock
 
 Body = bytes | str | Mapping[str, Any] | list[Any] | None
 Reply = tuple[int, Mapping[str, str], Body]
+"""What a handler returns: ``(status, headers, body)``. A body of bytes or text is sent as it
+is, a dict or a list as JSON, ``None`` as nothing; ``Content-Type`` defaults to JSON."""
 Handler = Callable[["Request"], Reply]
 
 ONE_SHOT_FAULTS = frozenset({"rate_limit", "server_error", "malformed", "drop"})
@@ -79,7 +125,13 @@ class SimulatorError(Exception):
 
 @dataclass
 class Request:
-    """One request as a handler sees it: the path's ``{placeholders}`` are in ``params``."""
+    """One request as a handler sees it.
+
+    ``method`` is upper case; ``path`` has no query string; ``query`` maps each parameter to
+    its value (the last one when a key repeats; a blank value is ``""``); ``headers`` are as
+    the client sent them; ``body`` is the raw bytes (``b""`` for none); ``params`` holds the
+    route's ``{placeholders}`` (``/contacts/{id}`` gives ``params["id"]``).
+    """
 
     method: str
     path: str
@@ -102,7 +154,8 @@ class Request:
 
 
 def json_reply(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Reply:
-    """A JSON answer (what most handlers return)."""
+    """A JSON answer (what most handlers return): ``json_reply({"contacts": rows})``, or with a
+    status and headers, ``json_reply({"id": "c1"}, 201, {"Location": "/contacts/c1"})``."""
     return status, dict(headers or {}), json.dumps(data, default=str).encode()
 
 
@@ -113,8 +166,9 @@ def error_reply(status: int, message: str, headers: Mapping[str, str] | None = N
 
 @dataclass
 class Faults:
-    """The fault knobs. Rates are probabilities per request, drawn from the seeded RNG;
-    ``next`` is a queue of one-shot faults, each spent by one request."""
+    """The fault knobs (see the module docstring). Rates are probabilities per request, drawn
+    from the seeded RNG; ``next`` is a queue of one-shot faults, each spent by one request.
+    ``GET /_sim/state`` shows them under ``"faults"``."""
 
     latency: float = 0.0  # seconds added to every request
     error_rate: float = 0.0  # answer a random 5xx
@@ -190,9 +244,15 @@ class Simulator:
     """Base of every platform simulator. See the module docstring for what it provides.
 
     Constructor options are the ones ``contactsync simulate`` passes to every simulator
-    factory: ``contacts`` (records to seed), ``latency`` (seconds), ``error_rate`` and
-    ``seed``; a ``clock`` may be injected by tests; and the platform's own knobs, as declared
-    in :attr:`knob_options`.
+    factory: ``contacts`` (records to seed), ``latency`` (seconds or ``"150ms"``),
+    ``error_rate`` and ``seed``; a ``clock`` may be injected by tests; and the platform's own
+    knobs, as declared in :attr:`knob_options`.
+
+    A subclass sets :attr:`name` (and maybe :attr:`extra_one_shot_faults` and
+    :attr:`knob_options`) and overrides :meth:`setup_routes`, :meth:`reset_state`,
+    :meth:`state` and :meth:`credentials`. It may read ``self.contacts``, ``self.seed``,
+    ``self.clock``, ``self.lock`` (held around every handler), ``self.faults``, ``self.rng``
+    (the fault RNG) and ``self.requests`` (platform requests served since the last reset).
     """
 
     name: ClassVar[str] = "simulator"
