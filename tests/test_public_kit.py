@@ -177,3 +177,20 @@ def test_a_deprecated_alias_warns_and_hands_out_the_sdks_objects(alias: str) -> 
     assert module.__all__, alias
     for name in module.__all__:
         assert getattr(module, name) is getattr(daemon.sdk, name), f"{alias}.{name}"
+
+
+def test_the_readmes_plugin_examples_import_only_the_public_kit(tmp_path: Path) -> None:
+    # What the README teaches is what plugins copy: its Python examples in "Writing a
+    # plugin" go through the same walk (as test code, so daemon.testing is allowed).
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Writing a plugin") :]
+    section = section[: section.index("\n## ", 1)]
+    blocks = [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+    assert len(blocks) >= 4, "the section should show the connector, simulator, hooks and tests"
+    problems = []
+    for number, code in enumerate(blocks, 1):
+        snippet = tmp_path / "tests" / f"test_readme_{number}.py"
+        snippet.parent.mkdir(exist_ok=True)
+        snippet.write_text(code, encoding="utf-8")
+        problems += [str(bad) for bad in bad_imports(snippet)]
+    assert not problems, "the README teaches an internal import:\n" + "\n".join(problems)
