@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 import warnings
@@ -194,3 +195,14 @@ def test_the_readmes_plugin_examples_import_only_the_public_kit(tmp_path: Path) 
         snippet.write_text(code, encoding="utf-8")
         problems += [str(bad) for bad in bad_imports(snippet)]
     assert not problems, "the README teaches an internal import:\n" + "\n".join(problems)
+
+
+def test_the_readme_names_everything_daemon_sdk_exports() -> None:
+    # A newcomer learns the kit from the README's list, not from the source: a name added to
+    # daemon.sdk without a word there is a name nobody finds.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    listed = readme[readme.index("**What `daemon.sdk` exports**") :]
+    listed = listed[: listed.index("\n\n", listed.index("\n- "))]
+    named = set(re.findall(r"`(\w+)`", listed))
+    assert sorted(SDK_NAMES - named) == [], "add these to the README's list of the kit"
+    assert sorted(named - SDK_NAMES) == [], "the README lists names daemon.sdk does not export"

@@ -3,7 +3,8 @@
 A simulator is a stateful fake of a platform that speaks its wire protocol over real HTTP on
 loopback; the connector under test cannot tell it from the platform. Plugins import all of it
 from :mod:`daemon.sdk` (``Simulator``, ``Request``, ``Reply``, ``json_reply``, ``error_reply``,
-``SimulatorError``, ``Faults``, ``parse_duration``). What the kit gives a simulator:
+``SimulatorError``, ``Faults``, ``parse_duration``, ``IssuedTokens``). What the kit gives a
+simulator:
 
 **A server.** :meth:`Simulator.start` serves on ``127.0.0.1`` (port 0: a free one) from a
 background thread, :meth:`Simulator.stop` stops it, and ``with Sim(...) as sim:`` does both;
@@ -57,6 +58,7 @@ later never shift the data); :meth:`Simulator.reset` or ``POST /_sim/reset`` res
 the fault knobs. ``GET /_sim/state`` shows ``name``, ``requests``, ``faults`` and whatever
 :meth:`Simulator.state` returns. :meth:`Simulator.credentials` is what a connector needs to
 sign in, and :meth:`Simulator.describe` is the JSON line ``contactsync simulate`` prints.
+A platform that issues expiring access tokens keeps them in an :class:`IssuedTokens`.
 
 **The clock.** Every time the simulator reads (modification stamps, token expiry) and every
 wait it makes should go through ``self.clock`` (the ``clock`` constructor option: the system
