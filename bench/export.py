@@ -43,11 +43,11 @@ sys.path.insert(0, str(REPO))
 
 from bench.benchkit import peak_rss_mib  # noqa: E402
 from daemon.engine.cycle import SyncEngine  # noqa: E402
-from daemon.engine.export_cycle import EXPORT  # noqa: E402
 from daemon.foundation.log import configure  # noqa: E402
 from daemon.hub.database import make_engine  # noqa: E402
 from daemon.hub.messages import import_messages  # noqa: E402
 from daemon.hub.mirror import mirror_instances  # noqa: E402
+from daemon.hub.runs import CycleKind  # noqa: E402
 from daemon.hub.store import Contact, ExportBatch, SyncCursor, utcnow  # noqa: E402
 from tests.exportkit import CONNECTORS, NAME, export_instance  # noqa: E402
 
@@ -140,7 +140,7 @@ def run_once(
     reset(engine)
     before = peak_rss_mib()
     started = time.perf_counter()
-    report = SyncEngine(engine).run(instance, EXPORT)
+    report = SyncEngine(engine).run(instance, CycleKind.EXPORT)
     seconds = time.perf_counter() - started
     if report.outcome != "ok":
         raise SystemExit(f"export failed: {report}")

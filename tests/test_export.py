@@ -18,9 +18,9 @@ from sqlalchemy import Engine, select, text, update
 from daemon.config.instances import load_instance
 from daemon.config.settings import ConfigError, DaemonSettings
 from daemon.engine import export_cycle as exports
-from daemon.engine.export_cycle import EXPORT
 from daemon.hub import outbox
 from daemon.hub.contacts import save_contact
+from daemon.hub.runs import CycleKind
 from daemon.hub.store import InstanceRow, InstanceState, Message, SyncLease
 from daemon.kit.connector import Unavailable
 from daemon.kit.exporter import is_exporter
@@ -69,7 +69,7 @@ def test_a_file_holds_one_row_per_message_column_by_column(
     message(sqlite_engine, bob, "Où est le bureau ?", channel="facebook", minutes=2)
     instance = export_instance(tmp_path / "etc", out, file_prefix="mainstay_conversations")
 
-    report = engine_for(sqlite_engine, instance).run(instance, EXPORT)
+    report = engine_for(sqlite_engine, instance).run(instance, CycleKind.EXPORT)
 
     assert report.outcome == "ok", report
     assert report.counts == {"batches": 1, "files": 1, "messages": 3}
@@ -130,12 +130,12 @@ def test_each_message_is_exported_once_across_runs(
     instance = export_instance(tmp_path / "etc", out)
     sync = engine_for(sqlite_engine, instance)
     first = [message(sqlite_engine, ada, f"m{n}", minutes=n) for n in range(3)]
-    assert sync.run(instance, EXPORT).counts["messages"] == 3
-    assert sync.run(instance, EXPORT).counts == {}  # nothing new: no empty file either
+    assert sync.run(instance, CycleKind.EXPORT).counts["messages"] == 3
+    assert sync.run(instance, CycleKind.EXPORT).counts == {}  # nothing new: no empty file either
     assert len(exported_files(out)) == 1
     later = [message(sqlite_engine, ada, f"m{n}", minutes=n) for n in range(3, 5)]
 
-    assert sync.run(instance, EXPORT).counts["messages"] == 2
+    assert sync.run(instance, CycleKind.EXPORT).counts["messages"] == 2
 
     files = exported_files(out)
     assert len(files) == 2
@@ -156,7 +156,7 @@ def test_max_rows_per_file_splits_a_backlog_into_files_in_id_order(
         message(sqlite_engine, ada, f"m{n}")
     instance = export_instance(tmp_path / "etc", out, max_rows_per_file=3)
 
-    report = engine_for(sqlite_engine, instance).run(instance, EXPORT)
+    report = engine_for(sqlite_engine, instance).run(instance, CycleKind.EXPORT)
 
     assert report.counts == {"batches": 3, "files": 3, "messages": 7}
     files = exported_files(out)
@@ -200,7 +200,7 @@ def test_channel_direction_and_type_filters(
         channels=["twilio", "web"],
         message_types=["campaign", "live_chat"],
     )
-    engine_for(sqlite_engine, instance).run(instance, EXPORT)
+    engine_for(sqlite_engine, instance).run(instance, CycleKind.EXPORT)
     got = [r["incoming"] or r["outgoing"] for r in all_rows(out)]
     # Types filter outgoing messages only; incoming ones pass on channel alone.
     assert got == ["sms in", "web in", "sms campaign", "web live"]
@@ -211,7 +211,7 @@ def test_direction_filter(tmp_path: Path, sqlite_engine: Engine, out: Path) -> N
     message(sqlite_engine, ada, "in")
     message(sqlite_engine, ada, "out", direction="outgoing", message_type="ai")
     instance = export_instance(tmp_path / "etc", out, directions=["outgoing"])
-    engine_for(sqlite_engine, instance).run(instance, EXPORT)
+    engine_for(sqlite_engine, instance).run(instance, CycleKind.EXPORT)
     assert [(r["incoming"], r["outgoing"]) for r in all_rows(out)] == [("", "out")]
 
 
@@ -222,10 +222,10 @@ def test_the_watermark_moves_past_messages_the_filter_drops(
     message(sqlite_engine, ada, "web", channel="web")
     instance = export_instance(tmp_path / "etc", out, channels=["twilio"])
     sync = engine_for(sqlite_engine, instance)
-    assert sync.run(instance, EXPORT).counts == {}
+    assert sync.run(instance, CycleKind.EXPORT).counts == {}
     assert exported_files(out) == [] and batches(sqlite_engine) == []
     last = message(sqlite_engine, ada, "sms")
-    assert sync.run(instance, EXPORT).counts["messages"] == 1
+    assert sync.run(instance, CycleKind.EXPORT).counts["messages"] == 1
     assert batches(sqlite_engine)[0]["last_message_id"] == last
 
 
@@ -238,7 +238,7 @@ def test_test_users_messages_are_never_exported(
     message(sqlite_engine, tester, "from a tester")
     message(sqlite_engine, tester, "to a tester", direction="outgoing")
     instance = export_instance(tmp_path / "etc", out)
-    engine_for(sqlite_engine, instance).run(instance, EXPORT)
+    engine_for(sqlite_engine, instance).run(instance, CycleKind.EXPORT)
     assert [r["mainstay_id"] for r in all_rows(out)] == [ada]
 
 
@@ -252,9 +252,9 @@ def test_a_contact_flagged_test_user_before_a_retry_is_left_out_of_it(
     instance = export_instance(tmp_path / "etc", out)
     sync = engine_for(sqlite_engine, instance)
     fail_uploads(monkeypatch, times=1)
-    assert sync.run(instance, EXPORT).outcome == "failed"
+    assert sync.run(instance, CycleKind.EXPORT).outcome == "failed"
     save_contact(sqlite_engine, {}, contact_id=bob, test_user=True)
-    assert sync.run(instance, EXPORT, respect_backoff=False).outcome == "ok"
+    assert sync.run(instance, CycleKind.EXPORT, respect_backoff=False).outcome == "ok"
     assert [r["incoming"] for r in all_rows(out)] == ["ada"]
 
 
@@ -273,7 +273,7 @@ def test_timestamps_in_a_time_zone_or_offset(
     message(sqlite_engine, contact(sqlite_engine, 1), "hi")
     settings = {"timezone": zone} | ({"timestamp_format": fmt} if fmt else {})
     instance = export_instance(tmp_path / "etc", out, **settings)
-    engine_for(sqlite_engine, instance).run(instance, EXPORT)
+    engine_for(sqlite_engine, instance).run(instance, CycleKind.EXPORT)
     assert [r["timestamp"] for r in all_rows(out)] == [expected]
 
 
@@ -291,7 +291,7 @@ def test_start_date_bounds_the_backfill_in_the_export_time_zone(
         start_date="2026-03-01T09:00:00",
         timezone="America/New_York",
     )
-    engine_for(sqlite_engine, instance).run(instance, EXPORT)
+    engine_for(sqlite_engine, instance).run(instance, CycleKind.EXPORT)
     assert [r["incoming"] for r in all_rows(out)] == ["after 9:00 NY"]
 
 
@@ -323,7 +323,7 @@ def test_a_failed_upload_keeps_the_batch_and_retries_it_under_the_same_name(
     sync = engine_for(sqlite_engine, instance)
     tried = fail_uploads(monkeypatch, times=1)
 
-    failed = sync.run(instance, EXPORT)
+    failed = sync.run(instance, CycleKind.EXPORT)
 
     assert (failed.outcome, failed.code) == ("failed", "remote-unavailable")
     (batch,) = batches(sqlite_engine)
@@ -337,10 +337,10 @@ def test_a_failed_upload_keeps_the_batch_and_retries_it_under_the_same_name(
     )
     assert batch["file_name"] in row["message"]
     assert exported_files(out) == []
-    assert sync.run(instance, EXPORT).outcome == "backoff"  # the daemon waits a little
+    assert sync.run(instance, CycleKind.EXPORT).outcome == "backoff"  # the daemon waits a little
     message(sqlite_engine, ada, "two")  # arrives meanwhile: the next batch, not this one
 
-    retried = sync.run(instance, EXPORT, respect_backoff=False)
+    retried = sync.run(instance, CycleKind.EXPORT, respect_backoff=False)
 
     assert retried.outcome == "ok" and retried.counts["retried"] == 1
     assert tried[0] == tried[1] == batch["file_name"]
@@ -354,7 +354,7 @@ def test_a_refused_write_is_remote_rejected(
     message(sqlite_engine, contact(sqlite_engine, 1), "one")
     instance = export_instance(tmp_path / "etc", out)
     fail_uploads(monkeypatch, times=1, error=PermissionError(13, "Permission denied"))
-    report = engine_for(sqlite_engine, instance).run(instance, EXPORT)
+    report = engine_for(sqlite_engine, instance).run(instance, CycleKind.EXPORT)
     assert (report.outcome, report.code) == ("failed", "remote-rejected")
     assert [r["code"] for r in sync_log(sqlite_engine)] == ["remote-rejected"]
 
@@ -383,13 +383,13 @@ def test_a_crash_either_side_of_the_upload_neither_duplicates_nor_loses(
 
     monkeypatch.setattr(exports, "FAULT_HOOK", die)
     with pytest.raises(Crash):
-        sync.run(instance, EXPORT)
+        sync.run(instance, CycleKind.EXPORT)
     crashed = batches(sqlite_engine)
     assert [b["state"] for b in crashed] == ["uploaded", "pending"]
     assert len(exported_files(out)) == (1 if point == "recorded" else 2)
     monkeypatch.setattr(exports, "FAULT_HOOK", None)
 
-    report = sync.run(instance, EXPORT)
+    report = sync.run(instance, CycleKind.EXPORT)
 
     assert report.outcome == "ok" and report.counts["retried"] == 1
     ledger = batches(sqlite_engine)
@@ -406,9 +406,11 @@ def test_a_batch_keeps_the_filter_it_was_cut_with(
     message(sqlite_engine, ada, "web", channel="web")
     instance = export_instance(tmp_path / "etc", out)
     fail_uploads(monkeypatch, times=1)
-    assert engine_for(sqlite_engine, instance).run(instance, EXPORT).outcome == "failed"
+    assert engine_for(sqlite_engine, instance).run(instance, CycleKind.EXPORT).outcome == "failed"
     narrowed = export_instance(tmp_path / "etc", out, channels=["web"], timezone="-01:00")
-    report = engine_for(sqlite_engine, narrowed).run(narrowed, EXPORT, respect_backoff=False)
+    report = engine_for(sqlite_engine, narrowed).run(
+        narrowed, CycleKind.EXPORT, respect_backoff=False
+    )
     assert report.outcome == "ok"
     rows = all_rows(out)
     assert [r["incoming"] for r in rows] == ["sms", "web"]
@@ -418,7 +420,7 @@ def test_a_batch_keeps_the_filter_it_was_cut_with(
 def test_dry_run_uploads_nothing(tmp_path: Path, sqlite_engine: Engine, out: Path) -> None:
     message(sqlite_engine, contact(sqlite_engine, 1), "one")
     instance = export_instance(tmp_path / "etc", out)
-    report = engine_for(sqlite_engine, instance).run(instance, EXPORT, dry_run=True)
+    report = engine_for(sqlite_engine, instance).run(instance, CycleKind.EXPORT, dry_run=True)
     assert report.outcome == "ok"
     assert report.counts == {"pending": 0, "would_export": 1}
     assert exported_files(out) == [] and batches(sqlite_engine) == []
@@ -461,7 +463,7 @@ def test_an_exporter_takes_no_outbox_rows_and_has_only_an_export_job(
     finally:
         scheduler.shutdown()
     assert jobs == [f"{NAME}:export"]
-    assert ran[0] == (NAME, EXPORT)
+    assert ran[0] == (NAME, CycleKind.EXPORT)
     assert times is not None and times[0] is None and times[1] is not None
 
 
@@ -513,7 +515,7 @@ def test_exactly_once_on_postgresql_with_an_insert_in_flight(
     )
     message(pg_engine, ada, "overtaking")  # a higher id, committed first
     reports: list[Any] = []
-    runner = threading.Thread(target=lambda: reports.append(sync.run(instance, EXPORT)))
+    runner = threading.Thread(target=lambda: reports.append(sync.run(instance, CycleKind.EXPORT)))
     runner.start()
     try:
         # Commit only once the export waits for the lock (pg_locks says so): no sleeping.
@@ -528,7 +530,7 @@ def test_exactly_once_on_postgresql_with_an_insert_in_flight(
         runner.join(30)
     assert reports and reports[0].outcome == "ok", reports
     message(pg_engine, ada, "after")
-    assert sync.run(instance, EXPORT).outcome == "ok"
+    assert sync.run(instance, CycleKind.EXPORT).outcome == "ok"
     got = sorted(r["incoming"] for r in all_rows(out))
     assert got == ["after", "committed", "late", "overtaking"]
 
@@ -550,7 +552,7 @@ def test_an_upload_whose_lease_passed_to_another_node_stops_and_is_retried(
 
     monkeypatch.setattr(exports, "RENEW_EVERY", 0.0)
     monkeypatch.setattr(exports, "FAULT_HOOK", take_over)
-    report = sync.run(instance, EXPORT)
+    report = sync.run(instance, CycleKind.EXPORT)
     assert report.outcome == "interrupted", report
     assert exported_files(out) == [] and list(out.iterdir()) == []  # temp file removed
     assert [b["state"] for b in batches(sqlite_engine)] == ["pending"]
@@ -558,7 +560,7 @@ def test_an_upload_whose_lease_passed_to_another_node_stops_and_is_retried(
     monkeypatch.setattr(exports, "FAULT_HOOK", None)
     with sqlite_engine.begin() as conn:
         conn.execute(update(lease_table).values(owner=None, expires_at=None))
-    assert sync.run(instance, EXPORT).outcome == "ok"
+    assert sync.run(instance, CycleKind.EXPORT).outcome == "ok"
     (path,) = exported_files(out)
     assert path.name == batches(sqlite_engine)[0]["file_name"]
     assert [r["incoming"] for r in read_csv(path)] == ["m0", "m1", "m2"]
@@ -574,9 +576,9 @@ def test_a_message_after_the_newest_was_deleted_is_still_exported(
     last = message(sqlite_engine, ada, "deleted later")
     instance = export_instance(tmp_path / "etc", out)
     sync = engine_for(sqlite_engine, instance)
-    sync.run(instance, EXPORT)
+    sync.run(instance, CycleKind.EXPORT)
     with sqlite_engine.begin() as conn:
         conn.execute(Message.__table__.delete().where(Message.__table__.c.id == last))
     assert message(sqlite_engine, ada, "new") > last
-    sync.run(instance, EXPORT)
+    sync.run(instance, CycleKind.EXPORT)
     assert [r["incoming"] for r in all_rows(out)] == ["kept", "deleted later", "new"]

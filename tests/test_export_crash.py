@@ -29,9 +29,9 @@ from sqlalchemy import Engine
 from daemon.config.instances import load_instance
 from daemon.engine import export_cycle as exports
 from daemon.engine.cycle import SyncEngine
-from daemon.engine.export_cycle import EXPORT
 from daemon.hub.database import make_engine
 from daemon.hub.mirror import mirror_instances
+from daemon.hub.runs import CycleKind
 from tests.exportkit import (
     CONNECTORS,
     NAME,
@@ -81,7 +81,7 @@ def worker(argv: list[str]) -> int:
     # No plugin manager: an export needs no transforms, and loading every plugin would
     # cost each worker a second.
     mirror_instances(hub, {instance.name: instance})
-    report = SyncEngine(hub).run(instance, EXPORT)
+    report = SyncEngine(hub).run(instance, CycleKind.EXPORT)
     print(report.outcome, dict(report.counts))
     return 0 if report.outcome == "ok" else 1
 

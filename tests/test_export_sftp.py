@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from daemon.engine.export_cycle import EXPORT
+from daemon.hub.runs import CycleKind
 from daemon.kit.filetransport import TEMP_SUFFIX
 from tests.exportkit import (
     all_rows,
@@ -55,7 +55,7 @@ def test_export_over_sftp_is_exactly_once_and_column_by_column(
     )
     sync = engine_for(sqlite_engine, instance)
 
-    report = sync.run(instance, EXPORT)
+    report = sync.run(instance, CycleKind.EXPORT)
 
     assert report.outcome == "ok", report
     folder = sftp_root / "exports" / "conversations"
@@ -80,10 +80,10 @@ def test_export_over_sftp_is_exactly_once_and_column_by_column(
         file_prefix="mainstay_conversations",
         max_rows_per_file=1,
     )
-    failed = engine_for(sqlite_engine, down).run(down, EXPORT)
+    failed = engine_for(sqlite_engine, down).run(down, CycleKind.EXPORT)
     assert (failed.outcome, failed.code) == ("failed", "remote-unavailable")
     assert [r["code"] for r in sync_log(sqlite_engine)] == ["remote-unavailable"]
-    retried = sync.run(instance, EXPORT, respect_backoff=False)
+    retried = sync.run(instance, CycleKind.EXPORT, respect_backoff=False)
     assert retried.outcome == "ok" and retried.counts["retried"] == 1
     assert [r["incoming"] or r["outgoing"] for r in all_rows(folder)] == [
         "hello from SMS",

@@ -24,8 +24,7 @@ from daemon.cli.output import cell, console, fail, print_json, print_table
 from daemon.config.instances import Instance, LoadResult
 from daemon.config.settings import ConfigError
 from daemon.engine.checks import check_instance
-from daemon.engine.cycle import DELETES, PULL, PUSH, CycleReport, SyncEngine
-from daemon.engine.export_cycle import EXPORT
+from daemon.engine.cycle import CycleReport, SyncEngine
 from daemon.engine.push import PushPlan
 from daemon.engine.status import instance_status
 from daemon.foundation.dictionary import Code
@@ -33,6 +32,7 @@ from daemon.foundation.log import redact, redact_text
 from daemon.hub import lease, links, outbox, runs
 from daemon.hub.database import READ_ONLY
 from daemon.hub.incoming import RecordPlan
+from daemon.hub.runs import CycleKind
 from daemon.hub.store import InstanceRow, utcnow
 from daemon.kit.exporter import is_exporter
 
@@ -123,9 +123,9 @@ class _Plans:
 
     def add(self, plan: Any) -> None:
         if isinstance(plan, RecordPlan):
-            self._keep(PULL, self.pull, _record_plan(plan))
+            self._keep(CycleKind.PULL, self.pull, _record_plan(plan))
         elif isinstance(plan, PushPlan):
-            self._keep(PUSH, self.push, plan.as_dict())
+            self._keep(CycleKind.PUSH, self.push, plan.as_dict())
 
     def _keep(self, side: str, kept: list[dict[str, Any]], data: dict[str, Any]) -> None:
         if len(kept) < PLAN_LIMIT:
@@ -150,15 +150,16 @@ def _directions(instance: Instance, direction: str) -> list[str]:
     """The cycles to run; one the instance's direction forbids is a usage error (pushing
     through an incoming instance would use its mapping for a shared connection's outbox)."""
     if is_exporter(instance.connector_class):  # an exporter's one cycle
-        if direction not in ("both", EXPORT):
+        if direction not in ("both", CycleKind.EXPORT):
             fail(f"instance {instance.name!r} is an exporter: it only exports", exit_code=2)
-        return [EXPORT]
-    allowed = [PULL] if instance.direction.pulls else []
-    allowed += [PUSH] if instance.direction.pushes else []
+        return [CycleKind.EXPORT]
+    allowed = [CycleKind.PULL] if instance.direction.pulls else []
+    allowed += [CycleKind.PUSH] if instance.direction.pushes else []
     if direction == "both":
         return allowed
-    if direction == DELETES and instance.direction.pulls:
-        return [DELETES]  # the connector's deletion scan (none for most: deletes come in pulls)
+    if direction == CycleKind.DELETES and instance.direction.pulls:
+        # The connector's deletion scan (none for most: deletes come in pulls).
+        return [CycleKind.DELETES]
     if direction not in allowed:
         fail(
             f"instance {instance.name!r} is {instance.direction}: it does not {direction}",
@@ -220,7 +221,7 @@ def sync_command(
             "reports": [r.as_dict() for r in reports],
         }
         if dry_run:
-            data["plans"] = {PULL: plans.pull, PUSH: plans.push}
+            data["plans"] = {CycleKind.PULL: plans.pull, CycleKind.PUSH: plans.push}
             data["plans_not_shown"] = dict(plans.not_shown)
         print_json(data)
     else:

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, exists, select, update
 
 from daemon.config.instances import Instance
 from daemon.engine.context import CycleContext
-from daemon.engine.export_cycle import EXPORT, export_cycle
+from daemon.engine.export_cycle import export_cycle
 from daemon.engine.mapping import Mapper, MappingError, Transform
 from daemon.engine.pull import deletes_cycle, pull_cycle
 from daemon.engine.push import push_cycle
@@ -32,6 +32,7 @@ from daemon.foundation.log import get_logger, redact_text
 from daemon.hub import lease, outbox, runs
 from daemon.hub.contacts import load_schema
 from daemon.hub.database import insert_ignore
+from daemon.hub.runs import CycleKind
 from daemon.hub.store import InstanceRow, InstanceState, SyncRun, utcnow
 from daemon.hub.synclog import SyncContext, new_run_id, record
 from daemon.kit.connector import Connector, ConnectorContext, ConnectorError
@@ -41,9 +42,6 @@ _STATE = InstanceState.__table__
 _INSTANCE = InstanceRow.__table__
 _RUN = SyncRun.__table__
 
-PULL = "pull"
-PUSH = "push"
-DELETES = "deletes"
 DEFAULT_BACKOFF = timedelta(minutes=1)
 
 
@@ -122,7 +120,9 @@ class SyncEngine:
         on_plan: Callable[[Any], None] | None,
         respect_backoff: bool,
     ) -> CycleReport:
-        sync_direction = "outgoing" if direction in (PUSH, EXPORT) else "incoming"
+        sync_direction = (
+            "outgoing" if direction in (CycleKind.PUSH, CycleKind.EXPORT) else "incoming"
+        )
         context = SyncContext(instance.config.type, sync_direction, run_id, instance.name)
         report = CycleReport(run_id, instance.name, direction, "ok")
         now = utcnow()
@@ -173,11 +173,11 @@ class SyncEngine:
                 runs.abandon(self.engine, instance.name, now)
                 runs.start(self.engine, run_id, instance.name, direction, now)
             self._notify("sync_started", instance=instance.name, run_id=run_id, direction=direction)
-            if direction == PULL:
+            if direction == CycleKind.PULL:
                 counts = pull_cycle(ctx, full=full, cancel=cancel)
-            elif direction == EXPORT:
+            elif direction == CycleKind.EXPORT:
                 counts = export_cycle(ctx, cancel=cancel)
-            elif direction == DELETES:
+            elif direction == CycleKind.DELETES:
                 counts = deletes_cycle(ctx, cancel=cancel)
             else:
                 if not dry_run:
@@ -303,7 +303,7 @@ class SyncEngine:
                     select(
                         exists().where(
                             _RUN.c.instance == instance.name,
-                            _RUN.c.direction == PULL,
+                            _RUN.c.direction == CycleKind.PULL,
                             _RUN.c.outcome == "ok",
                         )
                     )

@@ -48,8 +48,6 @@ from daemon.kit.connector import ConnectorError
 from daemon.kit.exporter import BatchInfo, Exporter, ExportRow, MessageFilter, UploadRejected
 
 log = get_logger("contactsync.export")
-EXPORT = "export"
-"""The cycle's name (``contactsync sync --direction export``, the ``<instance>:export`` job)."""
 STREAM = "export"
 """The ``sync_cursor`` stream holding an exporter's watermark (the last message id cut)."""
 CHUNK = 1000
@@ -337,7 +335,6 @@ def list_batches(engine: Any, instance: str | None = None, limit: int = 50) -> l
 
 
 __all__ = [
-    "EXPORT",
     "export_cycle",
     "iter_rows",
     "list_batches",

@@ -1,9 +1,16 @@
-"""Run history and pull checkpoints."""
+"""Run history and pull checkpoints.
+
+A run is one cycle of one instance, and its kind is a :class:`CycleKind`: the value the
+``sync_run.direction`` column stores, the scheduler's job suffix (``<instance>:pull``) and what
+the observer hooks receive. It lives here, in the hub, because the hub stores it and every
+layer above (engine, runtime, cli) and the hookspecs read it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select, update
@@ -15,6 +22,21 @@ _RUN = SyncRun.__table__
 _CURSOR = SyncCursor.__table__
 _STATE = InstanceState.__table__
 _RUN_KEY = RunKey.__table__
+
+
+class CycleKind(StrEnum):
+    """What one cycle of an instance does. A ``StrEnum``: ``CycleKind.PULL == "pull"``, so
+    the values stored in ``sync_run.direction`` and plugins comparing strings keep working."""
+
+    PULL = "pull"
+    """Read the platform's changes into the hub."""
+    PUSH = "push"
+    """Send the hub's queued changes to the platform."""
+    DELETES = "deletes"
+    """Scan the platform for records deleted there (a pulling instance's deletion scan)."""
+    EXPORT = "export"
+    """Cut and upload an exporter's file of new messages."""
+
 
 CONTACTS_STREAM = "contacts"
 RUNNING = "running"  # the outcome of a run that has not finished (the column's default)

@@ -43,19 +43,15 @@ from sqlalchemy import Engine, bindparam, select, update
 
 from daemon.config.instances import Instance, interval_seconds
 from daemon.config.settings import DaemonSettings
-from daemon.engine.export_cycle import EXPORT
 from daemon.foundation.log import get_logger
 from daemon.hub.database import READ_ONLY, insert_ignore
+from daemon.hub.runs import CycleKind
 from daemon.hub.store import InstanceState, utcnow
 from daemon.kit.connector import Connector
 from daemon.kit.exporter import is_exporter
 
 log = get_logger("contactsync.scheduler")
 _STATE = InstanceState.__table__
-
-PULL = "pull"
-PUSH = "push"
-DELETES = "deletes"
 
 
 def has_deletion_scan(instance: Instance) -> bool:
@@ -173,13 +169,15 @@ class Scheduler:
             return
         exporter = is_exporter(instance.connector_class)
         wanted = {
-            PULL: instance.direction.pulls and not exporter,
-            PUSH: instance.direction.pushes and not exporter,
+            CycleKind.PULL: instance.direction.pulls and not exporter,
+            CycleKind.PUSH: instance.direction.pushes and not exporter,
             # Only for connectors with a deletion scan of their own (the rest report deletes
             # in their pull), on its own, slower schedule.
-            DELETES: instance.direction.pulls and has_deletion_scan(instance) and not exporter,
+            CycleKind.DELETES: (
+                instance.direction.pulls and has_deletion_scan(instance) and not exporter
+            ),
             # An exporter (daemon.engine.export_cycle) has this one job instead.
-            EXPORT: exporter,
+            CycleKind.EXPORT: exporter,
         }
         stored = self._stored_next_runs(name)
         now = utcnow()
@@ -194,7 +192,7 @@ class Scheduler:
             spec = (line, instance.config.schedule.timezone)
             trigger = make_trigger(*spec)
             first = self._first_run(jid, spec, trigger, stored.get(direction), now)
-            if direction == PUSH and first <= now:
+            if direction == CycleKind.PUSH and first <= now:
                 # Owed like a woken push: if the pull holds the connection's lease right
                 # now, the push tries again in a second, not in an hour. Marked before the
                 # job exists, or its first run could start unmarked.
@@ -217,7 +215,7 @@ class Scheduler:
         not stopped here."""
         with self._lock:
             self._instances.pop(name, None)
-        for direction in (PULL, PUSH, DELETES, EXPORT):
+        for direction in CycleKind:
             self._remove(job_id(name, direction))
         self._mark(name)  # no jobs: recorded as no next runs
 
@@ -260,7 +258,7 @@ class Scheduler:
         idle: list[str] = []
         with self._lock:
             for name, instance in self._instances.items():
-                jid = job_id(name, PUSH)
+                jid = job_id(name, CycleKind.PUSH)
                 if instance.connection in wanted and jid in self._specs:
                     self._woken.add(jid)
                     woken.append(jid)
@@ -415,9 +413,9 @@ class Scheduler:
         for name in names:
             # An exporter's next export shows where an outgoing instance's next push does.
             times[name] = (
-                self.next_run_of(name, PULL),
-                self.next_run_of(name, PUSH) or self.next_run_of(name, EXPORT),
-                self.next_run_of(name, DELETES),
+                self.next_run_of(name, CycleKind.PULL),
+                self.next_run_of(name, CycleKind.PUSH) or self.next_run_of(name, CycleKind.EXPORT),
+                self.next_run_of(name, CycleKind.DELETES),
             )
         self._write_next_runs(times)
 
@@ -454,4 +452,9 @@ class Scheduler:
             ).first()
         if row is None:
             return {}
-        return {PULL: row[0], PUSH: row[1], EXPORT: row[1], DELETES: row[2]}
+        return {
+            CycleKind.PULL: row[0],
+            CycleKind.PUSH: row[1],
+            CycleKind.EXPORT: row[1],
+            CycleKind.DELETES: row[2],
+        }
