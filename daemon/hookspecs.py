@@ -14,10 +14,20 @@ Per-instance pulls and pushes are methods of the connector class, not hooks: one
 work never fans out to every plugin.
 
 ``HOOKSPEC_VERSION`` changes when this contract does: the minor number when a hook or an
-argument is added (old plugins keep working), the major number when one is removed or changes
-meaning.
+argument is added or a doc is corrected to what the daemon already did (old plugins keep
+working), the major number when one is removed or changes meaning.
 
-History: 1.0 the first contract; 1.1 added ``register_simulators``.
+History:
+
+- 1.0: the first contract.
+- 1.1: added ``register_simulators``.
+- 1.2: the observer hooks say what the engine has always sent. ``direction`` is a
+  :class:`CycleKind` (``pull``, ``push``, ``deletes``, ``export``), not ``incoming`` or
+  ``outgoing``; ``sync_error``'s ``error`` is the redacted message (a ``str``), not the
+  exception; a failed cycle calls ``sync_error`` and then ``sync_finished``, not one instead of
+  the other. ``sync_finished`` gained ``outcome``. The argument keeps its name ``direction``
+  so that every 1.x observer keeps working (renaming it to ``kind`` would break a hookimpl
+  that names it, a 2.0 change for a doc fix).
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pluggy import HookimplMarker, HookspecMarker
 
 from daemon.hub.incoming import NO_MATCH, NoMatch
+from daemon.hub.runs import CycleKind
 
 if TYPE_CHECKING:
     import click
@@ -37,10 +48,19 @@ if TYPE_CHECKING:
     from daemon.kit.connector import Connector, RemoteRecord
     from daemon.kit.simkit import Simulator
 
-__all__ = ["HOOKSPEC_VERSION", "NO_MATCH", "PROJECT", "NoMatch", "Winner", "hookimpl", "hookspec"]
+__all__ = [
+    "HOOKSPEC_VERSION",
+    "NO_MATCH",
+    "PROJECT",
+    "CycleKind",
+    "NoMatch",
+    "Winner",
+    "hookimpl",
+    "hookspec",
+]
 
 PROJECT: Final = "contactsync"
-HOOKSPEC_VERSION: Final = "1.1"  # 1.1 added register_simulators
+HOOKSPEC_VERSION: Final = "1.2"  # see the History in the module docstring
 
 hookspec = HookspecMarker(PROJECT)
 hookimpl = HookimplMarker(PROJECT)
@@ -60,9 +80,14 @@ class Winner(StrEnum):
 def register_connectors(register: Callable[[type[Connector]], None]) -> None:
     """Register connector classes: call ``register(ConnectorClass)`` once per class.
 
-    The class must subclass :class:`daemon.kit.connector.Connector` and set a ``type``; instance
-    files name that type (``type = "hubspot"``). Two plugins claiming one type is an error
-    that names both distributions, so pick a distinctive name.
+    Called once, when the plugin manager is built.
+
+    :param register: Takes a class that subclasses :class:`daemon.kit.connector.Connector`
+        and sets a ``type``; instance files name that type (``type = "hubspot"``). Two plugins
+        claiming one type is an error that names both distributions, so pick a distinctive
+        name.
+
+    .. versionadded:: 1.0
     """
 
 
@@ -73,9 +98,13 @@ def register_transforms(
     """Register value transforms: call ``register(name, to_hub, to_remote)`` for each.
 
     A mapping entry names one (``transform = "year"``) to convert a value both ways.
-    ``to_hub`` turns the platform's value into the hub's form and ``to_remote`` the hub's
-    canonical value into the platform's; each raises ``ValueError`` on a value it cannot
-    convert, which rejects that field only. Blank values and ``UNSET`` never reach them.
+
+    :param register: Takes the transform's ``name``, ``to_hub`` (the platform's value to the
+        hub's form) and ``to_remote`` (the hub's canonical value to the platform's). Each
+        function raises ``ValueError`` on a value it cannot convert, which rejects that field
+        only. Blank values and ``UNSET`` never reach them.
+
+    .. versionadded:: 1.0
     """
 
 
@@ -83,67 +112,135 @@ def register_transforms(
 def register_simulators(register: Callable[[str, Callable[..., Simulator]], None]) -> None:
     """Register platform simulators: call ``register(name, factory)`` once per simulator.
 
-    ``factory(contacts=, latency=, error_rate=, seed=)`` (an int, seconds, a probability and
-    an int) returns a :class:`daemon.kit.simkit.Simulator`, not yet started; a subclass of it is
-    such a factory. ``contactsync simulate NAME`` starts it, and the contract tests and
-    benchmarks use it. Name it after the connector type it fakes. Two plugins claiming one
-    name is an error, as for connectors. Added in hookspec version 1.1.
+    ``contactsync simulate NAME`` starts one, and the contract tests and benchmarks use them.
+
+    :param register: Takes a ``name`` (the connector type it fakes) and a ``factory``:
+        ``factory(contacts=, latency=, error_rate=, seed=)`` (an int, seconds, a probability
+        and an int) returns a :class:`daemon.kit.simkit.Simulator`, not yet started; a
+        subclass of it is such a factory. Two plugins claiming one name is an error, as for
+        connectors.
+
+    .. versionadded:: 1.1
     """
 
 
 @hookspec
 def register_commands(cli: click.Group) -> None:
-    """Add commands to the ``contactsync`` command line: ``@cli.command()`` inside the hook."""
+    """Add commands to the ``contactsync`` command line: ``@cli.command()`` inside the hook.
+
+    :param cli: The ``contactsync`` :class:`click.Group`.
+
+    .. versionadded:: 1.0
+    """
 
 
 # --- lifecycle and observers ------------------------------------------------------------------
 # Observers are told, not asked: their return value is ignored and an exception they raise is
-# logged, never allowed to stop a sync.
+# logged, never allowed to stop a sync or the other observers (``daemon.engine.registry.notify``).
+# tests/test_hook_contract.py holds every call the daemon makes to these signatures and values.
 
 
 @hookspec
 def startup(settings: Any) -> None:
     """The daemon has loaded its settings and is about to schedule the first cycles.
 
-    ``settings`` is the daemon's :class:`daemon.config.settings.Settings`.
+    Called once per daemon process, before any ``instance_configured``.
+
+    :param settings: The daemon's :class:`daemon.config.settings.Settings`.
+
+    .. versionadded:: 1.0
     """
 
 
 @hookspec
 def shutdown(reason: str) -> None:
-    """The daemon is stopping (``reason``: ``"signal"``, ``"error"`` or ``"exit"``).
+    """The daemon is stopping, after its running cycles ended or its grace time ran out.
 
     Keep it short: the service manager's grace time is running.
+
+    :param reason: ``"signal"`` (a stop signal: SIGTERM or SIGINT) or ``"error"`` (the
+        daemon's main loop crashed and it exits with status 1).
+
+    .. versionadded:: 1.0
     """
 
 
 @hookspec
 def instance_configured(instance: str, connector_type: str, new: bool) -> None:
-    """An instance file was loaded: ``new`` for a first load, otherwise a changed one."""
+    """An instance file was loaded and the instance (re)scheduled.
+
+    :param instance: The instance's name (its file's name without ``.toml``).
+    :param connector_type: The file's ``type``, the connector type it uses.
+    :param new: ``True`` for a first load (at startup or a file added since), ``False`` for a
+        changed file.
+
+    .. versionadded:: 1.0
+    """
 
 
 @hookspec
 def instance_removed(instance: str, connector_type: str) -> None:
-    """An instance file was removed; its schedule is gone and its links are kept."""
+    """An instance file was removed; its schedule is gone and its links are kept.
+
+    :param instance: The removed instance's name.
+    :param connector_type: The type it had (``""`` if the daemon never loaded it).
+
+    .. versionadded:: 1.0
+    """
+
+
+# A cycle that runs calls sync_started, then, if it failed, sync_error, then always
+# sync_finished. A cycle that never starts (the connection is busy, the instance backs off)
+# calls none of them.
 
 
 @hookspec
-def sync_started(instance: str, run_id: str, direction: str) -> None:
-    """A pull (``direction="incoming"``) or push (``"outgoing"``) cycle started."""
+def sync_started(instance: str, run_id: str, direction: CycleKind) -> None:
+    """A cycle of ``instance`` started: it holds the connection's lease and built the
+    connector.
+
+    :param instance: The instance's name.
+    :param run_id: The run's id, as in ``contactsync runs`` and on every log line of the cycle.
+    :param direction: What the cycle does, a :class:`CycleKind`: ``"pull"``, ``"push"``,
+        ``"deletes"`` (a deletion scan) or ``"export"``. A ``StrEnum``, so comparing it with
+        those strings works. (Before hookspec 1.2 this said ``"incoming"``/``"outgoing"``,
+        which the engine never sent.)
+
+    .. versionadded:: 1.0
+    .. versionchanged:: 1.2 ``direction`` documented as the :class:`CycleKind` it always was.
+    """
 
 
 @hookspec
 def sync_finished(
     instance: str,
     run_id: str,
-    direction: str,
+    direction: CycleKind,
     counts: Mapping[str, int],
     duration_seconds: float,
+    outcome: str,
 ) -> None:
-    """A cycle ended; ``counts`` holds the outcome totals (``created``, ``updated`` …).
+    """A cycle that started has ended, whatever its outcome; always the cycle's last call.
 
-    A cycle that rejected some records still finishes; only a failed cycle calls
-    ``sync_error`` instead.
+    A failed cycle calls ``sync_error`` first and then this, with ``outcome="failed"``. A dry
+    run (``contactsync sync --dry-run``) calls ``sync_started`` and this too, but never
+    ``sync_error``: it records nothing.
+
+    :param instance: The instance's name.
+    :param run_id: The run's id, as given to ``sync_started``.
+    :param direction: The cycle's :class:`CycleKind`, as given to ``sync_started``.
+    :param counts: The cycle's totals by outcome (``created``, ``updated``, ``skipped``,
+        ``sent``, ``messages`` …; str to int, only the non-zero ones). A cycle that failed or
+        was interrupted may report none of the work it committed before stopping: the sync
+        log has that.
+    :param duration_seconds: Wall time from the start of the cycle, in seconds.
+    :param outcome: ``"ok"`` (a cycle that rejected some records is still ``ok``),
+        ``"failed"`` (``sync_error`` was called just before, unless a dry run) or
+        ``"interrupted"`` (cancelled by a shutdown or a removed instance, or the lease was
+        lost to another process).
+
+    .. versionadded:: 1.0
+    .. versionchanged:: 1.2 ``outcome`` added.
     """
 
 
@@ -151,14 +248,26 @@ def sync_finished(
 def sync_error(
     instance: str,
     run_id: str,
-    direction: str,
-    error: BaseException,
+    direction: CycleKind,
+    error: str,
     code: str,
 ) -> None:
-    """A cycle stopped on ``error``; ``code`` is its dictionary code (``remote-auth-failed`` …).
+    """A cycle failed; ``sync_finished`` (``outcome="failed"``) follows at once.
 
-    The error's message has already been redacted of registered secrets when logged; do not
-    send its attributes anywhere without the same care.
+    Called after the failure was recorded in the sync log and before the run is closed.
+    An interrupted cycle (cancelled, lease lost) is not a failure and does not call it.
+
+    :param instance: The instance's name.
+    :param run_id: The run's id, as given to ``sync_started``.
+    :param direction: The cycle's :class:`CycleKind`, as given to ``sync_started``.
+    :param error: The error's message, the text the sync log and ``contactsync runs`` show,
+        already redacted of registered secrets (a plugin's own crash reads
+        ``"TypeName: message"``). A ``str``, not the exception: the cycle is over.
+    :param code: Its dictionary code (``remote-auth-failed``, ``config-invalid``,
+        ``internal-error`` …; ``contactsync explain CODE`` describes one).
+
+    .. versionadded:: 1.0
+    .. versionchanged:: 1.2 ``error`` documented as the ``str`` it always was.
     """
 
 
@@ -174,11 +283,18 @@ def match_record(
 ) -> str | NoMatch | None:
     """Choose which hub contact an unlinked remote record belongs to.
 
-    ``hub_fields`` are the record's mapped values in canonical hub form; ``candidates`` are
-    the contacts the default matcher found (each a mapping with ``id``, ``crm_id``, ``phone``,
-    ``email`` …). Return a candidate's ``id`` to link it, :data:`NO_MATCH` to treat the record
-    as a new contact, or ``None`` to leave the decision to the default rules. The first plugin
-    that returns something other than ``None`` decides.
+    Stops at first non-None result: the first plugin that returns something other than
+    ``None`` decides.
+
+    :param instance: The pulling instance's name.
+    :param record: The remote record (:class:`daemon.kit.connector.RemoteRecord`).
+    :param hub_fields: The record's mapped values in canonical hub form.
+    :param candidates: The contacts the default matcher found, each a mapping with ``id``,
+        ``crm_id``, ``phone``, ``email`` ….
+    :return: A candidate's ``id`` to link it, :data:`NO_MATCH` to treat the record as a new
+        contact, or ``None`` to leave the decision to the default rules.
+
+    .. versionadded:: 1.0
     """
 
 
@@ -195,7 +311,18 @@ def resolve_conflict(
 ) -> Winner | None:
     """Decide a field that both sides changed since the last exchange.
 
-    Values are canonical hub-form values; times are aware UTC (``None`` where a platform has
-    none). ``policy`` is the instance's configured policy. Return :class:`Winner` (``"hub"``
-    or ``"remote"``), or ``None`` to apply the policy. The first non-``None`` answer decides.
+    Stops at first non-None result: the first non-``None`` answer decides.
+
+    :param instance: The instance's name.
+    :param contact_id: The hub contact's id.
+    :param field: The hub field's name.
+    :param hub_value: The hub's value, in canonical hub form.
+    :param hub_changed_at: When the hub's value changed, aware UTC (``None`` if unknown).
+    :param remote_value: The platform's value, in canonical hub form.
+    :param remote_modified_at: When the platform's record changed, aware UTC (``None`` where
+        the platform has no such time).
+    :param policy: The instance's configured ``conflict`` policy.
+    :return: A :class:`Winner` (``"hub"`` or ``"remote"``), or ``None`` to apply the policy.
+
+    .. versionadded:: 1.0
     """

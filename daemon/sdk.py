@@ -27,7 +27,7 @@ from daemon.foundation.clock import SYSTEM_CLOCK, Clock, FakeClock, SystemClock
 from daemon.foundation.csv_read import FileMalformed, check_header, header_key, stream_rows
 from daemon.foundation.dictionary import Code
 from daemon.foundation.log import get_logger, register_secret
-from daemon.hookspecs import HOOKSPEC_VERSION, hookimpl
+from daemon.hookspecs import HOOKSPEC_VERSION, CycleKind, hookimpl
 from daemon.hub import normalize
 from daemon.kit.client import ClientSeams, PlatformClient
 from daemon.kit.connector import (
@@ -99,7 +99,7 @@ from daemon.kit.tokens import Token, TokenCache, grant_answer
 # reading and writing (stream_rows, write_csv, …), the exporter base (Exporter, BatchInfo, …),
 # the simulator kit (Simulator, Request, Reply, json_reply, …), normalize, check_time_zone,
 # get_logger and SYSTEM_CLOCK: everything the built-in plugins use.
-# 1.2 also added PlatformClient, ClientSeams, grant_answer, IssuedTokens and FetchPage (the
+# 1.2 also added PlatformClient, ClientSeams, grant_answer, IssuedTokens, FetchPage and CycleKind (the
 # type of the function pages() and paginate() call).
 SDK_VERSION: Final = "1.2"
 """The version of this surface: the major number changes only when a name is removed or
@@ -120,6 +120,7 @@ __all__ = [
     "ConnectorConfig",
     "ConnectorContext",
     "ConnectorError",
+    "CycleKind",
     "DailyQuota",
     "ExportRow",
     "Exporter",
