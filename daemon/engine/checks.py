@@ -56,7 +56,7 @@ class CheckResult:
 
 
 def check_instance(
-    engine: Engine,
+    db: Engine,
     instance: Instance,
     transforms: Mapping[str, Transform],
     *,
@@ -80,7 +80,7 @@ def check_instance(
     if instance.direction.pushes and not capabilities.push and not exporter:
         result.problem(Code.CONFIG_INVALID, f"{instance.config.type} cannot push; make it incoming")
     owner = owner or lease.owner_id()
-    if not _acquire(engine, instance.connection, owner, wait, sleep):
+    if not _acquire(db, instance.connection, owner, wait, sleep):
         result.problem(
             None,
             f"connection {instance.connection!r} is busy: another run holds its lease; "
@@ -88,26 +88,26 @@ def check_instance(
         )
         return result
     try:
-        _run_connector(engine, instance, result)
+        _run_connector(db, instance, result)
     finally:
-        lease.release(engine, instance.connection, owner)
+        lease.release(db, instance.connection, owner)
     return result
 
 
 def _acquire(
-    engine: Engine, name: str, owner: str, wait: float, sleep: Callable[[float], None]
+    db: Engine, name: str, owner: str, wait: float, sleep: Callable[[float], None]
 ) -> bool:
     # A push cycle holds the lease for seconds; waiting a little beats failing the check.
     deadline = time.monotonic() + wait
-    while not lease.acquire(engine, name, owner, utcnow()):
+    while not lease.acquire(db, name, owner, utcnow()):
         if time.monotonic() >= deadline:
             return False
         sleep(0.5)
     return True
 
 
-def _run_connector(engine: Engine, instance: Instance, result: CheckResult) -> None:
-    state = _load_state(engine, instance.name)
+def _run_connector(db: Engine, instance: Instance, result: CheckResult) -> None:
+    state = _load_state(db, instance.name)
     before = dict(state)
     connector: Connector | None = None
     try:
@@ -131,19 +131,19 @@ def _run_connector(engine: Engine, instance: Instance, result: CheckResult) -> N
             except Exception:
                 log.exception("connector_close_failed", instance=instance.name)
         if state != before:
-            _save_state(engine, instance.name, state)
+            _save_state(db, instance.name, state)
 
 
-def _load_state(engine: Engine, name: str) -> dict[str, Any]:
-    with engine.connect() as conn:
+def _load_state(db: Engine, name: str) -> dict[str, Any]:
+    with db.connect() as conn:
         value = conn.execute(
             select(_STATE.c.connector_state).where(_STATE.c.instance == name)
         ).scalar()
     return dict(value or {})
 
 
-def _save_state(engine: Engine, name: str, state: dict[str, Any]) -> None:
-    with engine.begin() as conn:
+def _save_state(db: Engine, name: str, state: dict[str, Any]) -> None:
+    with db.begin() as conn:
         conn.execute(
             insert_ignore(_STATE, conn.dialect.name), [{"instance": name, "connector_state": {}}]
         )

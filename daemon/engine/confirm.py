@@ -189,7 +189,7 @@ def expire_overdue(ctx: CycleContext, counts: Counter) -> None:
     connection that no instance pulls still tells staff its writes went unconfirmed."""
     within = timedelta(seconds=ctx.instance.config.confirm_within_seconds)
     buffer = SyncLogBuffer(outgoing_context(ctx.sync_context))
-    with ctx.engine.begin() as conn:
+    with ctx.db.begin() as conn:
         now = utcnow()
         lease.renew(conn, ctx.instance.connection, ctx.owner, now)
         expired = expire(conn, ctx.instance.connection, buffer, within, now)
@@ -209,7 +209,7 @@ def oldest_pending(conn: Connection) -> dict[str, datetime]:
     return {connection: _aware(when) for connection, when in conn.execute(query) if when}
 
 
-def require_hub_id(engine: Engine, instance: Instance, connector: Connector) -> None:
+def require_hub_id(db: Engine, instance: Instance, connector: Connector) -> None:
     """Refuse (``config-invalid``) to pull for a connector that confirms later unless the
     instance maps a remote field onto the hub id, when this instance pushes or its
     connection has writes waiting (another instance pushes on it, Mainstay-style): without
@@ -219,7 +219,7 @@ def require_hub_id(engine: Engine, instance: Instance, connector: Connector) -> 
     if any(f.hub == HUB_ID for f in instance.mapped(Direction.INCOMING)):
         return
     if not instance.direction.pushes:
-        with engine.connect() as conn:
+        with db.connect() as conn:
             waiting = conn.execute(
                 select(func.count())
                 .select_from(_LINK)

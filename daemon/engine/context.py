@@ -23,7 +23,7 @@ from daemon.kit.connector import Connector
 class CycleContext:
     """Everything one cycle needs, built fresh for each cycle."""
 
-    engine: Engine
+    db: Engine
     instance: Instance
     connector: Connector
     mapper: Mapper

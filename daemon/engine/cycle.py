@@ -43,6 +43,14 @@ _INSTANCE = InstanceRow.__table__
 _RUN = SyncRun.__table__
 
 DEFAULT_BACKOFF = timedelta(minutes=1)
+# The sync log's direction for each kind: a push and an export send, a pull and a deletion
+# scan receive.
+_SYNC_DIRECTION = {
+    CycleKind.PULL: "incoming",
+    CycleKind.DELETES: "incoming",
+    CycleKind.PUSH: "outgoing",
+    CycleKind.EXPORT: "outgoing",
+}
 
 
 @dataclass
@@ -61,20 +69,36 @@ class CycleReport:
         return dict(self.__dict__)
 
 
+@dataclass
+class _Cycle:
+    """One cycle's fixed facts, from :meth:`SyncEngine.run` to its report."""
+
+    instance: Instance
+    kind: CycleKind
+    run_id: str
+    holder: str  # the lease holder: this process and run
+    log_context: SyncContext  # what each sync-log row of the cycle is tagged with
+    started: datetime
+    full: bool
+    dry_run: bool
+    cancel: Event | None
+    on_plan: Callable[[Any], None] | None
+
+
 class SyncEngine:
     """Runs cycles. One per process; safe to call from several threads for different
     connections (each cycle holds its connection's lease)."""
 
     def __init__(
         self,
-        engine: Engine,
+        db: Engine,
         transforms: Mapping[str, Transform] | None = None,
         *,
         region: str = "US",
         owner: str | None = None,
         pm: pluggy.PluginManager | None = None,
     ) -> None:
-        self.engine = engine
+        self.db = db
         self.transforms = dict(transforms or {})
         self.region = region
         self.owner = owner or lease.owner_id()
@@ -91,98 +115,69 @@ class SyncEngine:
         on_plan: Callable[[Any], None] | None = None,
         respect_backoff: bool = True,
     ) -> CycleReport:
-        """Run one cycle; never raises for a platform or plugin failure."""
+        """Run one cycle of ``direction`` (a :class:`CycleKind` or its value); never raises
+        for a platform or plugin failure. An unknown kind is a ``ValueError``."""
+        kind = CycleKind(direction)
         run_id = new_run_id()
         # Every log line of the cycle, a connector's or httpx's included, carries these.
         with structlog.contextvars.bound_contextvars(
-            instance=instance.name, run_id=run_id, direction=direction
+            instance=instance.name, run_id=run_id, direction=str(kind)
         ):
-            return self._run(
+            cycle = _Cycle(
                 instance,
-                direction,
+                kind,
                 run_id,
+                holder=f"{self.owner}/{run_id[:12]}",
+                log_context=SyncContext(
+                    instance.config.type, _SYNC_DIRECTION[kind], run_id, instance.name
+                ),
+                started=utcnow(),
                 full=full,
                 dry_run=dry_run,
                 cancel=cancel,
                 on_plan=on_plan,
-                respect_backoff=respect_backoff,
             )
+            return self._run(cycle, respect_backoff=respect_backoff)
 
-    def _run(
-        self,
-        instance: Instance,
-        direction: str,
-        run_id: str,
-        *,
-        full: bool,
-        dry_run: bool,
-        cancel: Event | None,
-        on_plan: Callable[[Any], None] | None,
-        respect_backoff: bool,
-    ) -> CycleReport:
-        sync_direction = (
-            "outgoing" if direction in (CycleKind.PUSH, CycleKind.EXPORT) else "incoming"
-        )
-        context = SyncContext(instance.config.type, sync_direction, run_id, instance.name)
-        report = CycleReport(run_id, instance.name, direction, "ok")
-        now = utcnow()
-        if respect_backoff and not dry_run and self._backing_off(instance.name, now):
+    def _run(self, cycle: _Cycle, *, respect_backoff: bool) -> CycleReport:
+        """Refuse the cycle (the instance backs off, the connection is busy) or run it
+        holding the connection's lease, then report it."""
+        report = CycleReport(cycle.run_id, cycle.instance.name, cycle.kind, "ok")
+        name = cycle.instance.name
+        if respect_backoff and not cycle.dry_run and self._backing_off(name, cycle.started):
             report.outcome = "backoff"
             return report
         # The lease is held per cycle, not per engine: a scheduled pull, a push and a manual
         # sync of one connection in this process must exclude each other as two daemons do.
-        holder = f"{self.owner}/{run_id[:12]}"
-        if not lease.acquire(self.engine, instance.connection, holder, now):
+        if not lease.acquire(self.db, cycle.instance.connection, cycle.holder, cycle.started):
             report.outcome = "busy"
             return report
+        counts = self._run_leased(cycle, report)
+        self._report(cycle, report, counts)
+        return report
+
+    def _run_leased(self, cycle: _Cycle, report: CycleReport) -> Counter[str]:
+        """The cycle proper, lease held: build the connector, record the run's start, run
+        the kind's work, and turn any failure into ``report``'s outcome, code and error.
+        Whatever happens, the connector is closed, its state saved and the lease released."""
+        instance = cycle.instance
         connector: Connector | None = None
         counts: Counter[str] = Counter()
         state: dict[str, Any] = {}
         try:
             self._ensure_state(instance.name)
             state = self._connector_state(instance.name)
-            connector = instance.connector_class(
-                instance.settings,
-                ConnectorContext(
-                    instance.name,
-                    state,
-                    reporter=None
-                    if dry_run
-                    else lambda code, message, details: record(
-                        self.engine, context, code, message, **details
-                    ),
-                    dry_run=dry_run,
-                ),
-            )
-            ctx = CycleContext(
-                self.engine,
-                instance,
-                connector,
-                Mapper(instance, self.transforms),
-                load_schema(self.engine, self.region),
-                holder,
-                context,
-                dry_run=dry_run,
-                on_plan=on_plan,
-                resolve_conflict=_conflict_hook(self.pm, instance.name),
-                match_record=_match_hook(self.pm, instance.name),
-            )
-            if not dry_run:
+            connector = self._connector(cycle, state)
+            ctx = self._context(cycle, connector)
+            if not cycle.dry_run:
                 # Holding the lease, any run of this instance still marked running died
                 # with its process (a crash, a kill): close it before starting ours.
-                runs.abandon(self.engine, instance.name, now)
-                runs.start(self.engine, run_id, instance.name, direction, now)
-            self._notify("sync_started", instance=instance.name, run_id=run_id, direction=direction)
-            if direction == CycleKind.PULL:
-                counts = pull_cycle(ctx, full=full, cancel=cancel)
-            elif direction == CycleKind.EXPORT:
-                counts = export_cycle(ctx, cancel=cancel)
-            elif direction == CycleKind.DELETES:
-                counts = deletes_cycle(ctx, cancel=cancel)
-            else:
-                if not dry_run:
-                    counts["seeded"] = self._seed(instance)
-                counts += push_cycle(ctx, cancel=cancel)
+                runs.abandon(self.db, instance.name, cycle.started)
+                runs.start(self.db, cycle.run_id, instance.name, cycle.kind, cycle.started)
+            self._notify(
+                "sync_started", instance=instance.name, run_id=cycle.run_id, direction=cycle.kind
+            )
+            self._work(cycle, ctx, counts)
         except ConnectorError as exc:
             report.outcome, report.code, report.error = "failed", str(exc.code), exc.message
             self._back_off(instance.name, exc.retry_after)
@@ -191,7 +186,7 @@ class SyncEngine:
         except MappingError as exc:
             report.outcome, report.code, report.error = "failed", str(Code.CONFIG_INVALID), str(exc)
         except Exception as exc:  # a plugin's bug must not kill the daemon
-            log.exception("cycle_crashed", instance=instance.name, run_id=run_id)
+            log.exception("cycle_crashed", instance=instance.name, run_id=cycle.run_id)
             report.outcome, report.code = "failed", str(Code.INTERNAL_ERROR)
             report.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -200,45 +195,102 @@ class SyncEngine:
                     connector.close()
                 except Exception:
                     log.exception("connector_close_failed", instance=instance.name)
-            if not dry_run and connector is not None:
+            if not cycle.dry_run and connector is not None:
                 # Only a connector that ran can have rotated a token worth keeping.
-                self._save_connector_state(instance, holder, state)
-            lease.release(self.engine, instance.connection, holder)
+                self._save_connector_state(instance, cycle.holder, state)
+            lease.release(self.db, instance.connection, cycle.holder)
+        return counts
+
+    def _connector(self, cycle: _Cycle, state: dict[str, Any]) -> Connector:
+        """The instance's connector for this cycle; in a dry run it reports nothing to the
+        sync log."""
+        context = cycle.log_context
+        return cycle.instance.connector_class(
+            cycle.instance.settings,
+            ConnectorContext(
+                cycle.instance.name,
+                state,
+                reporter=None
+                if cycle.dry_run
+                else lambda code, message, details: record(
+                    self.db, context, code, message, **details
+                ),
+                dry_run=cycle.dry_run,
+            ),
+        )
+
+    def _context(self, cycle: _Cycle, connector: Connector) -> CycleContext:
+        """What pull, push, confirm and export read for this cycle."""
+        instance = cycle.instance
+        return CycleContext(
+            self.db,
+            instance,
+            connector,
+            Mapper(instance, self.transforms),
+            load_schema(self.db, self.region),
+            cycle.holder,
+            cycle.log_context,
+            dry_run=cycle.dry_run,
+            on_plan=cycle.on_plan,
+            resolve_conflict=_conflict_hook(self.pm, instance.name),
+            match_record=_match_hook(self.pm, instance.name),
+        )
+
+    def _work(self, cycle: _Cycle, ctx: CycleContext, counts: Counter[str]) -> None:
+        """Run the kind's work, adding its totals to ``counts``; a push first seeds, once,
+        the contacts the connection has no link for (counted even if the push then fails)."""
+        if cycle.kind == CycleKind.PULL:
+            counts.update(pull_cycle(ctx, full=cycle.full, cancel=cycle.cancel))
+        elif cycle.kind == CycleKind.EXPORT:
+            counts.update(export_cycle(ctx, cancel=cycle.cancel))
+        elif cycle.kind == CycleKind.DELETES:
+            counts.update(deletes_cycle(ctx, cancel=cycle.cancel))
+        else:
+            if not cycle.dry_run:
+                counts["seeded"] = self._seed(cycle.instance)
+            counts += push_cycle(ctx, cancel=cycle.cancel)
+
+    def _report(self, cycle: _Cycle, report: CycleReport, counts: Counter[str]) -> None:
+        """Tell the sync log, the observers and the run history how the cycle ended.
+
+        The observers hear ``sync_error`` (a failure with a code, not in a dry run) and then
+        always ``sync_finished``, as :mod:`daemon.hookspecs` promises."""
+        name, run_id = cycle.instance.name, cycle.run_id
         if report.error:
             # A platform or a plugin may quote a credential in its error; the report goes to
             # the run history, the sync log and the CLI.
             report.error = redact_text(report.error)
         report.counts = dict(counts)
-        if report.code and not dry_run:
-            record(self.engine, context, Code(report.code), report.error or report.code)
+        if report.code and not cycle.dry_run:
+            record(self.db, cycle.log_context, Code(report.code), report.error or report.code)
             self._notify(
                 "sync_error",
-                instance=instance.name,
+                instance=name,
                 run_id=run_id,
-                direction=direction,
-                error=report.error,
+                direction=cycle.kind,
+                error=report.error or report.code,
                 code=report.code,
             )
         self._notify(
             "sync_finished",
-            instance=instance.name,
+            instance=name,
             run_id=run_id,
-            direction=direction,
+            direction=cycle.kind,
             counts=report.counts,
-            duration_seconds=(utcnow() - now).total_seconds(),
+            duration_seconds=(utcnow() - cycle.started).total_seconds(),
+            outcome=report.outcome,
         )
-        if not dry_run:
-            runs.finish(self.engine, run_id, report.outcome, report.counts, utcnow(), report.error)
+        if not cycle.dry_run:
+            runs.finish(self.db, run_id, report.outcome, report.counts, utcnow(), report.error)
         log.info(
             "sync_cycle",
-            instance=instance.name,
+            instance=name,
             run_id=run_id,
-            direction=direction,
+            direction=str(cycle.kind),
             outcome=report.outcome,
-            dry_run=dry_run,
+            dry_run=cycle.dry_run,
             **report.counts,
         )
-        return report
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
         if self.pm is not None:
@@ -247,7 +299,7 @@ class SyncEngine:
     # --- instance state -------------------------------------------------------------------
 
     def _backing_off(self, name: str, now: datetime) -> bool:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             until = conn.execute(
                 select(_STATE.c.backoff_until).where(_STATE.c.instance == name)
             ).scalar()
@@ -258,7 +310,7 @@ class SyncEngine:
         self._update_state(name, backoff_until=utcnow() + delay)
 
     def _connector_state(self, name: str) -> dict[str, Any]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             value = conn.execute(
                 select(_STATE.c.connector_state).where(_STATE.c.instance == name)
             ).scalar()
@@ -267,7 +319,7 @@ class SyncEngine:
     def _save_connector_state(self, instance: Instance, holder: str, state: dict[str, Any]) -> None:
         # Fenced like a page: a run that lost its lease must not overwrite the state (a
         # rotated refresh token, say) that the run which took over has saved since.
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             try:
                 lease.renew(conn, instance.connection, holder, utcnow())
             except lease.LeaseLost:
@@ -279,20 +331,20 @@ class SyncEngine:
             )
 
     def _ensure_state(self, name: str) -> None:
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             conn.execute(
                 insert_ignore(_STATE, conn.dialect.name),
                 [{"instance": name, "connector_state": {}}],
             )
 
     def _update_state(self, name: str, **values: Any) -> None:
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             conn.execute(update(_STATE).where(_STATE.c.instance == name).values(**values))
 
     def _seed(self, instance: Instance) -> int:
         """The first sync's push half: queue every contact the connection has no link for,
         once, after the first full pull linked what already existed."""
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             seeded = conn.execute(
                 select(_STATE.c.seeded_at).where(_STATE.c.instance == instance.name)
             ).scalar()

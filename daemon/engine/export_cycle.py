@@ -116,10 +116,10 @@ def export_cycle(ctx: CycleContext, *, cancel: Event | None = None) -> Counter[s
         raise TypeError(f"{type(exporter).__name__} is not an Exporter")
     cycle = _Cycle(ctx, exporter, cancel)
     if ctx.dry_run:  # what a real cycle would send, without recording or writing anything
-        cycle.counts["pending"] = len(pending_batches(ctx.engine, cycle.instance))
+        cycle.counts["pending"] = len(pending_batches(ctx.db, cycle.instance))
         cycle.counts["would_export"] = _count_new(cycle)
         return cycle.counts
-    for batch in pending_batches(ctx.engine, cycle.instance):
+    for batch in pending_batches(ctx.db, cycle.instance):
         cycle.check_cancel()
         _upload(cycle, batch)
         cycle.counts["retried"] += 1
@@ -133,20 +133,20 @@ def export_cycle(ctx: CycleContext, *, cancel: Event | None = None) -> Counter[s
     return cycle.counts
 
 
-def pending_batches(engine: Any, instance: str) -> list[BatchInfo]:
+def pending_batches(db: Any, instance: str) -> list[BatchInfo]:
     """The batches of ``instance`` recorded but not yet uploaded, oldest first."""
     query = (
         select(_BATCH)
         .where(_BATCH.c.instance == instance, _BATCH.c.state == PENDING)
         .order_by(_BATCH.c.id)
     )
-    with engine.connect().execution_options(**READ_ONLY) as conn:
+    with db.connect().execution_options(**READ_ONLY) as conn:
         return [BatchInfo.from_row(row) for row in conn.execute(query).mappings()]
 
 
 def safe_upper_bound(ctx: CycleContext) -> int:
     """The highest message id below which no message can still appear."""
-    with ctx.engine.begin() as conn:
+    with ctx.db.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Waits for the transactions inserting messages now; later ones get higher ids.
             conn.execute(text("LOCK TABLE message IN SHARE MODE"))
@@ -163,7 +163,7 @@ def _filtered(message_filter: MessageFilter, after: int, last: int) -> Any:
 
 def _count_new(cycle: _Cycle) -> int:
     """Messages after the watermark that the filter would export now."""
-    with cycle.ctx.engine.connect().execution_options(**READ_ONLY) as conn:
+    with cycle.ctx.db.connect().execution_options(**READ_ONLY) as conn:
         after = int(runs.get_cursor(conn, cycle.instance, STREAM) or 0)
         last = int(conn.execute(select(func.max(_MESSAGE.c.id))).scalar() or 0)
         query = _filtered(cycle.exporter.message_filter(), after, last).subquery()
@@ -176,7 +176,7 @@ def _cut(cycle: _Cycle, bound: int) -> BatchInfo | None:
     exporter = cycle.exporter
     message_filter = exporter.message_filter()
     limit = max(1, exporter.max_rows)
-    with cycle.ctx.engine.begin() as conn:
+    with cycle.ctx.db.begin() as conn:
         cycle.renew(conn)
         now = utcnow()
         after = int(runs.get_cursor(conn, cycle.instance, STREAM) or 0)
@@ -233,7 +233,7 @@ def _unique_name(conn: Connection, cycle: _Cycle, now: datetime) -> str:
     raise RuntimeError(f"{type(cycle.exporter).__name__}.file_name ignores its time")
 
 
-def iter_rows(engine: Any, batch: BatchInfo, chunk: int = CHUNK) -> Iterator[ExportRow]:
+def iter_rows(db: Any, batch: BatchInfo, chunk: int = CHUNK) -> Iterator[ExportRow]:
     """The batch's messages in id order, read ``chunk`` at a time (keyset paging): the
     memory of a 200k-row file is one chunk."""
     m, c = _MESSAGE.c, _CONTACT.c
@@ -251,7 +251,7 @@ def iter_rows(engine: Any, batch: BatchInfo, chunk: int = CHUNK) -> Iterator[Exp
             .order_by(m.id)
             .limit(chunk)
         )
-        with engine.connect().execution_options(**READ_ONLY) as conn:
+        with db.connect().execution_options(**READ_ONLY) as conn:
             rows = [ExportRow(*row) for row in conn.execute(query)]
         yield from rows
         if len(rows) < chunk:
@@ -267,16 +267,16 @@ def _fenced(cycle: _Cycle, rows: Iterator[ExportRow]) -> Iterator[ExportRow]:
     for row in rows:
         if time.monotonic() - renewed >= RENEW_EVERY:
             cycle.check_cancel()
-            with cycle.ctx.engine.begin() as conn:
+            with cycle.ctx.db.begin() as conn:
                 cycle.renew(conn)
             renewed = time.monotonic()
         yield row
 
 
 def _upload(cycle: _Cycle, batch: BatchInfo) -> None:
-    engine = cycle.ctx.engine
+    db = cycle.ctx.db
     try:
-        size = cycle.exporter.write_batch(batch, _fenced(cycle, iter_rows(engine, batch)))
+        size = cycle.exporter.write_batch(batch, _fenced(cycle, iter_rows(db, batch)))
     except ConnectorError as exc:
         _failed(cycle, batch, exc.message)
         # Re-raised with the file named, so the cycle's sync-log row says which batch waits.
@@ -293,7 +293,7 @@ def _upload(cycle: _Cycle, batch: BatchInfo) -> None:
             "the batch is kept and uploaded again under the same name"
         ) from exc
     _fault("uploaded", batch)
-    with engine.begin() as conn:
+    with db.begin() as conn:
         cycle.renew(conn)
         conn.execute(
             update(_BATCH)
@@ -312,7 +312,7 @@ def _upload(cycle: _Cycle, batch: BatchInfo) -> None:
 
 
 def _failed(cycle: _Cycle, batch: BatchInfo, error: str) -> None:
-    with cycle.ctx.engine.begin() as conn:
+    with cycle.ctx.db.begin() as conn:
         conn.execute(
             update(_BATCH)
             .where(_BATCH.c.id == batch.id)
@@ -325,12 +325,12 @@ def _fault(point: str, batch: BatchInfo) -> None:
         FAULT_HOOK(point, batch)
 
 
-def list_batches(engine: Any, instance: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def list_batches(db: Any, instance: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """The latest batches, newest first (for the CLI)."""
     query = select(_BATCH).order_by(_BATCH.c.id.desc()).limit(limit)
     if instance:
         query = query.where(_BATCH.c.instance == instance)
-    with engine.connect().execution_options(**READ_ONLY) as conn:
+    with db.connect().execution_options(**READ_ONLY) as conn:
         return [dict(row) for row in conn.execute(query).mappings()]
 
 

@@ -38,11 +38,11 @@ class _Tagged:
 def pull_cycle(ctx: CycleContext, *, full: bool = False, cancel: Event | None = None) -> Counter:
     """Pull every page since the instance's checkpoint (or everything with ``full``)."""
     counts: Counter[str] = Counter()
-    confirm.require_hub_id(ctx.engine, ctx.instance, ctx.connector)
-    with ctx.engine.connect() as conn:
+    confirm.require_hub_id(ctx.db, ctx.instance, ctx.connector)
+    with ctx.db.connect() as conn:
         cursor = None if full else runs.get_cursor(conn, ctx.instance.name)
     ingestor = Ingestor(
-        ctx.engine,
+        ctx.db,
         ctx.schema,
         ctx.sync_context,
         dry_run=ctx.dry_run,
@@ -123,7 +123,7 @@ def _page(ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter) ->
         if settled.confirmed:
             counts["confirmed"] += settled.confirmed
     elif not ctx.dry_run:
-        with ctx.engine.begin() as conn:
+        with ctx.db.begin() as conn:
             lease.renew(conn, connection, ctx.owner, utcnow())
             runs.set_cursor(conn, ctx.instance.name, page.cursor, utcnow())
 
@@ -206,7 +206,7 @@ def deletes_cycle(ctx: CycleContext, *, cancel: Event | None = None) -> Counter:
     """Run the connector's deletion scan: each deleted record leaves a tombstone, and each
     page commits with the scan's own checkpoint (apart from the pull's)."""
     counts: Counter[str] = Counter()
-    with ctx.engine.connect() as conn:
+    with ctx.db.connect() as conn:
         cursor = runs.get_cursor(conn, ctx.instance.name, DELETES_STREAM)
     for page in ctx.connector.scan_deletes(cursor):
         if cancel is not None and cancel.is_set():
@@ -214,7 +214,7 @@ def deletes_cycle(ctx: CycleContext, *, cancel: Event | None = None) -> Counter:
         counts["read"] += len(page.records)
         if ctx.dry_run:
             continue
-        with ctx.engine.begin() as conn:
+        with ctx.db.begin() as conn:
             now = utcnow()
             lease.renew(conn, ctx.instance.connection, ctx.owner, now)
             _tombstone(conn, ctx, [r for r in page.records if r.deleted], now, counts)

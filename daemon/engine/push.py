@@ -117,7 +117,7 @@ def _planned_batches(
         if cancel is not None and cancel.is_set():
             raise Cancelled
         now = utcnow()
-        with ctx.engine.begin() as conn:
+        with ctx.db.begin() as conn:
             lease.renew(conn, connection, ctx.owner, now)
             rows = outbox.claim(
                 conn, connection, now, ctx.instance.config.push_batch_size, after_id=after_id
@@ -287,7 +287,7 @@ def _record(
     now = utcnow()
     max_attempts = ctx.instance.config.max_attempts
     known_links = {p.row["contact_id"]: p.link for p in plans if p.link is not None}
-    with ctx.engine.begin() as conn:
+    with ctx.db.begin() as conn:
         lease.renew(conn, ctx.instance.connection, ctx.owner, now)
         finished: list[dict[str, Any]] = []
         new_links: list[links.LinkRow] = []

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, and_, func, select
 from daemon.engine import confirm
 from daemon.hub import lease, links, outbox, runs
 from daemon.hub.database import READ_ONLY
+from daemon.hub.runs import CycleKind
 from daemon.hub.store import InstanceRow, InstanceState, SyncCursor, SyncRun, utcnow
 
 _RUN = SyncRun.__table__
@@ -23,14 +24,15 @@ _STATE = InstanceState.__table__
 _CURSOR = SyncCursor.__table__
 _INSTANCE = InstanceRow.__table__
 
-DIRECTIONS = ("pull", "push", "export")  # export: exporters' one cycle (daemon.engine.export_cycle)
+# The kinds whose last run ``contactsync status`` shows; export is an exporter's one cycle.
+DIRECTIONS = (CycleKind.PULL, CycleKind.PUSH, CycleKind.EXPORT)
 OUTBOX_STATES = (outbox.PENDING, outbox.PARKED)
 # Always listed; ``unconfirmed`` (pending past the window) shows when there are any.
 LINK_STATES = (links.ACTIVE, links.PENDING, links.DELETED)
 
 
 def instance_status(
-    engine: Engine, connections: Mapping[str, str | None], now: datetime | None = None
+    db: Engine, connections: Mapping[str, str | None], now: datetime | None = None
 ) -> dict[str, dict[str, Any]]:
     """The hub-side state of each named instance.
 
@@ -47,7 +49,7 @@ def instance_status(
     """
     now = now or utcnow()
     names = list(connections)
-    with engine.connect().execution_options(**READ_ONLY) as conn:
+    with db.connect().execution_options(**READ_ONLY) as conn:
         mirrored = _mirrored(conn, names)
         last = _last_runs(conn, names)
         states = _states(conn, names)
