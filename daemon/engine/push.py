@@ -279,86 +279,130 @@ def _fill(
 _MISSING = object()
 
 
+@dataclass
+class _Recorded:
+    """What recording one batch's answers collects inside its transaction."""
+
+    conn: Connection
+    buffer: SyncLogBuffer
+    now: datetime
+    counts: Counter
+    finished: list[dict[str, Any]] = field(default_factory=list)  # outbox rows done with
+    new_links: list[links.LinkRow] = field(default_factory=list)
+
+
 def _record(
     ctx: CycleContext, plans: list[PushPlan], results: list[PushResult], counts: Counter
 ) -> None:
+    """Write one batch's outcome in one transaction, fenced by the connection's lease.
+
+    Every plan ends as exactly one of: done (sent and linked, or nothing to send), retried
+    later, or parked; each refusal is one sync-log row. The rows reach the log only once the
+    transaction committed."""
     by_contact = {r.contact_id: r for r in results}
     buffer = SyncLogBuffer(ctx.sync_context)
     now = utcnow()
-    max_attempts = ctx.instance.config.max_attempts
-    known_links = {p.row["contact_id"]: p.link for p in plans if p.link is not None}
     with ctx.db.begin() as conn:
         lease.renew(conn, ctx.instance.connection, ctx.owner, now)
-        finished: list[dict[str, Any]] = []
-        new_links: list[links.LinkRow] = []
+        out = _Recorded(conn, buffer, now, counts)
         for plan in plans:
-            contact_id = plan.row["contact_id"]
-            if plan.error is not None and plan.item is None:
-                code, message = plan.error
-                buffer.add(code, message, contact_id=contact_id)
-                # Waits for the data to change: a hub write re-arms the row.
-                outbox.failed(conn, plan.row, message, now, max_attempts, park_now=True)
-                counts["failed"] += 1
-                continue
             if plan.item is None:
-                finished.append(plan.row)
-                counts["skipped"] += 1
+                _record_unsent(ctx, out, plan)
                 continue
-            if plan.error is not None:
+            contact_id = plan.row["contact_id"]
+            if plan.error is not None:  # a field left out; the rest was sent
                 buffer.add(plan.error[0], plan.error[1], contact_id=contact_id)
             result = by_contact.get(contact_id) or PushResult(
                 contact_id, PushStatus.TRANSIENT, message="the connector gave no answer"
             )
-            if result.status in (PushStatus.OK, PushStatus.PENDING):
-                remote_id = result.remote_id or plan.item.remote_id or result.handle
-                if remote_id is None:
-                    result = PushResult(
-                        contact_id,
-                        PushStatus.TRANSIENT,
-                        message="the connector returned no record id",
-                    )
-                else:
-                    values = dict(plan.link.values) if plan.link else {}
-                    values.update(plan.sent)
-                    state = links.ACTIVE if result.status is PushStatus.OK else links.PENDING
-                    new_links.append(
-                        links.LinkRow(
-                            ctx.instance.connection,
-                            remote_id,
-                            contact_id,
-                            state,
-                            values,
-                            plan.link.remote_modified_at if plan.link else None,
-                        )
-                    )
-                    finished.append(plan.row)
-                    counts["created" if plan.item.remote_id is None else "updated"] += 1
-                    if ctx.instance.config.owns_crm_id:
-                        _adopt_crm_id(conn, contact_id, remote_id, buffer)
-                    continue
-            message = result.message or str(result.status)
-            parked = outbox.failed(conn, plan.row, message, now, max_attempts)
-            if result.status is PushStatus.REJECTED or parked:
-                buffer.add(
-                    result.code or Code.REMOTE_REJECTED,
-                    f"{message}{' (parked)' if parked else ''}",
-                    contact_id=contact_id,
-                    remote_id=plan.item.remote_id,
-                )
-            counts["failed"] += 1
-        # A platform may answer with another record id than the one updated (HubSpot after
-        # a merge gives the survivor's): the contact's link moves to it.
-        moved = [
-            link.contact_id
-            for link in new_links
-            if (old := known_links.get(link.contact_id)) is not None
-            and old.remote_id != link.remote_id
-        ]
-        links.drop_contact_links(conn, ctx.instance.connection, moved)
-        links.save(conn, new_links, now)
-        outbox.done(conn, finished)
+            _record_answer(ctx, out, plan, plan.item, result)
+        _save_links(ctx, out, plans)
+        outbox.done(conn, out.finished)
         buffer.write(conn)
     buffer.emit()
+
+
+def _record_unsent(ctx: CycleContext, out: _Recorded, plan: PushPlan) -> None:
+    """A plan with nothing sent: an error parks its row, otherwise it is done (skipped)."""
+    if plan.error is None:
+        out.finished.append(plan.row)
+        out.counts["skipped"] += 1
+        return
+    code, message = plan.error
+    out.buffer.add(code, message, contact_id=plan.row["contact_id"])
+    # Waits for the data to change: a hub write re-arms the row.
+    outbox.failed(
+        out.conn, plan.row, message, out.now, ctx.instance.config.max_attempts, park_now=True
+    )
+    out.counts["failed"] += 1
+
+
+def _record_answer(
+    ctx: CycleContext, out: _Recorded, plan: PushPlan, item: PushItem, result: PushResult
+) -> None:
+    """The platform's answer to one sent item: link an accepted record, else a failure."""
+    contact_id = plan.row["contact_id"]
+    if result.status in (PushStatus.OK, PushStatus.PENDING):
+        remote_id = result.remote_id or item.remote_id or result.handle
+        if remote_id is not None:
+            _record_link(ctx, out, plan, item, result, remote_id)
+            return
+        result = PushResult(
+            contact_id, PushStatus.TRANSIENT, message="the connector returned no record id"
+        )
+    message = result.message or str(result.status)
+    parked = outbox.failed(out.conn, plan.row, message, out.now, ctx.instance.config.max_attempts)
+    if result.status is PushStatus.REJECTED or parked:
+        out.buffer.add(
+            result.code or Code.REMOTE_REJECTED,
+            f"{message}{' (parked)' if parked else ''}",
+            contact_id=contact_id,
+            remote_id=item.remote_id,
+        )
+    out.counts["failed"] += 1
+
+
+def _record_link(
+    ctx: CycleContext,
+    out: _Recorded,
+    plan: PushPlan,
+    item: PushItem,
+    result: PushResult,
+    remote_id: str,
+) -> None:
+    """An accepted record: its link (active, or pending until confirmed) holds the values
+    now exchanged, and the row is done."""
+    contact_id = plan.row["contact_id"]
+    values = dict(plan.link.values) if plan.link else {}
+    values.update(plan.sent)
+    state = links.ACTIVE if result.status is PushStatus.OK else links.PENDING
+    out.new_links.append(
+        links.LinkRow(
+            ctx.instance.connection,
+            remote_id,
+            contact_id,
+            state,
+            values,
+            plan.link.remote_modified_at if plan.link else None,
+        )
+    )
+    out.finished.append(plan.row)
+    out.counts["created" if item.remote_id is None else "updated"] += 1
+    if ctx.instance.config.owns_crm_id:
+        _adopt_crm_id(out.conn, contact_id, remote_id, out.buffer)
+
+
+def _save_links(ctx: CycleContext, out: _Recorded, plans: list[PushPlan]) -> None:
+    """Save the batch's links. A platform may answer with another record id than the one
+    updated (HubSpot after a merge gives the survivor's): the contact's link moves to it."""
+    known_links = {p.row["contact_id"]: p.link for p in plans if p.link is not None}
+    moved = [
+        link.contact_id
+        for link in out.new_links
+        if (old := known_links.get(link.contact_id)) is not None and old.remote_id != link.remote_id
+    ]
+    links.drop_contact_links(out.conn, ctx.instance.connection, moved)
+    links.save(out.conn, out.new_links, out.now)
 
 
 def _adopt_crm_id(conn: Connection, contact_id: str, remote_id: str, buffer: SyncLogBuffer) -> None:

@@ -159,27 +159,63 @@ def _plan(
     batch: _Batch,
     now: datetime,
 ) -> dict[str, Any] | None:
-    """The row to insert for one record, or ``None`` when it is skipped (problems logged)."""
+    """The row to insert for one record, or ``None`` when it is skipped (problems logged).
+
+    Checked in this order, the first refusal skipping the message: its contact, its external
+    id, its channel, direction and body, its time. The optional values come last: a bad one
+    is dropped with a code and the message kept."""
     values = record_.fields
     source = dict(record_.source or {})
     given_id = _text(values.get("contact_id"))
-    crm_id = _text(values.get("crm_id"))
     if given_id:
         source.setdefault("contact_id", given_id)
+    contact_id = _contact_of(values, known, by_crm, batch, source)
+    if contact_id is None:
+        return None
+    external_id = _external_id(values, batch, source)
+    if external_id is None:
+        return None
+    if "incoming" in values or "outgoing" in values:
+        values = _from_split(values, batch, source)
+        if values is None:
+            return None
+    required = _required(values, batch, source, now)
+    if required is None:
+        return None
+    return {
+        "contact_id": contact_id,
+        "external_id": external_id or None,
+        **required,
+        **_optional(values, batch, source),
+    }
+
+
+def _contact_of(
+    values: Mapping[str, Any],
+    known: set[str],
+    by_crm: Mapping[str, str],
+    batch: _Batch,
+    source: Mapping[str, Any],
+) -> str | None:
+    """The hub contact a message belongs to, or ``None`` (logged) when none is found."""
+    given_id = _text(values.get("contact_id"))
+    crm_id = _text(values.get("crm_id"))
     # The hub id first; a CRM id when the row has no hub id, or one from another system (a
     # Mainstay export's mainstay_id is Mainstay's, not this hub's).
     contact_id = given_id if given_id in known else by_crm.get(crm_id, "") if crm_id else ""
-    if not contact_id:
-        if given_id or crm_id:
-            what = " or ".join(n for n, v in (("hub id", given_id), ("CRM id", crm_id)) if v)
-            message = f"no contact has this {what}; message skipped"
-        else:
-            message = "the message names no contact (contact_id or crm_id); message skipped"
-        batch.problem(
-            Code.UNKNOWN_CONTACT_ID, message, "crm_id" if crm_id else "contact_id", source
-        )
-        return None
-    row: dict[str, Any] = {"contact_id": contact_id}
+    if contact_id:
+        return contact_id
+    if given_id or crm_id:
+        what = " or ".join(n for n, v in (("hub id", given_id), ("CRM id", crm_id)) if v)
+        message = f"no contact has this {what}; message skipped"
+    else:
+        message = "the message names no contact (contact_id or crm_id); message skipped"
+    batch.problem(Code.UNKNOWN_CONTACT_ID, message, "crm_id" if crm_id else "contact_id", source)
+    return None
+
+
+def _external_id(values: Mapping[str, Any], batch: _Batch, source: Mapping[str, Any]) -> str | None:
+    """The message's external id (``""`` for none), or ``None`` (logged) when too long."""
     external_id = _text(values.get("external_id"))
     if len(external_id) > MAX_EXTERNAL_ID:
         batch.problem(
@@ -189,11 +225,15 @@ def _plan(
             source,
         )
         return None
-    row["external_id"] = external_id or None
-    if "incoming" in values or "outgoing" in values:
-        values = _from_split(values, batch, source)
-        if values is None:
-            return None
+    return external_id
+
+
+def _required(
+    values: Mapping[str, Any], batch: _Batch, source: Mapping[str, Any], now: datetime
+) -> dict[str, Any] | None:
+    """``channel``, ``direction``, ``body`` and ``sent_at`` (``now`` when blank), or
+    ``None`` (logged) at the first one missing or invalid."""
+    row: dict[str, Any] = {}
     for name, allowed in (("channel", CHANNELS), ("direction", DIRECTIONS)):
         value = _text(values.get(name)).lower()
         if value not in allowed:
@@ -229,7 +269,14 @@ def _plan(
             source,
         )
         return None
-    # Optional values: a bad one is dropped with a code and the message kept.
+    return row
+
+
+def _optional(
+    values: Mapping[str, Any], batch: _Batch, source: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The optional values (``None`` where blank); a bad one is dropped with a code."""
+    row: dict[str, Any] = {}
     for name, limit in _LIMITS.items():
         value = _text(values.get(name))
         if len(value) > limit:
