@@ -28,7 +28,7 @@ from daemon.engine.registry import (
     notify,
     register_plugin,
 )
-from daemon.hookspecs import HOOKSPEC_VERSION, NO_MATCH, Winner, hookimpl
+from daemon.hookspecs import HOOKSPEC_VERSION, NO_MATCH, CycleKind, Winner, hookimpl
 from daemon.hub.fields import UNSET
 from daemon.kit.connector import Connector
 
@@ -313,9 +313,10 @@ def test_observers_take_only_the_arguments_they_want():
     pm.hook.sync_finished(
         instance="hubspot-main",
         run_id="r1",
-        direction="incoming",
+        direction=CycleKind.PULL,
         counts={"created": 3},
         duration_seconds=1.5,
+        outcome="ok",
     )
     assert seen == [("hubspot-main", 3)]
 
@@ -339,8 +340,8 @@ def test_notify_isolates_a_failing_observer(caplog):
         "sync_error",
         instance="sis",
         run_id="r1",
-        direction="incoming",
-        error=TimeoutError(),
+        direction=CycleKind.PULL,
+        error="the platform timed out",
         code="remote-unavailable",
     )
     assert calls == ["sis:remote-unavailable"]  # the failing plugin ran first, and was survived
