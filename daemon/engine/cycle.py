@@ -59,7 +59,7 @@ class CycleReport:
 
     run_id: str
     instance: str
-    direction: str
+    direction: CycleKind
     outcome: str
     counts: dict[str, int] = field(default_factory=dict)
     code: str | None = None
