@@ -264,7 +264,7 @@ def sync_error(
         already redacted of registered secrets (a plugin's own crash reads
         ``"TypeName: message"``). A ``str``, not the exception: the cycle is over.
     :param code: Its dictionary code (``remote-auth-failed``, ``config-invalid``,
-        ``internal-error`` …; ``contactsync explain CODE`` describes one).
+        ``internal-error`` …; ``contactsync errors CODE`` explains one).
 
     .. versionadded:: 1.0
     .. versionchanged:: 1.2 ``error`` documented as the ``str`` it always was.
