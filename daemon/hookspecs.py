@@ -196,8 +196,8 @@ def instance_removed(instance: str, connector_type: str) -> None:
 
 @hookspec
 def sync_started(instance: str, run_id: str, direction: CycleKind) -> None:
-    """A cycle of ``instance`` started: it holds the connection's lease and built the
-    connector.
+    """A cycle of ``instance`` started: it holds the connection's lease, and is about to
+    build the connector and record the run.
 
     :param instance: The instance's name.
     :param run_id: The run's id, as in ``contactsync runs`` and on every log line of the cycle.

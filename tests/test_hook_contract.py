@@ -16,6 +16,7 @@ A plugin naming every argument receives every call, so no call failed on a missi
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import signal
@@ -44,6 +45,7 @@ from tests import memplugin
 from tests.daemonkit import wait_until
 from tests.enginekit import fresh_remote, write_instance
 from tests.exportkit import contact, export_instance, message
+from tests.memremote import MemoryConnector
 
 HOOKS = {
     name: tuple(inspect.signature(function).parameters)
@@ -234,6 +236,13 @@ class Recorder:
         self._got("resolve_conflict")
 
 
+class Unbuildable(MemoryConnector):
+    """A connector whose constructor fails, as one with a setting it cannot use might."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("cannot build")
+
+
 # --- the engine -------------------------------------------------------------------------------
 
 
@@ -269,6 +278,8 @@ def engine_cycles(db: Any, tmp_path: Any, pm: Any) -> Iterator[tuple[CycleReport
     remote.fail_pull = RuntimeError("platform exploded")
     yield sync.run(mem, CycleKind.PULL, dry_run=True), True  # failed, but records nothing
     yield sync.run(mem, CycleKind.PULL), False  # failed: a plugin's crash
+    broken = dataclasses.replace(mem, connector_class=Unbuildable)
+    yield sync.run(broken, CycleKind.PULL, respect_backoff=False), False  # failed: no connector
     remote.fail_pull = None
     remote.api_key = "s3cret"
     yield sync.run(mem, CycleKind.PULL, respect_backoff=False), False  # failed: a coded error

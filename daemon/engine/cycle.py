@@ -157,14 +157,20 @@ class SyncEngine:
         return report
 
     def _run_leased(self, cycle: _Cycle, report: CycleReport) -> Counter[str]:
-        """The cycle proper, lease held: build the connector, record the run's start, run
-        the kind's work, and turn any failure into ``report``'s outcome, code and error.
-        Whatever happens, the connector is closed, its state saved and the lease released."""
+        """The cycle proper, lease held: tell the observers, build the connector, record the
+        run's start, run the kind's work, and turn any failure into ``report``'s outcome, code
+        and error. Whatever happens, the connector is closed, its state saved and the lease
+        released."""
         instance = cycle.instance
         connector: Connector | None = None
         counts: Counter[str] = Counter()
         state: dict[str, Any] = {}
         try:
+            # First, so that every sync_finished has its sync_started, even when building
+            # the connector fails (the hookspecs promise the pair).
+            self._notify(
+                "sync_started", instance=instance.name, run_id=cycle.run_id, direction=cycle.kind
+            )
             self._ensure_state(instance.name)
             state = self._connector_state(instance.name)
             connector = self._connector(cycle, state)
@@ -174,9 +180,6 @@ class SyncEngine:
                 # with its process (a crash, a kill): close it before starting ours.
                 runs.abandon(self.db, instance.name, cycle.started)
                 runs.start(self.db, cycle.run_id, instance.name, cycle.kind, cycle.started)
-            self._notify(
-                "sync_started", instance=instance.name, run_id=cycle.run_id, direction=cycle.kind
-            )
             self._work(cycle, ctx, counts)
         except ConnectorError as exc:
             report.outcome, report.code, report.error = "failed", str(exc.code), exc.message
