@@ -200,7 +200,8 @@ def sync_started(instance: str, run_id: str, direction: CycleKind) -> None:
     build the connector and record the run.
 
     :param instance: The instance's name.
-    :param run_id: The run's id, as in ``contactsync runs`` and on every log line of the cycle.
+    :param run_id: The run's id, on every log line and sync-log row of the cycle
+        (``contactsync log --run ID``).
     :param direction: What the cycle does, a :class:`CycleKind`: ``"pull"``, ``"push"``,
         ``"deletes"`` (a deletion scan) or ``"export"``. A ``StrEnum``, so comparing it with
         those strings works. (Before hookspec 1.2 this said ``"incoming"``/``"outgoing"``,
@@ -260,7 +261,7 @@ def sync_error(
     :param instance: The instance's name.
     :param run_id: The run's id, as given to ``sync_started``.
     :param direction: The cycle's :class:`CycleKind`, as given to ``sync_started``.
-    :param error: The error's message, the text the sync log and ``contactsync runs`` show,
+    :param error: The error's message, the text the sync log and ``contactsync log`` show,
         already redacted of registered secrets (a plugin's own crash reads
         ``"TypeName: message"``). A ``str``, not the exception: the cycle is over.
     :param code: Its dictionary code (``remote-auth-failed``, ``config-invalid``,

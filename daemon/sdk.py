@@ -99,8 +99,8 @@ from daemon.kit.tokens import Token, TokenCache, grant_answer
 # reading and writing (stream_rows, write_csv, …), the exporter base (Exporter, BatchInfo, …),
 # the simulator kit (Simulator, Request, Reply, json_reply, …), normalize, check_time_zone,
 # get_logger and SYSTEM_CLOCK: everything the built-in plugins use.
-# 1.2 also added PlatformClient, ClientSeams, grant_answer, IssuedTokens, FetchPage and CycleKind (the
-# type of the function pages() and paginate() call).
+# 1.2 also added PlatformClient, ClientSeams, grant_answer, IssuedTokens, FetchPage (the type
+# of the function pages() and paginate() call) and CycleKind (the kind of a cycle).
 SDK_VERSION: Final = "1.2"
 """The version of this surface: the major number changes only when a name is removed or
 changes meaning."""
