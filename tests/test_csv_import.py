@@ -184,15 +184,16 @@ def assert_refused(engine, result: ImportResult, *words: str) -> None:
 
 
 @pytest.mark.parametrize("header", ["Nickname", "CUSTOMER_no", "crm id x"])
-def test_any_other_unknown_header_refuses_the_file(hub, tmp_path, header):
+def test_strict_refuses_a_file_with_any_other_unknown_header(hub, tmp_path, header):
     path = write(
         tmp_path,
         lines(f"{HEADER},{header}", "S-1,Ada,Lovelace,2025550143,,x", "S-2,G,H,2025550181,,y"),
     )
 
-    result = run_import(hub, path)
+    result = run_import(hub, path, strict=True)
 
-    assert_refused(hub, result, header)
+    # The refusal names the column and what would have been accepted instead.
+    assert_refused(hub, result, header, "column 6", "crm_id", "mobile_phone", "CUSTOM_Class Year")
 
 
 @pytest.mark.parametrize(
@@ -434,7 +435,7 @@ def test_a_dry_run_writes_nothing_and_reports_what_the_import_does(engine, tmp_p
 
 
 def test_a_dry_run_of_a_malformed_file_logs_nothing(hub, tmp_path):
-    path = write(tmp_path, lines("crm_id,shoe_size", "S-1,42"))
+    path = write(tmp_path, lines("crm_id,phone", 'S-1,"2025550143'))  # a broken quote
 
     result = run_import(hub, path, dry_run=True)
 
@@ -487,3 +488,224 @@ def test_importing_the_same_file_twice_changes_nothing_the_second_time(hub, tmp_
 
     assert snapshot(hub) == after_first
     assert second.report.summary["created"] == second.report.summary["updated"] == 0
+
+
+# --- columns that fit real files: unknown ones, --map, the delimiter hint, hostile headers ---
+
+
+def test_an_unknown_column_is_logged_once_with_the_accepted_names_and_ignored(hub, tmp_path):
+    path = write(
+        tmp_path,
+        lines(
+            "crm_id,first_name,E-mail,last_name,phone,Counselor",
+            "S-1,Ada,ada@example.edu,Lovelace,2025550143,Ms. Vaughan",
+            "S-2,Grace,grace@example.edu,Hopper,2025550181,Mr. Turing",
+            "S-3,Alan,alan@example.edu,Turing,4155550199,Ms. Vaughan",
+        ),
+        name="fall.csv",
+    )
+
+    result = run_import(hub, path)
+
+    assert result.ok, result.file_error
+    assert result.report.summary["created"] == 3
+    assert contact_count(hub) == 3
+    assert contact(hub, "S-2")["email"] is None  # the column was not guessed at
+    rows = log_rows(hub)
+    assert [(r["code"], r["details"]) for r in rows] == [
+        ("unknown-column", {"file": "fall.csv", "column": "E-mail", "position": 3}),
+        ("unknown-column", {"file": "fall.csv", "column": "Counselor", "position": 6}),
+    ]
+    message = rows[0]["message"]
+    for name in ("'E-mail'", "fall.csv", "email_address", "first_name", "CUSTOM_Deposit Date"):
+        assert name in message
+    assert "Ada" not in message and "Vaughan" not in rows[1]["message"]  # no cell values
+    assert [p.code for p in result.report.problems] == ["unknown-column"] * 2
+
+
+def test_a_dry_run_reports_an_unknown_column_without_writing_a_row(hub, tmp_path):
+    path = write(tmp_path, lines(HEADER + ",Nickname", "S-1,Ada,Lovelace,2025550143,,Addie"))
+
+    result = run_import(hub, path, dry_run=True)
+
+    assert [(p.code, p.source["column"]) for p in result.report.problems] == [
+        ("unknown-column", "Nickname")
+    ]
+    assert result.report.summary["created"] == 1
+    assert log_rows(hub) == [] and contact_count(hub) == 0
+
+
+def test_a_header_that_names_no_field_is_refused_without_echoing_its_cells(hub, tmp_path):
+    # A file without its header row: the first record stands where the header should.
+    path = write(tmp_path, lines("S-1,Ada,Lovelace,2025550143", "S-2,Grace,Hopper,2025550181"))
+
+    result = run_import(hub, path)
+
+    assert_refused(hub, result, "names a hub field", "crm_id")
+    assert "Lovelace" not in result.file_error
+
+
+@pytest.mark.parametrize(
+    ("given", "target", "expected"),
+    [
+        ("crm_id", "crm_id", "S-1"),
+        ("First Name", "first_name", "Ada"),
+        ("custom:Application Status", "custom:Application Status", "Admitted"),
+        ("CUSTOM_application status", "custom:Application Status", "Admitted"),
+        ("custom:class year", "custom:Class Year", "2027"),
+    ],
+)
+def test_a_map_target_is_a_hub_field_or_a_custom_field(hub, given, target, expected):
+    from daemon.hub.csv_import import parse_maps
+
+    assert parse_maps([f"Student ID={given}"], load_schema(hub)) == {"Student ID": target}
+
+
+@pytest.mark.parametrize("item", ["Student ID=crmid", "Student ID=custom:Shoe Size", "x=phone2"])
+def test_an_unknown_map_target_lists_the_valid_ones(hub, item):
+    from daemon.hub.csv_import import MapError, parse_maps
+
+    with pytest.raises(MapError) as raised:
+        parse_maps([item], load_schema(hub))
+
+    for valid in ("crm_id", "first_name", "active", "custom:Class Year", "custom:First Gen"):
+        assert valid in str(raised.value)
+
+
+@pytest.mark.parametrize("item", ["no-equals-sign", "=crm_id"])
+def test_a_map_without_a_column_is_refused(hub, item):
+    from daemon.hub.csv_import import MapError, parse_maps
+
+    with pytest.raises(MapError, match="COLUMN=FIELD"):
+        parse_maps([item], load_schema(hub))
+
+
+def test_mapped_columns_are_imported_and_an_empty_target_ignores_a_column(hub, tmp_path):
+    from daemon.hub.csv_import import parse_maps
+
+    path = write(
+        tmp_path,
+        lines(
+            "Student ID,First,Last,Mobile,Year,Notes",
+            "S-1,Ada,Lovelace,2025550143,2027,likes math",
+            "S-2,Grace,Hopper,2025550181,2026,",
+        ),
+    )
+    maps = parse_maps(
+        [
+            "Student ID=crm_id",
+            "First=first_name",
+            "Last=last_name",
+            "Mobile=phone",
+            "Year=custom:Class Year",
+            "Notes=",
+        ],
+        load_schema(hub),
+    )
+
+    result = run_import(hub, path, column_overrides=maps, strict=True)
+
+    assert result.ok, result.file_error
+    assert result.report.summary["created"] == 2
+    ada = contact(hub, "S-1")
+    assert (ada["first_name"], ada["phone"], ada["custom"]) == (
+        "Ada",
+        ADA_E164,
+        {"Class Year": "2027"},
+    )
+    assert log_rows(hub) == []  # "Notes=" ignores a column on purpose: nothing to report
+    assert result.unused_overrides == []
+
+
+def test_a_map_onto_a_field_the_file_also_names_refuses_the_file(hub, tmp_path):
+    path = write(tmp_path, lines("crm_id,Student ID,phone", "S-1,S-9,2025550143"))
+
+    result = run_import(hub, path, column_overrides={"Student ID": "crm_id"})
+
+    assert_refused(hub, result, "columns 1 and 2", "crm_id")
+
+
+@pytest.mark.parametrize(
+    ("separator", "given", "flag"),
+    [(";", ",", "';'"), ("\t", ",", "tab"), ("|", ",", "'|'"), (",", ";", "','")],
+)
+def test_a_header_separated_by_another_delimiter_says_which_to_use(
+    hub, tmp_path, separator, given, flag
+):
+    header = separator.join(["crm_id", "first_name", "last_name", "phone"])
+    record = separator.join(["S-1", "Ada", "Lovelace", "2025550143"])
+    path = write(tmp_path, lines(header, record))
+
+    result = run_import(hub, path, delimiter=given)
+
+    assert_refused(hub, result, f"--delimiter {flag}")
+    assert contact_count(hub) == 0
+    fixed = run_import(hub, path, delimiter=separator)
+    assert fixed.ok and contact(hub, "S-1")["first_name"] == "Ada"
+
+
+def test_a_header_with_a_nul_byte_is_refused_clearly_and_nothing_is_lost(engine, tmp_path):
+    define_custom_fields(engine)
+    path = write(tmp_path, lines("crm_id,first\x00name,last_name,phone", "S-1,Ada,L,2025550143"))
+
+    result = run_import(engine, path)
+
+    assert_refused(engine, result, "NUL", "line 1", "CSV UTF-8")
+
+
+def test_a_nul_byte_in_a_late_row_refuses_the_file_before_any_batch(engine, tmp_path):
+    # A UTF-16 export without a BOM decodes as UTF-8 with a NUL after every letter.
+    good = [f"S-{i},First{i},Last{i},202555{i:04d}," for i in range(6)]
+    path = write(tmp_path, lines(HEADER, *good, "S-9,Zo\x00e,M,2025559999,"))
+
+    result = run_import(engine, path, batch_size=2)
+
+    assert_refused(engine, result, "NUL", "line 8")
+
+
+def test_a_formula_header_is_an_unknown_column_quoted_in_the_log_and_the_rows_import(
+    engine, tmp_path
+):
+    hostile = "=cmd|' /C calc'!A0"
+    path = write(
+        tmp_path, lines(f'{HEADER},"{hostile}"', "S-1,Ada,Lovelace,2025550143,,=1+1"), "x.csv"
+    )
+
+    result = run_import(engine, path)
+
+    # A "|" inside a header cell is no hint that the file is "|"-separated.
+    assert result.ok, result.file_error
+    assert contact(engine, "S-1")["first_name"] == "Ada"
+    (row,) = log_rows(engine)
+    assert (row["code"], row["details"]["column"]) == ("unknown-column", hostile)
+    assert f"column {hostile!r}" in row["message"]  # quoted, never a cell of its own
+
+
+def test_strict_with_a_formula_header_refuses_and_names_it(hub, tmp_path):
+    hostile = '=HYPERLINK("http://x")'
+    path = write(tmp_path, lines(f'{HEADER},"{hostile.replace(chr(34), chr(34) * 2)}"'))
+
+    result = run_import(hub, path, strict=True)
+
+    assert_refused(hub, result, repr(hostile))
+
+
+def test_an_import_template_imports_back_cleanly(hub, tmp_path):
+    from daemon.hub.csv_import import template_header
+
+    header = template_header(load_schema(hub))
+    cells = {
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "phone": "2025550143",
+        "crm_id": "S-1",
+        "CUSTOM_Class Year": "2027",
+    }
+    row = ",".join(cells.get(name, "") for name in header)
+    path = write(tmp_path, lines(",".join(header), row))
+
+    result = run_import(hub, path, strict=True)
+
+    assert result.ok, result.file_error
+    assert log_rows(hub) == []
+    assert contact(hub, "S-1")["custom"] == {"Class Year": "2027"}

@@ -1,8 +1,8 @@
 """Reading CSV files safely: whole-file checks, streamed rows, header keys.
 
 The hub's CSV import and the kit's file connectors (SFTP, Slate's uploads) read CSV the same
-way, so the rules live here, below both: UTF-8 (a BOM allowed), strict quoting, a header row
-that is one, and a :class:`FileMalformed` that names the line when any of it fails.
+way, so the rules live here, below both: UTF-8 (a BOM allowed), no NUL byte, strict quoting, a
+header row that is one, and a :class:`FileMalformed` that names the line when any of it fails.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from pathlib import Path
 
 ENCODING = "utf-8-sig"  # a BOM, as Excel writes it, is not part of the first header
 _SEPARATORS = re.compile(r"[\s\-]+")
+# The separators files come with, in the order a hint prefers them; "tab" is how a command
+# line spells "\t" (``--delimiter tab``).
+DELIMITERS = (",", ";", "\t", "|")
 
 
 class FileMalformed(Exception):
@@ -35,22 +38,57 @@ def read_header(path: Path, delimiter: str = ",") -> list[str]:
     """The header row, after checking the whole file decodes and parses.
 
     Checking first costs one extra streaming pass, and buys the promise that a file with a bad
-    byte or a broken quote near its end is refused before any row of it is applied.
+    byte, a NUL or a broken quote near its end is refused before any row of it is applied.
     """
-    rows = read_rows(path, delimiter)
-    try:
-        header = check_header(next(rows, None))
-        for _ in rows:
-            pass
-    except UnicodeDecodeError:
-        # The error's own offset is within the chunk being decoded, not the file: find the line.
-        line = _first_undecodable_line(path)
-        raise FileMalformed(f"the file is not UTF-8 (line {line} cannot be decoded)") from None
-    except csv.Error as exc:
-        raise FileMalformed(f"the file is not valid CSV: {exc}") from None
-    finally:
-        rows.close()
+    with path.open("r", encoding=ENCODING, newline="") as fh:
+        rows = csv.reader(_without_nul(fh), delimiter=delimiter, strict=True)
+        try:
+            header = check_header(next(rows, None))
+            for _ in rows:
+                pass
+        except UnicodeDecodeError:
+            # The error's offset is within the chunk being decoded, not the file: find the line.
+            line = _first_undecodable_line(path)
+            raise FileMalformed(f"the file is not UTF-8 (line {line} cannot be decoded)") from None
+        except csv.Error as exc:
+            raise FileMalformed(f"the file is not valid CSV: {exc}") from None
     return header
+
+
+def _without_nul(lines: Iterable[str]) -> Iterator[str]:
+    """``lines``, refusing the first that holds a NUL.
+
+    Python's reader takes NUL as an ordinary character, but PostgreSQL cannot store one in
+    text, and a NUL in "CSV" nearly always means a UTF-16 export or a spreadsheet's binary file:
+    saying so beats importing garbage, or failing on the first write of it.
+    """
+    for number, line in enumerate(lines, start=1):
+        if "\x00" in line:
+            raise FileMalformed(
+                f"line {number} contains a NUL byte, which no CSV text holds (a UTF-16 "
+                "export, or a spreadsheet saved in its own format?); save it as CSV UTF-8"
+            )
+        yield line
+
+
+def delimiter_hint(header: list[str], delimiter: str, known: Callable[[str], bool]) -> str | None:
+    """The delimiter the file seems to use instead of ``delimiter``, or None.
+
+    A header read with the wrong delimiter has cells that hold the real one: a semicolon file
+    read as commas is one cell ``crm_id;first_name;…``. The hint is given only when splitting a
+    cell at the other delimiter yields a name ``known`` accepts (or the header is that one
+    cell), so a header cell that merely contains a ``|`` (a formula, a label) earns none.
+    """
+    for candidate in DELIMITERS:
+        if candidate == delimiter:
+            continue
+        for cell in header:
+            parts = [part.strip() for part in cell.split(candidate)]
+            if len(parts) < 2:
+                continue
+            if any(known(part) for part in parts if part):
+                return candidate
+    return None
 
 
 def stream_rows(
@@ -79,7 +117,7 @@ def stream_rows(
             yield text.removeprefix("\ufeff") if number == 1 else text
 
     try:
-        yield from csv.reader(decoded(), delimiter=delimiter, strict=True)
+        yield from csv.reader(_without_nul(decoded()), delimiter=delimiter, strict=True)
     except csv.Error as exc:
         raise FileMalformed(f"the file is not valid CSV: {exc}") from None
 

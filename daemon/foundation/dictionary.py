@@ -40,6 +40,7 @@ class Code(StrEnum):
     REMOTE_UNCONFIRMED = "remote-unconfirmed"
     HOST_KEY_REFUSED = "host-key-refused"
     INTERNAL_ERROR = "internal-error"
+    UNKNOWN_COLUMN = "unknown-column"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +217,15 @@ _ENTRIES: tuple[Entry, ...] = (
         "An unexpected error in contactsync or a plugin.",
         "Report it with the log line; other records and instances carry on.",
         "record or cycle skipped",
+    ),
+    Entry(
+        Code.UNKNOWN_COLUMN,
+        "A column of an imported file has a header that names no hub field; the details name "
+        "the file and the column, and the message lists the accepted names.",
+        "Rename the column to an accepted name, map it (contactsync import --map "
+        "'COLUMN=FIELD'), or ignore it on purpose (--map 'COLUMN='). --strict refuses such "
+        "files instead.",
+        "column ignored; the rest of the file imported",
     ),
 )
 
