@@ -173,7 +173,7 @@ def test_import_plan_shows_each_field_plan(run):
 def test_import_of_a_malformed_file_exits_1_and_says_why(run):
     path = write_csv(run, "crm_id,shoe_size\r\nS-1,42\r\n")
 
-    result = run("import", str(path), "--json", expect=1)
+    result = run("import", str(path), "--strict", "--json", expect=1)
 
     data = json.loads(result.stdout)
     assert "shoe_size" in data["file_error"]

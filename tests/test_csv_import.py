@@ -519,6 +519,8 @@ def test_an_unknown_column_is_logged_once_with_the_accepted_names_and_ignored(hu
     message = rows[0]["message"]
     for name in ("'E-mail'", "fall.csv", "email_address", "first_name", "CUSTOM_Deposit Date"):
         assert name in message
+    assert "did you mean 'email'" in message
+    assert "did you mean" not in rows[1]["message"]  # "Counselor" is close to nothing
     assert "Ada" not in message and "Vaughan" not in rows[1]["message"]  # no cell values
     assert [p.code for p in result.report.problems] == ["unknown-column"] * 2
 

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 from typing import Any
 
 import click
 
 from daemon.cli.app import App, json_option, pass_app
-from daemon.cli.output import cell, console, fail, print_json, print_table
+from daemon.cli.output import cell, console, err_console, fail, print_json, print_table
 from daemon.hub.contacts import (
     HubError,
     add_custom_field,
@@ -18,32 +20,62 @@ from daemon.hub.contacts import (
     load_schema,
     save_contact,
 )
-from daemon.hub.csv_import import import_csv
+from daemon.hub.csv_import import MapError, import_csv, parse_maps, template_header
 from daemon.hub.incoming import RecordPlan
 from daemon.hub.normalize import CUSTOM_TYPES
 
 
 @click.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.option("--dry-run", is_flag=True, help="Report what would happen; write nothing.")
 @click.option("--plan", "show_plan", is_flag=True, help="Also print each record's field plan.")
 @click.option("--batch-size", type=click.IntRange(1, 50_000), help="Rows per commit.")
 @click.option("--delimiter", default=",", show_default=True, help="Cell separator (\\t: tab).")
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="COLUMN=FIELD",
+    help="Map a column to a hub field (crm_id, custom:Class Year, …; empty: ignore it). "
+    "Repeat for several.",
+)
+@click.option("--strict", is_flag=True, help="Refuse a file with an unknown column.")
+@click.option(
+    "--template", is_flag=True, help="Print the header of an import file (every field); no FILE."
+)
 @json_option
 @pass_app
 def import_cmd(
     app: App,
-    file: Path,
+    file: Path | None,
     dry_run: bool,
     show_plan: bool,
     batch_size: int | None,
     delimiter: str,
+    maps: tuple[str, ...],
+    strict: bool,
+    template: bool,
     as_json: bool,
 ) -> None:
-    """Import contacts from a CSV FILE through the incoming rules."""
+    """Import contacts from a CSV FILE through the incoming rules.
+
+    An unknown column is logged (unknown-column) and ignored; --strict refuses the file.
+    """
     delimiter = "\t" if delimiter in ("\\t", "tab") else delimiter
     if len(delimiter) != 1:
         fail("--delimiter must be one character", exit_code=2)
+    schema = load_schema(app.engine, app.settings.hub.default_region)
+    if template:
+        if file is not None:
+            fail("--template prints a header and imports nothing: drop FILE", exit_code=2)
+        _print_template(template_header(schema), delimiter, as_json)
+        return
+    if file is None:
+        fail("missing FILE (or --template to print an import file's header)", exit_code=2)
+    try:
+        overrides = parse_maps(maps, schema)
+    except MapError as exc:
+        fail(str(exc), exit_code=2)
     if not dry_run:
         app.instances(required=False)  # so the import fans out to today's connections
     plans: list[dict[str, Any]] = []
@@ -52,7 +84,6 @@ def import_cmd(
         if len(plans) < 1000:
             plans.append(_plan_dict(plan))
 
-    schema = load_schema(app.engine, app.settings.hub.default_region)
     result = import_csv(
         app.engine,
         file,
@@ -60,8 +91,12 @@ def import_cmd(
         batch_size=batch_size or app.settings.hub.batch_size,
         dry_run=dry_run,
         delimiter=delimiter,
+        column_overrides=overrides,
+        strict=strict,
         on_plan=keep if show_plan else None,
     )
+    for column in result.unused_overrides:
+        err_console.print(f"contactsync: --map: {file.name} has no column {column!r}", markup=False)
     report = result.report
     problems = [
         {
@@ -97,6 +132,17 @@ def import_cmd(
         )
     if not result.ok:
         raise SystemExit(1)
+
+
+def _print_template(header: list[str], delimiter: str, as_json: bool) -> None:
+    """The template's header row, written as the CSV writer quotes it (a name may hold the
+    delimiter), on stdout alone so it can be redirected into a file."""
+    if as_json:
+        print_json({"header": header})
+        return
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerow(header)
+    click.echo(out.getvalue(), nl=False)
 
 
 def _plan_dict(plan: RecordPlan) -> dict[str, Any]:

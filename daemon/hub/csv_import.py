@@ -14,6 +14,7 @@ Rows are numbered as a spreadsheet shows them: the header is row 1, the first re
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,9 @@ def resolve_target(target: str, schema: Schema) -> str:
     if definition is not None:
         return CUSTOM_PREFIX + definition.name
     valid = ", ".join(map_targets(schema))
-    raise MapError(f"{target!r} is no hub field; map a column to one of: {valid}")
+    raise MapError(
+        f"{target!r} is no hub field{did_you_mean(text, schema)}; map a column to one of: {valid}"
+    )
 
 
 def parse_maps(items: Iterable[str], schema: Schema) -> dict[str, str]:
@@ -142,6 +145,15 @@ def accepted_names(schema: Schema) -> str:
         more = len(custom) - _LISTED_CUSTOM
         custom = [*custom[:_LISTED_CUSTOM], f"… and {more} more (contactsync fields list)"]
     return ", ".join([*defaults, *custom])
+
+
+def did_you_mean(name: str, schema: Schema) -> str:
+    """`` (did you mean 'email'?)`` when ``name`` is close to an accepted name, else ``""``."""
+    candidates = {alias: field for field, aliases in HEADER_ALIASES.items() for alias in aliases}
+    for custom in schema.custom:
+        candidates[header_key(CUSTOM_COLUMN_PREFIX + custom)] = CUSTOM_PREFIX + custom
+    close = difflib.get_close_matches(header_key(name), candidates, n=1, cutoff=0.75)
+    return f" (did you mean {candidates[close[0]]!r}?)" if close else ""
 
 
 def _delimiter_name(delimiter: str) -> str:
@@ -308,8 +320,9 @@ def import_csv(
     for position, name in columns.unknown:
         problem(
             Code.UNKNOWN_COLUMN,
-            f"column {name!r} (column {position}) of {path.name!r} names no hub field; column "
-            f"ignored. Accepted: {accepted}; or map it with --map",
+            f"column {name!r} (column {position}) of {path.name!r} names no hub field"
+            f"{did_you_mean(name, schema)}; column ignored. Accepted: {accepted}; or map it "
+            "with --map",
             file=path.name,
             column=name,
             position=position,
