@@ -78,6 +78,16 @@ from daemon.kit.http import (
     request_with_retries,
     text_stream,
 )
+from daemon.kit.oauth import (
+    AuthorizationCodes,
+    AuthorizationFailed,
+    NotSignedIn,
+    OAuthApp,
+    authorize,
+    consent_page,
+    redirect_allowed,
+    redirect_reply,
+)
 from daemon.kit.paging import FetchPage, interleave, json_cursor, pages, paginate, prefetch
 from daemon.kit.ratelimit import DailyQuota, RateLimiter
 from daemon.kit.simkit import (
@@ -100,7 +110,10 @@ from daemon.kit.tokens import Token, TokenCache, grant_answer
 # the simulator kit (Simulator, Request, Reply, json_reply, …), normalize, check_time_zone,
 # get_logger and SYSTEM_CLOCK: everything the built-in plugins use.
 # 1.2 also added PlatformClient, ClientSeams, grant_answer, IssuedTokens, FetchPage (the type
-# of the function pages() and paginate() call) and CycleKind (the kind of a cycle).
+# of the function pages() and paginate() call) and CycleKind (the kind of a cycle), and the
+# OAuth authorization-code flow: OAuthApp (a connector's oauth_app hook), authorize,
+# AuthorizationFailed, NotSignedIn, and for simulators AuthorizationCodes, redirect_reply,
+# redirect_allowed and consent_page.
 SDK_VERSION: Final = "1.2"
 """The version of this surface: the major number changes only when a name is removed or
 changes meaning."""
@@ -110,6 +123,8 @@ __all__ = [
     "SDK_VERSION",
     "SYSTEM_CLOCK",
     "AuthFailed",
+    "AuthorizationCodes",
+    "AuthorizationFailed",
     "BatchInfo",
     "Capabilities",
     "ClientConnector",
@@ -134,6 +149,8 @@ __all__ = [
     "IssuedTokens",
     "MalformedResponse",
     "MessageFilter",
+    "NotSignedIn",
+    "OAuthApp",
     "Page",
     "PlatformClient",
     "PushItem",
@@ -157,9 +174,11 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UploadRejected",
+    "authorize",
     "check_header",
     "check_time_zone",
     "clean_path",
+    "consent_page",
     "csv_bytes",
     "csv_cell",
     "error_reply",
@@ -182,6 +201,8 @@ __all__ = [
     "paginate",
     "parse_duration",
     "prefetch",
+    "redirect_allowed",
+    "redirect_reply",
     "register_secret",
     "request_with_retries",
     "reveal",

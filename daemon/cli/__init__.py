@@ -18,7 +18,7 @@ import contextlib
 import click
 
 from daemon import __version__
-from daemon.cli import contacts, demo, messages, run, simulate, sync, synclog
+from daemon.cli import auth, contacts, demo, messages, run, simulate, sync, synclog
 from daemon.cli.app import App
 from daemon.cli.plugins import add_plugin_commands, plugins_command
 from daemon.engine.registry import PluginError
@@ -74,6 +74,7 @@ for _command in (
     plugins_command,
     *sync.COMMANDS,
     run.run_command,
+    auth.auth_command,
     simulate.simulate_command,
     demo.demo_command,
     messages.messages_group,

@@ -26,12 +26,12 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from daemon.sdk import (
-    AuthFailed,
     ClientSeams,
     ConnectorContext,
     ConnectorError,
     DailyQuota,
     MalformedResponse,
+    NotSignedIn,
     PlatformClient,
     RateLimited,
     RateLimiter,
@@ -159,11 +159,8 @@ class HubSpotClient(PlatformClient):
             state=context.state,
             state_key=STATE_REFRESH_TOKEN,
         )
-        if not access_token and not (client_id and client_secret and self.tokens.refresh_token):
-            raise AuthFailed(
-                "HubSpot needs access_token (a private app), or client_id, client_secret and "
-                "refresh_token (OAuth)"
-            )
+        if not access_token and not self.tokens.refresh_token:
+            raise NotSignedIn("HubSpot", context.instance)
         # HubSpot counts a call when it arrives; the margin absorbs concurrent calls arriving
         # in another order than they were granted (2.5% of the 10 s window).
         self.limiter = RateLimiter(

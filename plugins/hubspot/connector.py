@@ -38,6 +38,7 @@ from daemon.sdk import (
     Code,
     ConnectorConfig,
     MalformedResponse,
+    OAuthApp,
     Page,
     PushItem,
     PushResult,
@@ -56,6 +57,7 @@ from plugins.hubspot.client import (
     MAX_BATCH,
     MAX_SEARCH_LIMIT,
     MAX_SEARCH_RESULTS,
+    STATE_REFRESH_TOKEN,
     HubSpotClient,
     error_message,
 )
@@ -64,6 +66,9 @@ ID = "hs_object_id"
 MODIFIED = "lastmodifieddate"
 MERGED = "hs_merged_object_ids"
 EMAIL = "email"
+OAUTH_SCOPES = ("oauth", "crm.objects.contacts.read", "crm.objects.contacts.write")
+HUBSPOT_API = "https://api.hubapi.com"
+HUBSPOT_AUTHORIZE = "https://app.hubspot.com/oauth/authorize"
 # HubSpot computes these; a write that names one is refused.
 ALWAYS_READ_ONLY = frozenset({ID, MODIFIED, "createdate", MERGED})
 # How many (id -> modified ms) pairs the cursor keeps to recognise re-read records; past it
@@ -84,6 +89,10 @@ class HubSpotConfig(ConnectorConfig):
     client_secret: SecretStr | None = None
     refresh_token: SecretStr | None = None
     token_path: str = "/oauth/2026-03/token"  # "/oauth/v1/token" until its 2027-02-16 sunset
+    # contactsync auth: where the user signs in (None: HubSpot's own, or base_url's for a
+    # simulator) and the scopes the app asks for.
+    authorize_url: str | None = None
+    scopes: list[str] = Field(default_factory=lambda: list(OAUTH_SCOPES))
     properties: list[str] = Field(default_factory=lambda: ["firstname", "lastname", EMAIL, "phone"])
     # Records per request: searches take up to 200, the list (``pull_concurrency = 1``) 100.
     page_size: int = Field(default=200, ge=1, le=MAX_SEARCH_LIMIT)
@@ -102,11 +111,13 @@ class HubSpotConfig(ConnectorConfig):
 
     @model_validator(mode="after")
     def _one_way_to_authenticate(self) -> HubSpotConfig:
-        oauth = self.client_id and self.client_secret and self.refresh_token
+        # The refresh token may instead be the one `contactsync auth` stored in the hub; the
+        # client says so at sync time when there is neither.
+        oauth = self.client_id and self.client_secret
         if not self.access_token and not oauth:
             raise ValueError(
-                "set access_token (a private app), or client_id, client_secret and "
-                "refresh_token (OAuth)"
+                "set access_token (a private app), or client_id and client_secret (OAuth, "
+                "with refresh_token or after `contactsync auth`)"
             )
         return self
 
@@ -226,6 +237,25 @@ class HubSpotConnector(ClientConnector):
         # What every read asks for: the mapped properties plus what the cursor and the merge
         # logic need (HubSpot ignores unknown names in a read).
         self._read = list(dict.fromkeys([*config.properties, ID, MODIFIED, MERGED]))
+
+    @classmethod
+    def oauth_app(cls, config: HubSpotConfig) -> OAuthApp:
+        """``contactsync auth``: HubSpot's authorize page (``app.hubspot.com``; a simulator's
+        ``base_url`` serves its own) and token endpoint, for an OAuth app's instance."""
+        if not (config.client_id and config.client_secret):
+            raise ValueError("contactsync auth needs client_id and client_secret (an OAuth app)")
+        base = config.base_url.rstrip("/")
+        default = HUBSPOT_AUTHORIZE if base == HUBSPOT_API else f"{base}/oauth/authorize"
+        return OAuthApp(
+            platform="HubSpot",
+            authorize_url=config.authorize_url or default,
+            token_url=base + config.token_path,
+            client_id=config.client_id,
+            client_secret=reveal(config.client_secret),
+            state_key=STATE_REFRESH_TOKEN,
+            scopes=tuple(config.scopes),
+            error_text=error_message,
+        )
 
     # --- check and describe -------------------------------------------------------------------
 

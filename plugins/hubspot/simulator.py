@@ -36,13 +36,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
-from daemon.sdk import IssuedTokens, Reply, Request, Simulator, SimulatorError, json_reply
+from daemon.sdk import (
+    AuthorizationCodes,
+    IssuedTokens,
+    Reply,
+    Request,
+    Simulator,
+    SimulatorError,
+    consent_page,
+    json_reply,
+    redirect_allowed,
+    redirect_reply,
+)
 
 MAX_BATCH = 100
 LIST_MAX_LIMIT = 100
 SEARCH_DEFAULT_LIMIT = 10
 SEARCH_MAX_LIMIT = 200
 SEARCH_RESULT_CAP = 10_000
+AUTH_CODE_SECONDS = 600.0  # how long an authorization code from the sign-in page is good for
 MAX_FILTER_GROUPS, MAX_FILTERS_PER_GROUP, MAX_FILTERS = 5, 10, 25
 TEN_SECONDS = 10.0
 DEFAULT_PROPERTIES = (
@@ -259,6 +271,8 @@ class HubSpotSimulator(Simulator):
         "shared_lastmodified_count": (int, 0, "Seeded contacts sharing one lastmodifieddate."),
         "token_ttl_seconds": (float, 1800.0, "Lifetime of OAuth access tokens."),
         "rotate_refresh_tokens": (bool, False, "Each refresh grant returns a new refresh token."),
+        "authorize_answer": (str, "allow", "The sign-in page: allow, deny or consent (a page)."),
+        "redirect_uri": (str, "", "The app's registered redirect URL ('': any loopback URL)."),
     }
 
     # --- credentials --------------------------------------------------------------------------
@@ -307,6 +321,7 @@ class HubSpotSimulator(Simulator):
         self.oauth_tokens = IssuedTokens(self.clock)
         self.refresh_token = self._token("refresh")
         self._refresh_tokens = {self.refresh_token}
+        self.auth_codes = AuthorizationCodes(self.clock, ttl_seconds=AUTH_CODE_SECONDS)
         self.counters = {"search": 0, "rate_limited": 0, "token_grants": 0}
         self._seed_contacts()
 
@@ -750,6 +765,8 @@ class HubSpotSimulator(Simulator):
         # Token grants need no bearer token and do not count against the API limits.
         self.add_route("POST", "/oauth/v1/token", self._token_grant)
         self.add_route("POST", "/oauth/2026-03/token", self._token_grant)
+        # app.hubspot.com's sign-in page, served here on the API's host.
+        self.add_route("GET", "/oauth/authorize", self._authorize)
 
     # --- OAuth --------------------------------------------------------------------------------
 
@@ -770,33 +787,79 @@ class HubSpotSimulator(Simulator):
                 400,
             )
 
-        if form.get("grant_type") != "refresh_token":
+        grant = form.get("grant_type")
+        if grant not in ("refresh_token", "authorization_code"):
             return oauth_error(
-                "unsupported_grant_type", "BAD_GRANT_TYPE", "grant_type must be refresh_token"
+                "unsupported_grant_type",
+                "BAD_GRANT_TYPE",
+                "grant_type must be refresh_token or authorization_code",
             )
         if (
             form.get("client_id") != self.client_id
             or form.get("client_secret") != self.client_secret
         ):
             return oauth_error("invalid_client", "BAD_CLIENT_ID", "client_id or secret is wrong")
-        if form.get("refresh_token") not in self._refresh_tokens:
-            return oauth_error(
-                "invalid_grant", "BAD_REFRESH_TOKEN", "refresh token is invalid, expired or revoked"
+        if grant == "authorization_code":
+            why = self.auth_codes.redeem(
+                form.get("code", ""), form.get("client_id", ""), form.get("redirect_uri", "")
             )
+            if why == "redirect_uri":
+                return oauth_error(
+                    "invalid_grant",
+                    "BAD_REDIRECT_URI",
+                    "redirect_uri does not match the one the auth code was issued for",
+                )
+            if why is not None:
+                words = {"expired": "auth code is expired", "used": "auth code was already used"}
+                return oauth_error(
+                    "invalid_grant", "BAD_AUTH_CODE", words.get(why, "missing or unknown auth code")
+                )
+            # A new install's refresh token, live beside the others (each app install has one).
+            sent = self._token("refresh")
+            self._refresh_tokens.add(sent)
+        else:
+            sent = form.get("refresh_token", "")
+            if sent not in self._refresh_tokens:
+                return oauth_error(
+                    "invalid_grant",
+                    "BAD_REFRESH_TOKEN",
+                    "refresh token is invalid, expired or revoked",
+                )
+            if self.rotate_refresh_tokens:
+                self._refresh_tokens.discard(sent)
+                sent = self.refresh_token = self._token("refresh")
+                self._refresh_tokens.add(sent)
         self.counters["token_grants"] += 1
         access = self._token("access")
         self.oauth_tokens.issue(access, self.token_ttl_seconds)
-        if self.rotate_refresh_tokens:
-            self.refresh_token = self._token("refresh")
-            self._refresh_tokens = {self.refresh_token}
         return json_reply(
             {
                 "token_type": "bearer",
                 "access_token": access,
-                "refresh_token": self.refresh_token,
+                "refresh_token": sent,
                 "expires_in": int(self.token_ttl_seconds),
             }
         )
+
+    def _authorize(self, request: Request) -> Reply:
+        """The sign-in page: with ``authorize_answer`` ``allow`` it redirects at once to
+        ``redirect_uri?code=…&state=…`` (a browser login is out of scope); ``deny`` redirects
+        with ``error=access_denied``; ``consent`` shows a page with both choices. A wrong
+        client id or redirect URL is an error page, never a redirect."""
+        query = request.query
+        redirect_uri = query.get("redirect_uri", "")
+        if query.get("client_id") != self.client_id:
+            return 400, {"Content-Type": "text/plain"}, "Invalid client_id: no such app."
+        if not redirect_allowed(redirect_uri, self.redirect_uri):
+            return 400, {"Content-Type": "text/plain"}, "The redirect_uri is not the app's."
+        answer = query.get("decision") or self.authorize_answer
+        if answer == "consent":
+            return consent_page(request)
+        back = {"state": query["state"]} if "state" in query else {}
+        if answer != "allow":
+            return redirect_reply(redirect_uri, {"error": "access_denied", **back})
+        code = self.auth_codes.issue(self.client_id, redirect_uri)
+        return redirect_reply(redirect_uri, {"code": code, **back})
 
     # --- reads --------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from daemon.sdk import (
     ConnectorError,
     DailyQuota,
     MalformedResponse,
+    NotSignedIn,
     PlatformClient,
     RateLimited,
     Token,
@@ -186,6 +187,8 @@ class SalesforceClient(PlatformClient):
             state=context.state,
             state_key=STATE_REFRESH_TOKEN,
         )
+        if auth == "refresh_token" and not self.tokens.refresh_token:
+            raise NotSignedIn("Salesforce", context.instance)
         # The allowance is a rolling 24 h: past the share, look again after the back-off
         # (the first answer then says how much is really left), not at midnight.
         self.quota = DailyQuota(

@@ -44,6 +44,7 @@ from daemon.sdk import (
     Code,
     ConnectorConfig,
     MalformedResponse,
+    OAuthApp,
     Page,
     PushItem,
     PushResult,
@@ -59,10 +60,16 @@ from daemon.sdk import (
 )
 from plugins.salesforce.client import (
     MAX_COLLECTION,
+    STATE_REFRESH_TOKEN,
+    TOKEN_PATH,
     SalesforceClient,
     error_text,
 )
 from plugins.salesforce.soql import parse_datetime
+
+AUTHORIZE_PATH = "/services/oauth2/authorize"
+# `api` for the REST and Bulk APIs, `refresh_token` so the sign-in yields one to keep.
+OAUTH_SCOPES = ("api", "refresh_token")
 
 ID = "Id"
 MODSTAMP = "SystemModstamp"
@@ -132,7 +139,9 @@ class SalesforceConfig(ConnectorConfig):
                 self.auth = "client_credentials"
         needs = {
             "client_credentials": ("client_secret",),
-            "refresh_token": ("client_secret", "refresh_token"),
+            # The refresh token may instead be the one `contactsync auth` stored in the hub;
+            # the client says so at sync time when there is neither.
+            "refresh_token": ("client_secret",),
             "jwt": ("username", "private_key"),
         }[self.auth]
         missing = [name for name in needs if not getattr(self, name)]
@@ -277,6 +286,29 @@ class SalesforceConnector(ClientConnector):
         self._ext = ext
         # Records per Page from a Bulk results page; an attribute so tests can use fewer.
         self.bulk_rows_per_page = BULK_ROWS_PER_PAGE
+
+    @classmethod
+    def oauth_app(cls, config: SalesforceConfig) -> OAuthApp:
+        """``contactsync auth``: the web-server flow at ``login_url`` (with PKCE), for an
+        instance with ``auth = "refresh_token"``; the connected app's callback URL must be
+        the loopback redirect URI ``contactsync auth`` prints."""
+        if config.auth != "refresh_token":
+            raise ValueError(
+                f'contactsync auth signs in for auth = "refresh_token", not {config.auth!r}'
+            )
+        login = config.login_url.rstrip("/")
+        return OAuthApp(
+            platform="Salesforce",
+            authorize_url=login + AUTHORIZE_PATH,
+            token_url=login + TOKEN_PATH,
+            client_id=config.client_id,
+            client_secret=reveal(config.client_secret),
+            state_key=STATE_REFRESH_TOKEN,
+            scopes=OAUTH_SCOPES,
+            authorize_params={"response_type": "code"},
+            pkce=True,
+            error_text=error_text,
+        )
 
     @classmethod
     def default_fields(cls, settings: SalesforceConfig) -> list[dict[str, Any]]:

@@ -45,7 +45,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
-from daemon.sdk import IssuedTokens, Reply, Request, Simulator, SimulatorError, json_reply
+from daemon.sdk import (
+    AuthorizationCodes,
+    IssuedTokens,
+    Reply,
+    Request,
+    Simulator,
+    SimulatorError,
+    consent_page,
+    json_reply,
+    redirect_allowed,
+    redirect_reply,
+)
 from plugins.salesforce.soql import SoqlError, parse, parse_datetime
 
 API_VERSION = "v62.0"
@@ -167,6 +178,7 @@ class _RecordError(Exception):
         return {"statusCode": self.code, "message": self.message, "fields": self.fields}
 
 
+AUTH_CODE_SECONDS = 900.0  # Salesforce's authorization codes last 15 minutes
 _RSA_KEYS: dict[int, Any] = {}  # seed -> private key: generating one costs ~50 ms, so once
 
 
@@ -186,6 +198,8 @@ class SalesforceSimulator(Simulator):
         "late_commit_seconds": (float, 0.0, "Writes land stamped this far in the past."),
         "bulk_poll_steps": (int, 1, "Job status polls answered InProgress before JobComplete."),
         "bulk_page_size": (int, BULK_DEFAULT_PAGE, "Bulk results per page without maxRecords."),
+        "authorize_answer": (str, "allow", "The login page: allow, deny or consent (a page)."),
+        "redirect_uri": (str, "", "The connected app's callback URL ('': any loopback URL)."),
     }
 
     def set_knob(self, name: str, value: object) -> None:
@@ -255,6 +269,7 @@ class SalesforceSimulator(Simulator):
         self.sessions = IssuedTokens(self.clock)  # access tokens
         self.refresh_token = self._token("5Aep861")
         self._refresh_tokens = {self.refresh_token}
+        self.auth_codes = AuthorizationCodes(self.clock, ttl_seconds=AUTH_CODE_SECONDS)
         self._calls: deque[float] = deque()  # monotonic times of counted calls (rolling 24 h)
         self._cursors: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
@@ -665,6 +680,7 @@ class SalesforceSimulator(Simulator):
 
     def setup_routes(self) -> None:
         self.add_route("POST", "/services/oauth2/token", self._token_route)
+        self.add_route("GET", "/services/oauth2/authorize", self._authorize)
         base = "/services/data/{version}"
         routes: list[tuple[str, str, Callable[[Request], Reply]]] = [
             ("GET", "/query", lambda r: self._query(r, all_rows=False)),
@@ -727,6 +743,25 @@ class SalesforceSimulator(Simulator):
                 rotated = self._token("5Aep861")
                 self._refresh_tokens.add(rotated)
                 self.refresh_token = rotated
+        elif grant == "authorization_code":
+            if client_id != self.client_id:
+                return self._oauth_error("invalid_client_id", "client identifier invalid")
+            if secret != self.client_secret:
+                return self._oauth_error("invalid_client", "invalid client credentials")
+            why = self.auth_codes.redeem(
+                form.get("code", ""),
+                client_id or "",
+                form.get("redirect_uri", ""),
+                form.get("code_verifier"),
+            )
+            if why == "redirect_uri":
+                return self._oauth_error("redirect_uri_mismatch", "redirect_uri must match")
+            if why == "verifier":
+                return self._oauth_error("invalid_grant", "invalid code verifier")
+            if why is not None:
+                return self._oauth_error("invalid_grant", "invalid authorization code")
+            rotated = self._token("5Aep861")  # the web-server flow's refresh token
+            self._refresh_tokens.add(rotated)
         elif grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
             problem = self._check_assertion(form.get("assertion", ""))
             if problem is not None:
@@ -743,11 +778,40 @@ class SalesforceSimulator(Simulator):
             "token_type": "Bearer",
             "issued_at": str(int(self.clock.now().timestamp() * 1000)),
             "signature": base64.b64encode(self._id_rng.randbytes(32)).decode(),
-            "scope": "api refresh_token" if grant == "refresh_token" else "api",
+            "scope": "api refresh_token" if rotated or grant == "refresh_token" else "api",
         }
         if rotated:
             body["refresh_token"] = rotated
         return json_reply(body)
+
+    def _authorize(self, request: Request) -> Reply:
+        """The login page of the web-server flow: with ``authorize_answer`` ``allow`` it
+        redirects at once to ``redirect_uri?code=…&state=…`` (a browser login is out of
+        scope); ``deny`` redirects with ``error=access_denied``; ``consent`` shows a page with
+        both choices. A wrong client id or callback URL is an error page, never a redirect."""
+        query = request.query
+        redirect_uri = query.get("redirect_uri", "")
+        if query.get("response_type") != "code":
+            return 400, {"Content-Type": "text/plain"}, "error=unsupported_response_type"
+        if query.get("client_id") != self.client_id:
+            return 400, {"Content-Type": "text/plain"}, "error=invalid_client_id"
+        if not redirect_allowed(redirect_uri, self.redirect_uri):
+            return 400, {"Content-Type": "text/plain"}, "error=redirect_uri_mismatch"
+        challenge = query.get("code_challenge")
+        if challenge is not None and query.get("code_challenge_method", "S256") != "S256":
+            return 400, {"Content-Type": "text/plain"}, "error=invalid_request"
+        answer = query.get("decision") or self.authorize_answer
+        if answer == "consent":
+            return consent_page(request)
+        back = {"state": query["state"]} if "state" in query else {}
+        if answer != "allow":
+            refused = {
+                "error": "access_denied",
+                "error_description": "end-user denied authorization",
+            }
+            return redirect_reply(redirect_uri, {**refused, **back})
+        code = self.auth_codes.issue(self.client_id, redirect_uri, challenge)
+        return redirect_reply(redirect_uri, {"code": code, **back})
 
     def _oauth_error(self, error: str, description: str) -> Reply:
         return json_reply({"error": error, "error_description": description}, 400)
