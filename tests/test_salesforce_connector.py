@@ -19,7 +19,14 @@ from daemon.foundation.clock import FakeClock
 from daemon.foundation.dictionary import Code
 from daemon.hub.contacts import save_contact
 from daemon.hub.store import Contact
-from daemon.sdk import AuthFailed, ConnectorContext, PushItem, PushStatus, RateLimited
+from daemon.sdk import (
+    AuthFailed,
+    ConnectorContext,
+    NotSignedIn,
+    PushItem,
+    PushStatus,
+    RateLimited,
+)
 from plugins.salesforce.client import STATE_REFRESH_TOKEN, QueryRefused, default_audience
 from plugins.salesforce.connector import SalesforceConnector
 from plugins.salesforce.simulator import SalesforceSimulator
@@ -355,10 +362,17 @@ def test_jwt_audience_is_the_login_host_even_for_my_domain() -> None:
 
 
 def test_config_refuses_a_grant_without_its_secrets(sim: SalesforceSimulator) -> None:
-    with pytest.raises(ValueError, match="needs refresh_token"):
-        SalesforceConnector.Config.model_validate(
-            {"client_id": "x", "client_secret": "y", "auth": "refresh_token"}
-        )
+    with pytest.raises(ValueError, match="needs client_secret"):
+        SalesforceConnector.Config.model_validate({"client_id": "x", "auth": "refresh_token"})
+    # The refresh token may come from `contactsync auth` (the hub's state) instead; with
+    # neither, the connector is config-invalid before it asks Salesforce anything.
+    config = SalesforceConnector.Config.model_validate(
+        {"login_url": sim.url, "client_id": "x", "client_secret": "y", "auth": "refresh_token"}
+    )
+    with pytest.raises(NotSignedIn, match="contactsync auth sf") as refused:
+        SalesforceConnector(config, ConnectorContext("sf"))
+    assert refused.value.code is Code.CONFIG_INVALID
+    assert sim.counters["token_grants"] == 0
     with pytest.raises(ValueError, match="My Domain"):
         SalesforceConnector.Config.model_validate({"client_id": "x", "client_secret": "y"})
 

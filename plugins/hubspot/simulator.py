@@ -7,7 +7,10 @@ adds what HubSpot does (facts from ``shared/research/hubspot_salesforce.md`` §1
 - auth: a private-app token that never expires, and OAuth access tokens that live
   ``token_ttl_seconds`` (1800); an unknown or expired token is a 401. The refresh-token grant
   is served at ``/oauth/v1/token`` and its successor ``/oauth/2026-03/token``; with
-  ``rotate_refresh_tokens`` every grant returns a new refresh token and spends the old one;
+  ``rotate_refresh_tokens`` every grant returns a new refresh token and spends the old one.
+  ``GET /oauth/authorize`` (app.hubspot.com's sign-in page) redirects to the client's loopback
+  URL with a code (``authorize_answer``: allow, deny or a consent page), which the
+  ``authorization_code`` grant takes once, within 10 minutes, for its client and redirect URL;
 - ``GET /crm/v3/objects/contacts`` (``limit`` ≤ 100, opaque ``after``, ``archived=true``) and
   the single-record ``GET/PATCH/DELETE /crm/v3/objects/contacts/{id}``, ``POST`` to create;
 - ``POST /crm/v3/objects/contacts/search``: filterGroups (≤ 5 groups, ≤ 10 filters each,

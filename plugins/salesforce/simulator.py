@@ -5,10 +5,11 @@ connections, malformed bodies, one-shot faults and ``/_sim/reset|faults|state``.
 adds what Salesforce does (facts from ``shared/research/hubspot_salesforce.md`` §2 and §4):
 
 - OAuth 2.0 at ``/services/oauth2/token``: client credentials (Basic or form), refresh token
-  (rotated on use with ``rotate_refresh_tokens``) and JWT bearer (RS256, checked against the
-  connected app's certificate). Answers carry ``instance_url`` and no ``expires_in``; a
-  session lives ``session_timeout_seconds`` and then every call is a 401
-  ``INVALID_SESSION_ID``;
+  (rotated on use with ``rotate_refresh_tokens``), JWT bearer (RS256, checked against the
+  connected app's certificate) and the web-server flow's authorization code (from
+  ``/services/oauth2/authorize``, single-use, 15 minutes, PKCE S256 checked when sent).
+  Answers carry ``instance_url`` and no ``expires_in``; a session lives
+  ``session_timeout_seconds`` and then every call is a 401 ``INVALID_SESSION_ID``;
 - ``query`` and ``queryAll`` with the SOQL subset of :mod:`plugins.salesforce.soql`, pages of
   ``query_batch_size`` (2,000; ``Sforce-Query-Options: batchSize=`` lowers it) followed by
   ``nextRecordsUrl``; ``queryAll`` also returns deleted rows (``IsDeleted = true``);
