@@ -27,11 +27,12 @@ from sqlalchemy import select
 
 import plugins.hubspot
 import plugins.salesforce
-from daemon.cli import App, cli
+from daemon.cli import App, auth, cli
 from daemon.default_plugins import transforms
 from daemon.engine.registry import get_plugin_manager
+from daemon.hub import lease
 from daemon.hub.database import make_engine
-from daemon.hub.store import InstanceState
+from daemon.hub.store import InstanceState, utcnow
 from daemon.kit.oauth import AuthorizationCodes, pkce_pair
 from plugins.hubspot.simulator import HubSpotSimulator
 from plugins.salesforce.simulator import SalesforceSimulator
@@ -233,6 +234,36 @@ def test_the_stored_token_wins_over_a_stale_one_in_the_file(
     pulled = setup.cli("sync", "crm", "--direction", "pull", "--json")
     assert pulled.exit_code == 0, (pulled.stdout, pulled.stderr)
     assert json.loads(pulled.stdout)["reports"][0]["counts"]["created"] == 4
+
+
+def test_auth_keeps_the_rest_of_the_state_and_waits_for_no_one_when_told(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token is added to the instance's state (a connector's other keys stay), and it
+    is written only while holding the connection's lease: while a sync holds it past the
+    wait, the sign-in stores nothing and says so."""
+    engine = make_engine(setup.db_url)
+    try:
+        setup.cli("status")  # creates the hub
+        with engine.begin() as conn:
+            conn.execute(
+                InstanceState.__table__.insert(),
+                [{"instance": "crm", "connector_state": {"kept": "value"}}],
+            )
+        assert lease.acquire(engine, "crm", "elsewhere:1:sync", utcnow())
+        monkeypatch.setattr(auth, "LEASE_WAIT_SECONDS", 0.0)
+        fake_browser(monkeypatch, browse)
+        busy = setup.cli("auth", "crm")
+        assert busy.exit_code == 1, (busy.stdout, busy.stderr)
+        assert "nothing was stored" in busy.stderr
+        assert setup.stored() == {"kept": "value"}
+        lease.release(engine, "crm", "elsewhere:1:sync")
+        signed = setup.cli("auth", "crm")
+        assert signed.exit_code == 0, (signed.stdout, signed.stderr)
+        assert setup.stored()["kept"] == "value"
+        assert setup.stored()[STATE_KEYS[setup.platform]] in setup.sim._refresh_tokens
+    finally:
+        engine.dispose()
 
 
 def test_a_sync_with_no_refresh_token_anywhere_is_config_invalid(setup: Setup) -> None:

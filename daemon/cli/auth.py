@@ -75,8 +75,8 @@ def auth_command(app: App, instance: str, port: int, timeout: float, no_browser:
         click.echo(f"Sign in to {oauth.platform} for instance {instance!r} at:")
         click.echo(url)
         click.echo(f"Waiting up to {timeout:g} s for the sign-in to finish …", err=True)
-        if not no_browser:
-            webbrowser.open(url)
+        if not no_browser and not webbrowser.open(url):
+            click.echo("No browser could be opened here: open the URL above yourself.", err=True)
 
     try:
         token = authorize(oauth, show=show, port=port, timeout=timeout)
