@@ -49,6 +49,7 @@ from daemon.kit.connector import (
     Unavailable,
 )
 from daemon.kit.csv_write import csv_bytes, csv_cell, write_csv
+from daemon.kit.cursor import OverlapCursor
 from daemon.kit.exporter import (
     BatchInfo,
     Exporter,
@@ -114,6 +115,7 @@ from daemon.kit.tokens import Token, TokenCache, grant_answer
 # OAuth authorization-code flow: OAuthApp (a connector's oauth_app hook), authorize,
 # AuthorizationFailed, NotSignedIn, and for simulators AuthorizationCodes, redirect_reply,
 # redirect_allowed and consent_page.
+# 1.2 also added OverlapCursor (daemon.kit.cursor): the overlap-window cursor.
 SDK_VERSION: Final = "1.2"
 """The version of this surface: the major number changes only when a name is removed or
 changes meaning."""
@@ -151,6 +153,7 @@ __all__ = [
     "MessageFilter",
     "NotSignedIn",
     "OAuthApp",
+    "OverlapCursor",
     "Page",
     "PlatformClient",
     "PushItem",
