@@ -7,7 +7,8 @@ Pull (the robust pattern of the research notes, Airbyte PR 44899 and its kin):
 - the cursor is ``(ts, id)``: every record at or before it, in ``(lastmodifieddate,
   hs_object_id)`` order, has been yielded. A search takes ``lastmodifieddate >= ts`` minus a
   lookback window (the search index lags behind writes), and records re-read inside that
-  window are recognised by the ``seen`` map the cursor carries, so they are not yielded again;
+  window are recognised by the kit's overlap cursor (``OverlapCursor``: a ``seen`` map of
+  fingerprints), so they are not yielded again unless they changed;
 - before a search reaches HubSpot's 10,000-result cap it is restarted from the last record's
   timestamp; that timestamp is first swept on its own, ``lastmodifieddate EQ ts AND
   hs_object_id GT id`` sorted by id, which also pages through more than 10,000 contacts that
@@ -24,7 +25,6 @@ so every result and every 207 error is attributed to its own record.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -39,6 +39,7 @@ from daemon.sdk import (
     ConnectorConfig,
     MalformedResponse,
     OAuthApp,
+    OverlapCursor,
     Page,
     PushItem,
     PushResult,
@@ -71,8 +72,8 @@ HUBSPOT_API = "https://api.hubapi.com"
 HUBSPOT_AUTHORIZE = "https://app.hubspot.com/oauth/authorize"
 # HubSpot computes these; a write that names one is refused.
 ALWAYS_READ_ONLY = frozenset({ID, MODIFIED, "createdate", MERGED})
-# How many (id -> modified ms) pairs the cursor keeps to recognise re-read records; past it
-# the oldest are dropped and a re-read becomes an overlap, which the engine tolerates.
+# How many record fingerprints the cursor keeps to recognise re-read records; past it the
+# oldest are dropped and a re-read is yielded again, which the engine tolerates.
 MAX_SEEN = 2000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -152,52 +153,45 @@ def wire_value(value: Any) -> str:
 class _Position:
     """Where a pull stands, as the cursor records it.
 
-    ``ts``/``id``: the newest ``(lastmodifieddate, hs_object_id)`` yielded, where the next
-    pull starts (less the lookback). ``at``: the timestamp of the last row the current search
-    read, where it restarts before the cap. ``sweep``/``sweep_id``: the timestamp ``at`` is
-    being paged by id. ``seen``: recent ``id -> modified ms``, to skip re-read records.
+    ``cursor``: the kit's overlap cursor, whose high-water mark ``(lastmodifieddate,
+    hs_object_id)`` is where the next pull starts (less the lookback) and whose ``seen`` map
+    skips records re-read unchanged. ``at``: the timestamp of the last row the current
+    search read, where it restarts before the cap. ``sweep``/``sweep_id``: the timestamp
+    ``at`` is being paged by id. ``mode``/``start``/``parts``/``after``: the first pull's
+    listing or id-range scan.
     """
 
-    def __init__(self, raw: Mapping[str, Any]) -> None:
+    def __init__(self, raw: Mapping[str, Any], lookback: timedelta) -> None:
+        self.cursor = OverlapCursor.load(raw, window=lookback, cap=MAX_SEEN, platform="HubSpot")
         self.mode: str = str(raw.get("mode") or "list")
         self.start: int = int(raw.get("start", 0))
         # A scan's id ranges: [last id read, highest id of the range], per range.
         self.parts: list[list[int]] = [[int(lo), int(hi)] for lo, hi in raw.get("parts") or []]
         self.after: str | None = raw.get("after")
-        self.ts: int = int(raw.get("ts", 0))
-        self.id: int = int(raw.get("id", 0))
         self.at: int = int(raw.get("at", self.ts))
         self.sweep: bool = bool(raw.get("sweep", False))
         self.sweep_id: int = int(raw.get("sweep_id", 0))
-        self.seen: dict[str, str] = {str(k): str(v) for k, v in (raw.get("seen") or {}).items()}
 
-    def advance(self, ts: int, record: RemoteRecord) -> None:
-        """Count one yielded record."""
-        record_id = int(record.remote_id)
-        if (ts, record_id) > (self.ts, self.id):
-            self.ts, self.id = ts, record_id
-        self.seen[record.remote_id] = _fingerprint(ts, record)
+    @property
+    def ts(self) -> int:
+        """The high-water mark in ms (0 before any record)."""
+        moment = self.cursor.high_water
+        return 0 if moment is None else to_ms(moment)
 
-    def already_seen(self, ts: int, record: RemoteRecord) -> bool:
-        """Whether this very version (time and values) was yielded before."""
-        return self.seen.get(record.remote_id) == _fingerprint(ts, record)
+    def read(self, record: RemoteRecord) -> bool:
+        """Count one record read; whether it is to be yielded (not re-read unchanged)."""
+        return self.cursor.read(record, int(record.remote_id))
 
-    def dump(self, lookback_ms: int) -> str:
-        """The cursor text, with ``seen`` pruned to the lookback window and capped."""
-        floor = self.ts - lookback_ms
-        recent = sorted(
-            ((int(v.partition(":")[0]), i, v) for i, v in self.seen.items()), reverse=True
-        )
-        self.seen = {i: v for ts, i, v in recent[:MAX_SEEN] if ts >= floor}
-        raw: dict[str, Any] = {"v": 1, "mode": self.mode, "ts": self.ts, "id": self.id}
+    def dump(self) -> str:
+        """The cursor text, ``seen`` pruned to the lookback window and capped."""
+        raw: dict[str, Any] = {"mode": self.mode}
         if self.after:
             raw["after"] = self.after
         if self.mode == "scan":
             raw.update(start=self.start, parts=self.parts)
         if self.sweep:
             raw.update(at=self.at, sweep=True, sweep_id=self.sweep_id)
-        raw["seen"] = self.seen
-        return json.dumps(raw, separators=(",", ":"))
+        return self.cursor.dump(**raw)
 
 
 class HubSpotConnector(ClientConnector):
@@ -231,7 +225,7 @@ class HubSpotConnector(ClientConnector):
             account_timezone=config.account_timezone,
             transport=self.transport,
         )
-        self._lookback_ms = config.lookback_seconds * 1000
+        self._lookback = timedelta(seconds=config.lookback_seconds)
         # HubSpot's 10,000-result cap; an attribute so tests can meet it with fewer records.
         self.search_cap = MAX_SEARCH_RESULTS
         # What every read asks for: the mapped properties plus what the cursor and the merge
@@ -294,7 +288,7 @@ class HubSpotConnector(ClientConnector):
 
     def pull(self, cursor: str | None) -> Iterator[Page]:
         """Pages of contacts changed since ``cursor``; see the module docstring."""
-        pos = _Position(json_cursor(cursor, "HubSpot"))
+        pos = _Position(json_cursor(cursor, "HubSpot"), self._lookback)
         if pos.mode == "list" and pos.after is None and self.settings.pull_concurrency > 1:
             pos.mode = "scan"
         if pos.mode == "scan":
@@ -313,13 +307,12 @@ class HubSpotConnector(ClientConnector):
         for rows, after in prefetch(listing):
             records = self._records(rows)
             for record in records:
-                assert record.modified_at is not None
-                pos.advance(to_ms(record.modified_at), record)
+                pos.cursor.remember(record, int(record.remote_id))
             pos.after = after
             if after is None:
                 # Listed to the end: from here on, searches from the newest change seen.
                 pos.mode = "search"
-            yield Page(records, pos.dump(self._lookback_ms))
+            yield Page(records, pos.dump())
 
     def _pull_scan(self, pos: _Position) -> Iterator[Page]:
         """The first pull, concurrently: the id space split into ranges, each read by a
@@ -345,12 +338,11 @@ class HubSpotConnector(ClientConnector):
             part[0] = last
             records = self._records(rows)
             for record in records:
-                assert record.modified_at is not None
-                pos.advance(to_ms(record.modified_at), record)
-            yield Page(records, pos.dump(self._lookback_ms))
+                pos.cursor.remember(record, int(record.remote_id))
+            yield Page(records, pos.dump())
         pos.mode = "search"
-        pos.ts, pos.id = min(pos.ts, pos.start), 0
-        yield Page([], pos.dump(self._lookback_ms))
+        pos.cursor.rewind(_EPOCH + pos.start * _MS)
+        yield Page([], pos.dump())
 
     def _end_id(self, direction: str) -> int:
         """The lowest or highest contact id (1 and 0 when there are none)."""
@@ -392,7 +384,7 @@ class HubSpotConnector(ClientConnector):
                 # Inclusive at the start of a pull (re-reading the lookback window and the
                 # last timestamp, deduplicated by ``seen``); past ``at`` after a restart.
                 filters = [
-                    _filter(MODIFIED, "GTE", max(0, pos.ts - self._lookback_ms))
+                    _filter(MODIFIED, "GTE", max(0, to_ms(pos.cursor.since or _EPOCH)))
                     if first
                     else _filter(MODIFIED, "GT", pos.at)
                 ]
@@ -421,26 +413,23 @@ class HubSpotConnector(ClientConnector):
             fresh = []
             for record in self._records(rows):
                 assert record.modified_at is not None
-                ts = to_ms(record.modified_at)
                 if pos.sweep:
                     pos.sweep_id = max(pos.sweep_id, int(record.remote_id))
                 else:
-                    pos.at = ts  # rows come sorted by date: the restart point
-                if pos.already_seen(ts, record):
-                    continue  # re-read inside the lookback window, unchanged
-                fresh.append(record)
-                pos.advance(ts, record)
+                    pos.at = to_ms(record.modified_at)  # rows come sorted by date: the restart
+                if pos.read(record):
+                    fresh.append(record)  # else re-read inside the lookback window, unchanged
             if nxt is None or not rows:
-                yield Page(fresh, pos.dump(self._lookback_ms))
+                yield Page(fresh, pos.dump())
                 return False
             if nxt <= after:
                 raise MalformedResponse("HubSpot's search offset did not advance")
             after = nxt
             if after + limit > self.search_cap:
-                yield Page(fresh, pos.dump(self._lookback_ms))
+                yield Page(fresh, pos.dump())
                 return True
             if fresh:
-                yield Page(fresh, pos.dump(self._lookback_ms))
+                yield Page(fresh, pos.dump())
 
     def _records(self, rows: Sequence[Mapping[str, Any]]) -> list[RemoteRecord]:
         """The page's records; a row that is not a usable contact (no id, no date) is a
@@ -671,13 +660,6 @@ class HubSpotConnector(ClientConnector):
 
     def close(self) -> None:
         self.client.close()
-
-
-def _fingerprint(ts: int, record: RemoteRecord) -> str:
-    """``ts:hash`` of a record version: a change within the same millisecond (or a write the
-    index showed late with an old timestamp) still differs from what was yielded."""
-    values = json.dumps(dict(record.fields), sort_keys=True, default=str)
-    return f"{ts}:{hashlib.blake2b(values.encode(), digest_size=4).hexdigest()}"
 
 
 def _filter(name: str, operator: str, value: int) -> dict[str, str]:

@@ -9,7 +9,7 @@ Pull (the robust pattern of the research notes, §3 "Salesforce issues to learn 
   (``>``): the query is ``(SystemModstamp > t) OR (SystemModstamp = t AND Id > id)``;
 - each pull first re-reads an overlap window (``SystemModstamp >= t - overlap``), because a
   long transaction can commit rows stamped before the cursor (Airbyte issue 27146); rows
-  already yielded at the same stamp are recognised by the ``seen`` map the cursor carries;
+  re-read unchanged are recognised by the kit's overlap cursor (``OverlapCursor``);
 - each query is capped (``LIMIT query_chunk``) and the next starts from the last row's keyset,
   so no server-side cursor has to live for a whole backfill; within a query, pages of up to
   2,000 follow ``nextRecordsUrl``;
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -45,6 +44,7 @@ from daemon.sdk import (
     ConnectorConfig,
     MalformedResponse,
     OAuthApp,
+    OverlapCursor,
     Page,
     PushItem,
     PushResult,
@@ -74,8 +74,9 @@ OAUTH_SCOPES = ("api", "refresh_token")
 ID = "Id"
 MODSTAMP = "SystemModstamp"
 DELETED = "IsDeleted"
-# How many (Id -> stamp) pairs the cursor keeps to recognise rows re-read in the overlap
-# window; past it the oldest are dropped and a re-read is an overlap the engine tolerates.
+# How many record fingerprints the cursor keeps to recognise rows re-read in the overlap
+# window; past it the oldest are dropped and a re-read is yielded again, which the engine
+# tolerates.
 MAX_SEEN = 5000
 GENERIC_LOGIN_HOSTS = frozenset({"login.salesforce.com", "test.salesforce.com"})
 BULK_ROWS_PER_PAGE = 2000  # as many as a REST query page
@@ -189,59 +190,29 @@ def wire_value(value: Any) -> Any:
 class _Position:
     """Where a pull stands, as the cursor records it.
 
-    ``ts``/``id``: the keyset of the newest row read. ``seen``: recent ``Id -> stamp|deleted``
-    of yielded rows, to skip rows re-read in the overlap window. ``job``/``locator``/``skip``:
-    a Bulk query job being read, the results page being read, and the rows of it already
-    yielded.
+    ``cursor``: the kit's overlap cursor, whose high-water mark is the keyset
+    ``(SystemModstamp, Id)`` of the newest row read and whose ``seen`` map skips rows
+    re-read unchanged in the overlap window. ``job``/``locator``/``skip``: a Bulk query job
+    being read, the results page being read, and the rows of it already yielded.
     """
 
-    def __init__(self, raw: Mapping[str, Any]) -> None:
-        self.ts: str | None = raw.get("ts")
-        self.id: str = str(raw.get("id") or "")
-        self.seen: dict[str, str] = {str(k): str(v) for k, v in (raw.get("seen") or {}).items()}
+    def __init__(self, raw: Mapping[str, Any], overlap: timedelta) -> None:
+        self.cursor = OverlapCursor.load(raw, window=overlap, cap=MAX_SEEN, platform="Salesforce")
         self.job: str | None = raw.get("job")
         self.locator: str | None = raw.get("locator")
         self.skip: int = int(raw.get("skip") or 0)
 
     @property
-    def moment(self) -> datetime | None:
-        return parse_stamp(self.ts) if self.ts else None
+    def keyset(self) -> tuple[str, str] | None:
+        """The newest row read as a SOQL datetime and an Id (``None`` before any)."""
+        moment = self.cursor.high_water
+        return None if moment is None else (soql_datetime(moment), str(self.cursor.key or ""))
 
-    def read(self, record: RemoteRecord) -> None:
-        """Move the keyset past a row read (never backwards: the overlap re-reads older)."""
-        assert record.modified_at is not None
-        stamp = soql_datetime(record.modified_at)
-        if self.ts is None or (parse_stamp(stamp), record.remote_id) > (
-            parse_stamp(self.ts),
-            self.id,
-        ):
-            self.ts, self.id = stamp, record.remote_id
-
-    def yielded(self, record: RemoteRecord) -> None:
-        self.seen[record.remote_id] = _fingerprint(record)
-
-    def already_seen(self, record: RemoteRecord) -> bool:
-        return self.seen.get(record.remote_id) == _fingerprint(record)
-
-    def dump(self, overlap_seconds: int) -> str:
-        """The cursor text, with ``seen`` pruned to the overlap window and capped."""
-        if self.moment is not None:
-            floor = self.moment - timedelta(seconds=overlap_seconds)
-            recent = sorted(
-                ((v, i) for i, v in self.seen.items() if parse_stamp(v.split("|")[0]) >= floor),
-                reverse=True,
-            )
-            self.seen = {i: v for v, i in recent[:MAX_SEEN]}
-        raw: dict[str, Any] = {"v": 1, "ts": self.ts, "id": self.id}
+    def dump(self) -> str:
+        """The cursor text, ``seen`` pruned to the overlap window and capped."""
         if self.job:
-            raw.update(job=self.job, locator=self.locator, skip=self.skip)
-        raw["seen"] = self.seen
-        return json.dumps(raw, separators=(",", ":"))
-
-
-def _fingerprint(record: RemoteRecord) -> str:
-    assert record.modified_at is not None
-    return f"{soql_datetime(record.modified_at)}|{int(record.deleted)}"
+            return self.cursor.dump(job=self.job, locator=self.locator, skip=self.skip)
+        return self.cursor.dump()
 
 
 class SalesforceConnector(ClientConnector):
@@ -353,7 +324,8 @@ class SalesforceConnector(ClientConnector):
 
     def pull(self, cursor: str | None) -> Iterator[Page]:
         """Pages of records changed since ``cursor``; see the module docstring."""
-        pos = _Position(json_cursor(cursor, "Salesforce"))
+        overlap = timedelta(seconds=self.settings.overlap_seconds)
+        pos = _Position(json_cursor(cursor, "Salesforce"), overlap)
         if pos.job:
             yield from self._pull_bulk(pos)
             return
@@ -374,9 +346,8 @@ class SalesforceConnector(ClientConnector):
 
     def _soql(self, pos: _Position, keyset: tuple[str, str] | None, overlap: bool) -> str:
         conditions = []
-        moment = pos.moment
-        if overlap and moment is not None and self.settings.overlap_seconds:
-            since = moment - timedelta(seconds=self.settings.overlap_seconds)
+        since = pos.cursor.since
+        if overlap and since is not None and self.settings.overlap_seconds:
             conditions.append(f"{MODSTAMP} >= {soql_datetime(since)}")
         elif keyset is not None:
             ts, last = keyset
@@ -394,9 +365,9 @@ class SalesforceConnector(ClientConnector):
     def _pull_rest(self, pos: _Position, *, first: bool) -> Iterator[Page]:
         """Keyset queries of ``query_chunk`` rows each, the first re-reading the overlap."""
         overlap = not first
-        keyset = (pos.ts, pos.id) if pos.ts else None
+        keyset = pos.keyset
         while True:
-            soql = self._soql(pos, keyset, overlap)  # type: ignore[arg-type]
+            soql = self._soql(pos, keyset, overlap)
             got = 0
             # A first pull wants the living; later ones queryAll to see deletes.
             for rows in self.client.query(soql, all_rows=not first):
@@ -408,12 +379,9 @@ class SalesforceConnector(ClientConnector):
                         continue
                     assert record.modified_at is not None
                     keyset = (soql_datetime(record.modified_at), record.remote_id)
-                    pos.read(record)
-                    if pos.already_seen(record):
-                        continue  # re-read in the overlap window, unchanged
-                    pos.yielded(record)
-                    fresh.append(record)
-                yield Page(fresh, pos.dump(self.settings.overlap_seconds))
+                    if pos.cursor.read(record, record.remote_id):
+                        fresh.append(record)  # else re-read in the overlap window, unchanged
+                yield Page(fresh, pos.dump())
             if got < self.settings.query_chunk:
                 return
             overlap = False  # the next chunk starts right after the last row read
@@ -476,7 +444,7 @@ class SalesforceConnector(ClientConnector):
             try:
                 rows, nxt = client.query_results(pos.job, pos.locator, settings.bulk_page_size)
             except MalformedResponse:
-                if pos.locator is None and pos.ts is None:
+                if pos.locator is None and pos.cursor.high_water is None:
                     raise
                 # The job is gone (results live 7 days): start over. Re-read records are an
                 # overlap the engine tolerates.
@@ -491,20 +459,19 @@ class SalesforceConnector(ClientConnector):
                 record = self._usable(row, csv_row=True)
                 if record is None:
                     continue
-                pos.read(record)
-                pos.yielded(record)
+                pos.cursor.remember(record, record.remote_id)
                 records.append(record)
                 if len(records) >= self.bulk_rows_per_page:
                     # The engine gets pages of REST's size: memory stays bounded by them
                     # however large a results page is, and a restart skips what it had.
                     pos.skip = consumed
-                    yield Page(records, pos.dump(settings.overlap_seconds))
+                    yield Page(records, pos.dump())
                     records = []
             pos.locator, pos.skip = nxt, 0
             job = pos.job
             if nxt is None:
                 pos.job = None  # done: later pulls go on from the newest row read
-            yield Page(records, pos.dump(settings.overlap_seconds))
+            yield Page(records, pos.dump())
             if nxt is None:
                 client.delete_job("query", job)
                 return

@@ -8,7 +8,7 @@ streams (:class:`~plugins.slate.client.RowStream`) and is cut into pages of ``pa
 while rows come sorted by ``updated`` each page's cursor moves forward, otherwise pages keep
 the cursor the pull started from and only the last page moves it. The cursor remembers the
 rows inside the overlap (id, time and a hash of their values) so a re-read row that did not
-change is not yielded again.
+change is not yielded again (the kit's ``OverlapCursor``).
 
 Push. A batch becomes one CSV file with the Mainstay template's columns: the hub id
 (``mainstay_id``), the Slate id of records already linked, and the mapped fields (custom
@@ -24,8 +24,6 @@ it when a pull sees the hub id come back (the query must export it), see
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -43,6 +41,7 @@ from daemon.sdk import (
     ConnectorError,
     FileTransport,
     MalformedResponse,
+    OverlapCursor,
     Page,
     PushItem,
     PushResult,
@@ -63,7 +62,7 @@ from daemon.sdk import (
 from plugins.slate.client import SlateClient
 
 PENDING_PREFIX = "pending:"  # a handle, not a Slate id: the record is not imported yet
-MAX_SEEN = 5000  # rows remembered inside the overlap; past it a re-read is an overlap
+MAX_SEEN = 5000  # rows remembered inside the overlap; past it a re-read is yielded again
 RETRY = RetryPolicy(attempts=5, backoff_base=1.0, backoff_max=30.0, max_retry_after=120.0)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SLATE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -134,30 +133,6 @@ def upload_name(prefix: str, moment: datetime) -> str:
     return f"{prefix}{moment:%Y-%m-%dT%H%M%S}{moment.microsecond // 1000:03d}Z.csv"
 
 
-class _Position:
-    """Where a pull stands: ``ts`` (epoch ms) is the newest ``updated`` of every row yielded
-    up to it; ``seen`` maps ids inside the overlap to ``ms:hash`` of the version yielded."""
-
-    def __init__(self, raw: Mapping[str, Any]) -> None:
-        self.ts: int | None = int(raw["ts"]) if raw.get("ts") is not None else None
-        self.seen: dict[str, str] = {str(k): str(v) for k, v in (raw.get("seen") or {}).items()}
-
-    def dump(self, overlap_ms: int) -> str:
-        floor = (self.ts or 0) - overlap_ms
-        recent = sorted(
-            ((int(v.partition(":")[0]), i, v) for i, v in self.seen.items()), reverse=True
-        )
-        self.seen = {i: v for ms, i, v in recent[:MAX_SEEN] if ms >= floor}
-        return json.dumps({"v": 1, "ts": self.ts, "seen": self.seen}, separators=(",", ":"))
-
-
-def _fingerprint(ms: int, fields: Mapping[str, Any]) -> str:
-    # repr of JSON values (str, numbers, bools, None) is stable across runs, and cheaper
-    # than json.dumps on 100k rows; the cursor outlives the process.
-    values = repr(sorted(fields.items()))
-    return f"{ms}:{hashlib.blake2b(values.encode(), digest_size=6).hexdigest()}"
-
-
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -189,7 +164,7 @@ class SlateConnector(ClientConnector):
             timeout=config.timeout_seconds,
             transport=self.transport,
         )
-        self._overlap_ms = config.overlap_seconds * 1000
+        self._overlap = timedelta(seconds=config.overlap_seconds)
         self._files: FileTransport | None = None  # one SFTP session for the cycle's pushes
         self._times: dict[str, tuple[datetime, int]] = {}  # many rows share a timestamp
         self._read = list(dict.fromkeys([*config.fields, config.hub_id_field]))
@@ -224,12 +199,13 @@ class SlateConnector(ClientConnector):
     def pull(self, cursor: str | None) -> Iterator[Page]:
         """Pages of rows updated since the cursor (less the overlap); module docstring."""
         s = self.settings
-        pos = _Position(json_cursor(cursor, "Slate"))
-        start = pos.dump(self._overlap_ms) if cursor else json.dumps({"v": 1, "ts": None})
+        pos = OverlapCursor.load(
+            json_cursor(cursor, "Slate"), window=self._overlap, cap=MAX_SEEN, platform="Slate"
+        )
+        start = pos.dump()
         params = dict(s.params)
-        if pos.ts is not None:
-            since = datetime.fromtimestamp((pos.ts - self._overlap_ms) / 1000, UTC)
-            params[s.since_param] = slate_time(since, self.zone)
+        if pos.since is not None:
+            params[s.since_param] = slate_time(pos.since, self.zone)
         in_order, last_ms = True, -1
         batch: list[RemoteRecord] = []
         for number, row in enumerate(self.client.query(params), 1):
@@ -240,16 +216,13 @@ class SlateConnector(ClientConnector):
             if ms < last_ms:
                 in_order = False  # only the end of the answer may move the cursor now
             last_ms = max(last_ms, ms)
-            mark = _fingerprint(ms, record.fields)
-            if pos.seen.get(record.remote_id) == mark:
+            if not pos.read(record):
                 continue  # re-read inside the overlap, unchanged
-            pos.seen[record.remote_id] = mark
-            pos.ts = ms if pos.ts is None else max(pos.ts, ms)
             batch.append(record)
             if len(batch) >= s.page_size:
-                yield Page(batch, pos.dump(self._overlap_ms) if in_order else start)
+                yield Page(batch, pos.dump() if in_order else start)
                 batch = []
-        yield Page(batch, pos.dump(self._overlap_ms))
+        yield Page(batch, pos.dump())
 
     def _record(self, row: Mapping[str, Any], number: int) -> tuple[RemoteRecord, int] | None:
         """The row as a record and its time in ms; ``None`` (reported, coded) for a row
