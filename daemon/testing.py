@@ -241,6 +241,27 @@ class ContractSetupError(Exception):
     """The contract subclass lacks something the suite needs (a method or an attribute)."""
 
 
+def _version(record: RemoteRecord) -> tuple[Any, ...]:
+    """What makes two yields of a record the same version (the ``Page`` docstring's
+    "unchanged"): its values, its modification time and whether it is deleted."""
+    values = json.dumps(dict(record.fields), sort_keys=True, default=str)
+    return (values, record.modified_at, record.deleted)
+
+
+def _unchanged_repeats(
+    versions: dict[str, tuple[Any, ...]], records: Sequence[RemoteRecord]
+) -> list[str]:
+    """The ids in ``records`` yielded with the very version they were last yielded with
+    (``versions``: id -> last version yielded, updated as the records are read)."""
+    repeats = []
+    for record in records:
+        version = _version(record)
+        if versions.get(record.remote_id) == version:
+            repeats.append(record.remote_id)
+        versions[record.remote_id] = version
+    return sorted(set(repeats))
+
+
 def _broken(message: str) -> NoReturn:
     # pytrace=False: the message is the whole story; a traceback into the suite adds nothing.
     pytest.fail(message, pytrace=False)
@@ -492,11 +513,13 @@ class ConnectorContract:
                 f"{name}.pull(None) yielded {count} records in {len(nonempty)} page(s) with "
                 f"page_size {self.page_size}: it must yield a page at a time"
             )
-        ids = [r.remote_id for records, _ in pages for r in records]
-        twice = sorted({i for i in ids if ids.count(i) > 1})
+        records = [r for page_records, _ in pages for r in page_records]
+        # Nothing changes on the platform during this pull: any record yielded twice is an
+        # unchanged one yielded again.
+        twice = _unchanged_repeats({}, records)
         if twice:
-            _broken(f"{name}.pull(None) yielded {twice} more than once")
-        missing = sorted(set(seeded) - set(ids))
+            _broken(f"{name}.pull(None) yielded {twice} more than once, unchanged")
+        missing = sorted(set(seeded) - {r.remote_id for r in records})
         if missing:
             _broken(f"{name}.pull(None) did not yield the seeded records {missing}")
         without = [n for n, (_, cursor) in enumerate(pages, 1) if not cursor]
@@ -507,28 +530,34 @@ class ConnectorContract:
             )
 
     def test_incremental_pull_yields_nothing_new(self) -> None:
-        """``pull(final cursor)`` yields no record already seen, unless it changed since."""
+        """``pull(final cursor)`` yields no unchanged record again (the ``Page`` rule: it may
+        re-read a window, but what it re-reads unchanged it does not yield)."""
         connector = self._connector()
         self._needs(connector, "pull")
         self.seed_remote(self.page_size * 2 + 1)
         seen, final = self._pull_all(connector, None)
         if final is None:
             _broken(f"{self._name(connector)}.pull(None) gave no cursor to resume from")
+        versions: dict[str, tuple[Any, ...]] = {}
+        _unchanged_repeats(versions, seen)
         again, _ = self._pull_all(connector, final)
-        before = {r.remote_id: dict(r.fields) for r in seen}
-        repeated = [r for r in again if before.get(r.remote_id) == dict(r.fields)]
+        repeated = _unchanged_repeats(versions, again)
         if repeated:
             _broken(
                 f"{self._name(connector)}.pull(final cursor) yielded {len(repeated)} records "
-                "already seen: the cursor does not advance"
+                f"already seen, unchanged ({repeated[:5]}): the cursor does not advance, or "
+                "re-reads a window without skipping what did not change"
             )
 
     def test_incremental_pull_yields_an_edited_record(self) -> None:
-        """After a change on the platform, ``pull(final cursor)`` yields the changed record."""
+        """After a change on the platform, ``pull(final cursor)`` yields the changed record,
+        and no other (unchanged) record again."""
         connector = self._connector()
         self._needs(connector, "pull")
         ids = self.seed_remote(self.page_size + 1)
-        _, final = self._pull_all(connector, None)
+        seen, final = self._pull_all(connector, None)
+        versions: dict[str, tuple[Any, ...]] = {}
+        _unchanged_repeats(versions, seen)
         changes = self.push_fields(999)
         self.edit_remote(ids[0], changes)
         again, _ = self._pull_all(connector, final)
@@ -542,6 +571,15 @@ class ConnectorContract:
             _broken(
                 f"{self._name(connector)}.pull(final cursor) yielded record {ids[0]} without "
                 f"its edit {sorted(changes)}"
+            )
+        # The edit moves the connector's newest change; a window re-read before it must
+        # skip the records that did not change.
+        repeated = _unchanged_repeats(versions, again)
+        if repeated:
+            _broken(
+                f"{self._name(connector)}.pull(final cursor) yielded {len(repeated)} "
+                f"unchanged records again ({repeated[:5]}) with the edited one: a re-read "
+                "window must skip what did not change"
             )
 
     # --- push -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 pytest_plugins = ["pytester"]
 
 MODULE = """
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import SecretStr
@@ -22,12 +23,14 @@ from pydantic import SecretStr
 from daemon.foundation.log import get_logger
 from daemon.sdk import (
     AuthFailed, Capabilities, Connector, ConnectorConfig, ConnectorContext, MalformedResponse,
-    Page, PushResult, PushStatus, RateLimited, RemoteField, RemoteRecord, Unavailable,
+    OverlapCursor, Page, PushResult, PushStatus, RateLimited, RemoteField, RemoteRecord,
+    Unavailable,
 )
 from daemon.testing import ConnectorContract
 
 BROKEN = "{broken}"
 KEY = "{key}"
+EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 log = get_logger("acme")
 
 
@@ -79,12 +82,30 @@ class AcmeConnector(Connector):
     def pull(self, cursor):
         if self._request() == "malformed":
             raise MalformedResponse("not JSON")
+        rows = sorted((r[0], rid, dict(r[1])) for rid, r in self.platform.rows.items())
+        size = self.config.page_size
+        if BROKEN in ("window", "overlap"):
+            # Re-read a window of three ticks before the newest change: "window" skips what
+            # it re-reads unchanged (the kit's cursor), "overlap" (the bug) yields it again.
+            position = OverlapCursor.load(cursor, window=timedelta(seconds=3))
+            since = position.since
+            records = [
+                RemoteRecord(rid, f, EPOCH + timedelta(seconds=tick))
+                for tick, rid, f in rows
+                if since is None or EPOCH + timedelta(seconds=tick) >= since
+            ]
+            if BROKEN == "window":
+                records = list(position.fresh(records))
+            else:
+                for record in records:
+                    position.advance(record.modified_at)
+            for start in range(0, len(records), size):
+                yield Page(records[start:start + size], position.dump())
+            return
         after = int(cursor) if cursor else 0
         if BROKEN == "cursor":
             after = 0  # the bug: the cursor is ignored, every pull starts over
-        rows = sorted((r[0], rid, dict(r[1])) for rid, r in self.platform.rows.items())
         rows = [r for r in rows if r[0] > after]
-        size = self.config.page_size
         for start in range(0, len(rows), size):
             chunk = rows[start:start + size]
             yield Page([RemoteRecord(rid, f) for _, rid, f in chunk], str(chunk[-1][0]))
@@ -176,11 +197,38 @@ def test_a_cursor_that_does_not_advance_fails_the_incremental_check(
     pytester: pytest.Pytester,
 ) -> None:
     result = run_contract(pytester, "cursor")
-    assert failed_tests(result) == ["TestAcmeContract::test_incremental_pull_yields_nothing_new"]
+    # Starting over after an edit yields the edited record and every unchanged one again.
+    assert failed_tests(result) == [
+        "TestAcmeContract::test_incremental_pull_yields_an_edited_record",
+        "TestAcmeContract::test_incremental_pull_yields_nothing_new",
+    ]
+    result.stdout.fnmatch_lines(
+        ["*AcmeConnector.pull(final cursor) yielded * records already seen, unchanged*"]
+    )
+
+
+def test_re_reading_a_window_and_skipping_what_did_not_change_passes(
+    pytester: pytest.Pytester,
+) -> None:
+    # The overlap the Page docstring allows: every pull re-reads three ticks before the
+    # newest change, and the cursor drops what it re-reads unchanged.
+    result = run_contract(pytester, "window")
+    result.assert_outcomes(passed=13, skipped=1)
+
+
+def test_re_reading_a_window_and_yielding_it_again_fails_the_incremental_checks(
+    pytester: pytest.Pytester,
+) -> None:
+    # The same window, but the re-read records are yielded again, unchanged.
+    result = run_contract(pytester, "overlap")
+    assert failed_tests(result) == [
+        "TestAcmeContract::test_incremental_pull_yields_an_edited_record",
+        "TestAcmeContract::test_incremental_pull_yields_nothing_new",
+    ]
     result.stdout.fnmatch_lines(
         [
-            "*AcmeConnector.pull(final cursor) yielded * records already seen: "
-            "the cursor does not advance*"
+            "*AcmeConnector.pull(final cursor) yielded * records already seen, unchanged*"
+            "re-reads a window without skipping what did not change*"
         ]
     )
 

@@ -51,8 +51,17 @@ class Page:
     cursor, so the next pull starts from the beginning (in ``scan_deletes``, ``None`` keeps
     the previous checkpoint).
 
-    Pulling again from a cursor must not yield again, unchanged, a record yielded before it:
-    a connector may re-read inside its window as long as it yields no unchanged record again.
+    Pulling again from a cursor must yield every record that changed since, and no
+    unchanged record again: a connector may re-read inside its window (platforms commit
+    late) as long as it yields no unchanged record again. A record is unchanged when its
+    ``fields``, ``modified_at`` and ``deleted`` are those it was last yielded with.
+    :class:`~daemon.kit.cursor.OverlapCursor` keeps this rule; ``ConnectorContract``
+    (``daemon.testing``) checks it.
+
+    Forgetting is the allowed failure, missing a change is not: a cursor with bounded memory
+    that re-yields an unchanged record it no longer remembers is tolerated by the engine (a
+    re-read page changes nothing), but the contract suite, whose data fits in any cursor's
+    memory, holds a connector to the rule.
     """
 
     records: Sequence[RemoteRecord]
