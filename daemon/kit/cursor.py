@@ -11,8 +11,9 @@ newest change it has seen: at :attr:`OverlapCursor.since`, the high-water mark l
 window. Records re-read inside the window are recognised by a ``seen`` map of record id to
 fingerprint and are not yielded again, unless they changed.
 
-- **High-water mark**: the newest ``(modified time, key)`` read, where ``key`` is an optional
-  tiebreak for platforms whose query is a keyset (``SystemModstamp, Id``). It moves only
+- **High-water mark**: the newest ``(modified time, key)`` read (yielded or skipped: a read
+  in time order has seen everything before it), where ``key`` is an optional tiebreak for
+  platforms whose query is a keyset (``SystemModstamp, Id``). It moves only
   forward (:meth:`OverlapCursor.advance`), except by :meth:`OverlapCursor.rewind`, which a
   connector calls on purpose after a read that was not in time order.
 - **Fingerprint**: ``"<modified ms>:<8 hex>"``; the hex is a 4-byte BLAKE2b of the record's
@@ -62,6 +63,7 @@ FORMAT = 2
 format, read by :meth:`OverlapCursor.load`."""
 
 DEFAULT_CAP = 5000
+"""How many fingerprints a cursor keeps unless told otherwise (about 20 bytes each)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -149,7 +151,8 @@ class OverlapCursor:
         if not isinstance(key, int | str) or isinstance(key, bool):
             key = None
         seen: dict[str, str] = {}
-        for record_id, mark in (raw.get("seen") or {}).items():
+        stored = raw.get("seen")
+        for record_id, mark in (stored if isinstance(stored, dict) else {}).items():
             upgraded = _legacy_mark(str(mark))
             if upgraded is not None:
                 seen[str(record_id)] = upgraded
