@@ -16,6 +16,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
+from daemon.foundation import log
 from daemon.foundation.clock import FakeClock
 from daemon.hub.database import make_engine, normalise_url
 
@@ -23,6 +24,18 @@ PG_ENV = "CONTACTSYNC_TEST_PG_URL"
 
 # The real OpenSSH server fixture (sshd_server, sftp_root) for every SFTP test.
 pytest_plugins = ["tests.sshd"]
+
+
+@pytest.fixture(autouse=True)
+def _secrets_of_this_test_only() -> Iterator[None]:
+    """Forget the secrets a test registered when it ends. Registration is process-wide (the
+    daemon never unregisters), so without this a test's password, say "plain", would be
+    redacted from a later test's output and fail it depending on the order. Secrets that
+    module- and session-scoped fixtures registered are set up before this and are kept."""
+    before = set(log._secrets)
+    yield
+    with log._secrets_lock:
+        log._secrets.intersection_update(before)
 
 
 @pytest.fixture
