@@ -320,6 +320,28 @@ class AuthorizationCodes:
         self._grants[code] = _Grant(client_id, redirect_uri, challenge, expires)
         return code
 
+    def answer(
+        self,
+        request: Any,
+        *,
+        client_id: str,
+        redirect_uri: str,
+        decision: str,
+        challenge: str | None = None,
+        denied: Mapping[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], str]:
+        """What an authorize endpoint answers once the platform's own checks of ``request``
+        (client id, redirect URI, response type …) have passed: for ``decision`` ``"consent"``
+        the :func:`consent_page`, for ``"allow"`` a redirect with a new code, for anything else
+        a redirect with ``denied`` (default ``error=access_denied``); ``state`` is echoed."""
+        if decision == "consent":
+            return consent_page(request)
+        back = {"state": request.query["state"]} if "state" in request.query else {}
+        if decision != "allow":
+            return redirect_reply(redirect_uri, {**(denied or {"error": "access_denied"}), **back})
+        code = self.issue(client_id, redirect_uri, challenge)
+        return redirect_reply(redirect_uri, {"code": code, **back})
+
     def redeem(
         self, code: str, client_id: str, redirect_uri: str, verifier: str | None = None
     ) -> str | None:

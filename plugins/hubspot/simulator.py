@@ -46,10 +46,8 @@ from daemon.sdk import (
     Request,
     Simulator,
     SimulatorError,
-    consent_page,
     json_reply,
     redirect_allowed,
-    redirect_reply,
 )
 
 MAX_BATCH = 100
@@ -855,14 +853,12 @@ class HubSpotSimulator(Simulator):
             return 400, {"Content-Type": "text/plain"}, "Invalid client_id: no such app."
         if not redirect_allowed(redirect_uri, self.redirect_uri):
             return 400, {"Content-Type": "text/plain"}, "The redirect_uri is not the app's."
-        answer = query.get("decision") or self.authorize_answer
-        if answer == "consent":
-            return consent_page(request)
-        back = {"state": query["state"]} if "state" in query else {}
-        if answer != "allow":
-            return redirect_reply(redirect_uri, {"error": "access_denied", **back})
-        code = self.auth_codes.issue(self.client_id, redirect_uri)
-        return redirect_reply(redirect_uri, {"code": code, **back})
+        return self.auth_codes.answer(
+            request,
+            client_id=self.client_id,
+            redirect_uri=redirect_uri,
+            decision=query.get("decision") or self.authorize_answer,
+        )
 
     # --- reads --------------------------------------------------------------------------------
 

@@ -53,10 +53,8 @@ from daemon.sdk import (
     Request,
     Simulator,
     SimulatorError,
-    consent_page,
     json_reply,
     redirect_allowed,
-    redirect_reply,
 )
 from plugins.salesforce.soql import SoqlError, parse, parse_datetime
 
@@ -801,18 +799,14 @@ class SalesforceSimulator(Simulator):
         challenge = query.get("code_challenge")
         if challenge is not None and query.get("code_challenge_method", "S256") != "S256":
             return 400, {"Content-Type": "text/plain"}, "error=invalid_request"
-        answer = query.get("decision") or self.authorize_answer
-        if answer == "consent":
-            return consent_page(request)
-        back = {"state": query["state"]} if "state" in query else {}
-        if answer != "allow":
-            refused = {
-                "error": "access_denied",
-                "error_description": "end-user denied authorization",
-            }
-            return redirect_reply(redirect_uri, {**refused, **back})
-        code = self.auth_codes.issue(self.client_id, redirect_uri, challenge)
-        return redirect_reply(redirect_uri, {"code": code, **back})
+        return self.auth_codes.answer(
+            request,
+            client_id=self.client_id,
+            redirect_uri=redirect_uri,
+            decision=query.get("decision") or self.authorize_answer,
+            challenge=challenge,
+            denied={"error": "access_denied", "error_description": "end-user denied authorization"},
+        )
 
     def _oauth_error(self, error: str, description: str) -> Reply:
         return json_reply({"error": error, "error_description": description}, 400)
