@@ -402,3 +402,62 @@ def test_check_catalogue_accepts_a_fitting_mapping_and_read_only_incoming(tmp_pa
     assert check_catalogue(instance, list(CATALOGUE)) == []
     # A connector that cannot describe its fields gives nothing to check against.
     assert check_catalogue(instance, []) == []
+
+
+# --- validating without resolving secrets ------------------------------------------------------
+
+
+def secret_file(etc: Path, reference: str) -> Path:
+    return instance_file(
+        etc,
+        "mem",
+        f"""\
+        type = "memory"
+        [settings]
+        api_key = {reference}
+        """,
+    )
+
+
+def test_without_secrets_a_file_loads_and_names_what_this_shell_lacks(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEM_KEY_NOT_HERE", raising=False)
+    path = secret_file(tmp_path, '{ env = "MEM_KEY_NOT_HERE" }')
+
+    instance = load_instance(path, CONNECTORS, secrets=False)
+
+    assert not instance.secrets_resolved
+    assert instance.unavailable_secrets == {
+        "settings.api_key": "environment variable MEM_KEY_NOT_HERE is not set"
+    }
+    with pytest.raises(ConfigError) as info:  # resolving it is still the error it was
+        load_instance(path, CONNECTORS)
+    assert (info.value.key, info.value.reason) == (
+        "settings.api_key",
+        "environment variable MEM_KEY_NOT_HERE is not set",
+    )
+
+
+def test_without_secrets_no_secret_is_read(tmp_path, monkeypatch):
+    key = tmp_path / "key"
+    key.write_text("sk-live-FILEVALUE771\n")
+    monkeypatch.setenv("MEM_KEY_HERE", "sk-live-ENVVALUE772")
+    read: list[object] = []
+    monkeypatch.setattr("daemon.config.secrets.resolve", lambda ref: read.append(ref) or "x")
+    for reference in ('{ env = "MEM_KEY_HERE" }', f'{{ file = "{key}" }}'):
+        instance = load_instance(secret_file(tmp_path, reference), CONNECTORS, secrets=False)
+        assert instance.unavailable_secrets == {}
+        assert "VALUE77" not in instance.settings.api_key.get_secret_value()
+    assert read == []
+
+
+def test_without_secrets_an_unreadable_file_is_unavailable_and_a_bad_file_still_invalid(
+    tmp_path,
+):
+    missing = tmp_path / "nowhere"
+    path = secret_file(tmp_path, f'{{ file = "{missing}" }}')
+    instance = load_instance(path, CONNECTORS, secrets=False)
+    assert instance.unavailable_secrets == {"settings.api_key": f"file {missing} cannot be read"}
+
+    instance_file(tmp_path, "bad", 'type = "memory"\nmax_attempts = 0\n')
+    loaded = load_instances(tmp_path, CONNECTORS, secrets=False)
+    assert set(loaded.instances) == {"mem"} and set(loaded.errors) == {"bad"}

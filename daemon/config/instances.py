@@ -24,14 +24,17 @@ access_token = { env = "HUBSPOT_TOKEN" }
 ```
 
 Loading validates everything it can without the network and names the file, the key and the
-reason for every mistake.
+reason for every mistake. Validating a file and resolving its secrets are separate steps:
+``load_instances(..., secrets=False)`` checks each reference is there without reading it
+(:func:`daemon.config.secrets.stand_in_tree`), for the commands that never build a connector;
+the instance then says which secrets this process could not have (``unavailable_secrets``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -39,13 +42,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from daemon.config.secrets import SecretError, resolve_tree
-from daemon.config.settings import ConfigError, read_toml, validation_error
+from daemon.config.secrets import SecretError, resolve_tree, stand_in_tree
+from daemon.config.settings import INSTANCES_DIR, ConfigError, read_toml, validation_error
 from daemon.hub.fields import CUSTOM_PREFIX, DEFAULT_FIELDS, HUB_ID, READABLE_FIELDS
 from daemon.kit.connector import Connector, RemoteField
 from daemon.kit.exporter import is_exporter
 
-INSTANCE_DIR = "instances"
+INSTANCE_DIR = INSTANCES_DIR
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _EVERY = re.compile(r"^every\s+(\d+)\s*(s|sec|seconds?|m|min|minutes?|h|hours?|d|days?)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -184,6 +187,10 @@ class Instance:
     config: InstanceConfig
     settings: Any  # the connector's Config instance
     connector_class: type[Connector]
+    # Loaded without its secrets (secrets=False): settings holds stand-ins, never handed to
+    # a connector. unavailable_secrets: dotted key -> why this process could not resolve it.
+    secrets_resolved: bool = True
+    unavailable_secrets: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def connection(self) -> str:
@@ -208,8 +215,13 @@ class Instance:
         return [f for f in self.config.fields if f.direction.allows(direction)]
 
 
-def load_instance(path: Path, connectors: Mapping[str, type[Connector]]) -> Instance:
-    """Read and validate one instance file; raise :class:`ConfigError`."""
+def load_instance(
+    path: Path, connectors: Mapping[str, type[Connector]], *, secrets: bool = True
+) -> Instance:
+    """Read and validate one instance file; raise :class:`ConfigError`.
+
+    ``secrets=False`` validates without resolving a secret: references become stand-ins and
+    one this process cannot resolve is listed in ``unavailable_secrets``, not an error."""
     name = path.stem
     if not _NAME.match(name):
         raise ConfigError(path, "", "file name must be lower-case letters, digits, - or _")
@@ -226,10 +238,15 @@ def load_instance(path: Path, connectors: Mapping[str, type[Connector]]) -> Inst
         if field_map.direction is None:
             field_map.direction = config.direction
     _check_directions(path, config)
-    try:
-        raw_settings, references = resolve_tree(config.settings, "settings")
-    except SecretError as exc:
-        raise ConfigError(path, str(exc).split(":")[0], str(exc).split(": ", 1)[-1]) from None
+    unavailable: dict[str, str] = {}
+    if secrets:
+        try:
+            raw_settings, references = resolve_tree(config.settings, "settings")
+        except SecretError as exc:
+            key, _, reason = str(exc).partition(": ")
+            raise ConfigError(path, key, reason) from None
+    else:
+        raw_settings, references, unavailable = stand_in_tree(config.settings, "settings")
     try:
         settings = connector_class.Config.model_validate(raw_settings)
     except ValidationError as exc:
@@ -243,7 +260,7 @@ def load_instance(path: Path, connectors: Mapping[str, type[Connector]]) -> Inst
                 'or { credential = "name" }',
             )
     _add_default_fields(path, config, connector_class, settings)
-    return Instance(name, path, config, settings, connector_class)
+    return Instance(name, path, config, settings, connector_class, secrets, unavailable)
 
 
 def _settings_items(model: BaseModel, prefix: str) -> list[tuple[str, Any]]:
@@ -362,13 +379,16 @@ class LoadResult:
     errors: dict[str, ConfigError]
 
 
-def load_instances(etc: Path, connectors: Mapping[str, type[Connector]]) -> LoadResult:
-    """Load ``etc/instances/*.toml``; one bad file never hides the others."""
+def load_instances(
+    etc: Path, connectors: Mapping[str, type[Connector]], *, secrets: bool = True
+) -> LoadResult:
+    """Load ``etc/instances/*.toml``; one bad file never hides the others. ``secrets=False``:
+    validate without resolving secrets (:func:`load_instance`)."""
     folder = etc / INSTANCE_DIR
     result = LoadResult({}, {})
     for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
         try:
-            result.instances[path.stem] = load_instance(path, connectors)
+            result.instances[path.stem] = load_instance(path, connectors, secrets=secrets)
         except ConfigError as exc:
             result.errors[path.stem] = exc
     owners = [i for i in result.instances.values() if i.config.owns_crm_id]

@@ -9,6 +9,11 @@ token = { credential = "hubspot-token" }       # a systemd credential (LoadCrede
 ```
 
 Every resolved value is registered with the log redactor before anyone can print it.
+
+Resolving is left to the commands that build a connector (``sync``, ``check``, ``run``,
+``auth``). The others load instance files with :func:`stand_in_tree`: each reference is
+replaced by :data:`STAND_IN` and only checked for being there (a variable set, a file
+readable), its value never read, so a staff shell without the daemon's secrets works quietly.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from pydantic import SecretStr
 from daemon.foundation.log import register_secret
 
 REFERENCE_KINDS = ("env", "file", "credential")
+STAND_IN = "(secret not resolved)"
+"""What a reference becomes when an instance file is loaded without its secrets: a non-empty
+string, so a connector's "this secret is required" checks still pass. It never reaches a
+connector: only commands that resolve secrets build one."""
 
 
 class SecretError(ValueError):
@@ -89,3 +98,48 @@ def resolve_tree(data: Any, path: str = "") -> tuple[Any, set[str]]:
             refs |= found
         return out, refs
     return data, set()
+
+
+def describe(reference: Mapping[str, str]) -> str:
+    """Where a reference points, for messages: ``environment variable X``, ``file /p``…"""
+    kind, name = next(iter(reference.items()))
+    return {"env": f"environment variable {name}", "file": f"file {name}"}.get(
+        kind, f"credential {name!r}"
+    )
+
+
+def unavailable(reference: Mapping[str, str]) -> str | None:
+    """Why the secret a reference points at cannot be had in this process (``None`` if it
+    can), found without reading it: a variable not set, a file not readable."""
+    kind, name = next(iter(reference.items()))
+    if kind == "env":
+        return None if name in os.environ else f"environment variable {name} is not set"
+    if kind == "file":
+        readable = os.path.isfile(name) and os.access(name, os.R_OK)
+        return None if readable else f"file {name} cannot be read"
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        return f"credential {name!r}: CREDENTIALS_DIRECTORY is not set (use LoadCredential=)"
+    path = Path(folder) / name
+    readable = path.is_file() and os.access(path, os.R_OK)
+    return None if readable else f"credential {name!r} cannot be read"
+
+
+def stand_in_tree(data: Any, path: str = "") -> tuple[Any, set[str], dict[str, str]]:
+    """Like :func:`resolve_tree`, without reading a secret: every reference becomes
+    :data:`STAND_IN`. Returns the tree, the dotted keys that were references, and for each
+    reference that could not be resolved here, why (:func:`unavailable`)."""
+    if is_reference(data):
+        reason = unavailable(data)
+        return STAND_IN, {path}, ({path: reason} if reason else {})
+    if isinstance(data, Mapping):
+        out: dict[str, Any] = {}
+        refs: set[str] = set()
+        missing: dict[str, str] = {}
+        for key, value in data.items():
+            child = f"{path}.{key}" if path else str(key)
+            out[key], found, lacking = stand_in_tree(value, child)
+            refs |= found
+            missing |= lacking
+        return out, refs, missing
+    return data, set(), {}

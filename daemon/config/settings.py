@@ -1,8 +1,9 @@
 """Daemon settings from ``etc/contactsync.toml``, with environment overrides.
 
-The config folder is ``./etc`` unless ``--etc`` or ``CONTACTSYNC_ETC`` says otherwise. Every
-mistake is a :class:`ConfigError` that names the file, the key and the reason, so an operator
-never has to guess which line to fix.
+The config folder is ``--etc`` or ``CONTACTSYNC_ETC`` when given, else ``./etc``, else
+``/etc/contactsync`` (a service install); :func:`find_config_folder` decides, and refuses
+rather than guessing. Every mistake is a :class:`ConfigError` that names the file, the key and
+the reason, so an operator never has to guess which line to fix.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SETTINGS_FILE = "contactsync.toml"
+INSTANCES_DIR = "instances"
+DEFAULT_ETC_DIR = Path("etc")
+SYSTEM_ETC_DIR = Path("/etc/contactsync")
 SYSTEM_STATE_DIR = Path("/var/lib/contactsync")
 
 
@@ -138,7 +142,71 @@ class Settings(_Strict):
 
 def etc_dir(explicit: str | Path | None = None) -> Path:
     """The config folder: ``--etc``, then ``CONTACTSYNC_ETC``, then ``./etc``."""
-    return Path(explicit or os.environ.get("CONTACTSYNC_ETC") or "etc")
+    return Path(explicit or os.environ.get("CONTACTSYNC_ETC") or DEFAULT_ETC_DIR)
+
+
+def is_config_folder(path: Path) -> bool:
+    """Whether ``path`` is a config folder: a folder holding ``contactsync.toml`` or an
+    ``instances/`` folder (or both). An empty or unrelated folder is not one, so a mistyped
+    ``--etc`` is caught instead of quietly meaning "no instances"."""
+    return path.is_dir() and ((path / SETTINGS_FILE).is_file() or (path / INSTANCES_DIR).is_dir())
+
+
+class NoConfigFolder(ConfigError):
+    """No config folder where one was named or expected; the message says how to fix it."""
+
+
+_FIXES = (
+    "create one with `contactsync init [DIR]`, name one with --etc DIR (or CONTACTSYNC_ETC), "
+    "or name the hub with --database-url URL (or CONTACTSYNC_DATABASE_URL)"
+)
+
+
+def find_config_folder(
+    explicit: str | Path | None, *, named_by: str = "--etc", database_url: str | None = None
+) -> Path | None:
+    """The config folder a command uses, or ``None`` when there is none but the hub is named
+    (``database_url`` or ``CONTACTSYNC_DATABASE_URL``): then every setting is its default.
+
+    ``explicit`` (``--etc`` or ``CONTACTSYNC_ETC``; ``named_by`` says which) must be a config
+    folder (:func:`is_config_folder`). Without it: ``./etc``, then :data:`SYSTEM_ETC_DIR`, the
+    first that is a config folder. Raises :class:`NoConfigFolder` rather than letting a
+    command create a new, empty hub in whatever folder it was run from.
+    """
+    if explicit:
+        folder = Path(explicit)
+        if not folder.is_dir():
+            raise NoConfigFolder(folder, "", f"{named_by}: no such folder; {_FIXES}")
+        if not is_config_folder(folder):
+            raise NoConfigFolder(
+                folder,
+                "",
+                f"{named_by}: not a config folder (it has neither {SETTINGS_FILE} nor "
+                f"{INSTANCES_DIR}/); {_FIXES}",
+            )
+        return folder
+    for folder in (DEFAULT_ETC_DIR, SYSTEM_ETC_DIR):
+        if is_config_folder(folder):
+            return folder
+    if database_url or os.environ.get("CONTACTSYNC_DATABASE_URL"):
+        return None
+    raise NoConfigFolder(
+        DEFAULT_ETC_DIR,
+        "",
+        f"no config folder here (nor {SYSTEM_ETC_DIR}) and no hub named: {_FIXES}",
+    )
+
+
+def redacted_url(url: str) -> str:
+    """A database URL fit to print: any password replaced by ``***``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        # Not a URL SQLAlchemy reads: keep only the scheme, a password may hide in the rest.
+        return url.split("://", 1)[0] + "://…" if "://" in url else "(unreadable URL)"
 
 
 def _describe(loc: tuple[Any, ...]) -> str:
