@@ -41,12 +41,13 @@ def isolated(monkeypatch: pytest.MonkeyPatch, *more: str) -> Iterator[None]:
 
 
 class Cli:
-    """Runs commands against one hub file and one (empty) config folder."""
+    """Runs commands against one hub file and one config folder (``instances/``, empty)."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.etc = tmp_path / "etc"
-        self.etc.mkdir()
+        # A config folder holds contactsync.toml or instances/: an empty one is refused.
+        (self.etc / "instances").mkdir(parents=True)
         self.db_url = f"sqlite:///{tmp_path / 'hub.db'}"
         self.runner = CliRunner()
 

@@ -233,7 +233,7 @@ def test_sync_while_another_run_holds_the_lease_is_busy(run, hub, remote):
 
     result = run("sync", "mem", expect=1)
     assert "busy" in result.stderr and "other-host:4242:abcd" in result.stderr
-    (row,) = run.json("status")
+    (row,) = run.json("status")["instances"]
     assert row["lease"]["owner"] == "other-host:4242:abcd"
 
     lease.release(hub, "mem", "other-host:4242:abcd")
@@ -267,7 +267,7 @@ def test_status_shows_runs_counts_and_a_broken_file(run, remote):
     run("sync", "mem")
     path = run.broken()
 
-    rows = {r["name"]: r for r in run.json("status")}
+    rows = {r["name"]: r for r in run.json("status")["instances"]}
 
     mem = rows["mem"]
     assert (mem["type"], mem["connection"], mem["direction"]) == ("memory", "mem", "both")

@@ -189,7 +189,7 @@ def test_an_export_instance_runs_from_sync_and_shows_its_batches(run: Cli, tmp_p
             "--direction", "incoming", "--body", body)  # fmt: skip
     out = tmp_path / "out"
     out.mkdir()
-    (run.etc / "instances").mkdir()
+    (run.etc / "instances").mkdir(exist_ok=True)
     (run.etc / "instances" / f"{NAME}.toml").write_text(
         f"""
 type = "conversations_export"
@@ -214,7 +214,7 @@ path = "{out}"
     (batch,) = run.json("messages", "exports", NAME)
     assert (batch["file_name"], batch["state"], batch["rows"]) == (path.name, "uploaded", 1)
     assert path.name in run("messages", "exports").stdout
-    (status,) = run.json("status")
+    (status,) = run.json("status")["instances"]
     assert status["name"] == NAME and status["last_runs"]["export"]["outcome"] == "ok"
     # A reset watermark exports everything again, as new files under new names.
     run("cursor", "reset", NAME, "--stream", "export")
@@ -274,7 +274,7 @@ def test_a_conversations_export_imports_into_another_hub_by_crm_id(tmp_path: Pat
     source(
         *add, "--channel", "web", "--direction", "outgoing", "--body", "Line 1\nLine 2", *campaign
     )
-    (source.etc / "instances").mkdir()
+    (source.etc / "instances").mkdir(exist_ok=True)
     (source.etc / "instances" / f"{NAME}.toml").write_text(
         f'type = "conversations_export"\n[settings.transport]\nkind = "local"\npath = "{out}"\n',
         encoding="utf-8",

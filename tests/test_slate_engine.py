@@ -235,7 +235,8 @@ def test_contactsync_status_shows_the_pending_write(
     text = CliRunner().invoke(cli, args, obj=App(pm=pm))
     assert text.exit_code == 0, text.output
     assert "pending 1" in text.stdout
-    (row,) = json.loads(CliRunner().invoke(cli, [*args, "--json"], obj=App(pm=pm)).stdout)
+    shown = json.loads(CliRunner().invoke(cli, [*args, "--json"], obj=App(pm=pm)).stdout)
+    (row,) = shown["instances"]
     assert row["links"]["pending"] == 1 and row["pending_since"]
 
 

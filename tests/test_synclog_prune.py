@@ -115,7 +115,7 @@ def test_a_negative_age_is_refused(sqlite_engine):
 class Run:
     def __init__(self, tmp_path) -> None:
         self.etc = tmp_path / "etc"
-        self.etc.mkdir()
+        (self.etc / "instances").mkdir(parents=True)  # a config folder, if empty
         self.url = f"sqlite:///{tmp_path / 'hub.db'}"
         self.engine = make_engine(self.url)
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
+from rich.table import Table
+from rich.text import Text
 
 from daemon.cli.app import App, json_option
 from daemon.cli.output import cell, console, fail, print_json, print_table
@@ -40,7 +42,8 @@ PLAN_LIMIT = 1000  # per side; a dry run of a large platform must not fill the t
 _CONFIG = str(Code.CONFIG_INVALID)
 _INSTANCE = InstanceRow.__table__
 _STATUS_COLUMNS = (
-    *("instance", "type", "connection", "direction", "enabled", "last pull", "last push"),
+    *("instance", "type", "state", "connection", "direction", "enabled", "last pull"),
+    "last push",
     *("back-off until", "lease", "outbox", "links", "cursor"),
 )
 _OUTBOX_COLUMNS = (
@@ -322,26 +325,98 @@ def _exit_for(app: App, instance: Instance, reports: list[CycleReport]) -> None:
 
 # --- status -----------------------------------------------------------------------------------
 
+# An instance's state, first match wins: its file is broken; a secret it references is not
+# available to this shell (fine for the daemon, which has its own); it is switched off; it
+# waits out a back-off; it is fine.
+CONFIG_INVALID = _CONFIG
+SECRET_UNAVAILABLE = "secret-unavailable"
+
 
 @click.command("status")
+@click.option("--wide", is_flag=True, help="Every column (counts of each run, lease, cursor).")
 @json_option
 @click.pass_obj
-def status_command(app: App, as_json: bool) -> None:
-    """Show each instance: last runs, back-off, lease, outbox, links and cursor."""
-    loaded = app.instances()
+def status_command(app: App, wide: bool, as_json: bool) -> None:
+    """Show which hub and config folder this command uses, and each instance: its state,
+    last runs, back-off, outbox and links (--wide: also lease, run counts and cursor).
+
+    Never resolves a secret: an instance whose secret this shell lacks shows
+    secret-unavailable, a broken file config-invalid.
+    """
+    where = app.whereabouts()
+    loaded = app.instances(secrets=False)
     connections: dict[str, str | None] = {n: i.connection for n, i in loaded.instances.items()}
     connections |= dict.fromkeys(loaded.errors)
     hub = instance_status(app.engine, connections)
     rows = [_status_row(name, loaded, hub[name]) for name in sorted(connections)]
     if as_json:
-        print_json(rows)
+        print_json({**where, "instances": rows})
         return
+    _say_whole(f"Hub: {where['hub']['url']} ({where['hub']['named_by']})")
+    config = where["config"]
+    _say_whole(
+        f"Config: {config['folder']} ({config['named_by']})"
+        if config["folder"]
+        else "Config: none (every setting at its default)"
+    )
+    if wide:
+        _status_wide(rows)
+    else:
+        _status_narrow(rows)
+    for row in rows:
+        if row["config_error"]:
+            error = row["config_error"]
+            where_ = ": ".join(p for p in (error["file"], error["key"]) if p)
+            _say_whole(f"{row['name']}: {_CONFIG}: {where_}: {error['reason']}")
+        for missing in row["not_in_this_shell"]:
+            _say_whole(
+                f"{row['name']}: {SECRET_UNAVAILABLE}: {missing['setting']}: "
+                f"{missing['reason']} in this shell"
+            )
+    if not rows:
+        folder = config["folder"] or "etc"
+        _say_whole(f"No instances: add {folder}/instances/NAME.toml")
+
+
+def _say_whole(text: str) -> None:
+    """One line never wrapped by us: a path or URL split in two is not found by grep."""
+    console.print(redact_text(text), markup=False, soft_wrap=True)
+
+
+def _status_narrow(rows: list[dict[str, Any]]) -> None:
+    """The columns that matter, each cell a few short words, so that a 100-column terminal
+    shows them without breaking a word (no column is allowed narrower than its longest
+    word)."""
+    columns = ("instance", "type", "state", "last pull", "last push", "outbox", "links")
+    cells = [
+        (
+            r["name"],
+            r["type"] or "",
+            r["state"],
+            _short_run(r["last_runs"]["pull"]),
+            _short_run(r["last_runs"]["push"] or r["last_runs"].get("export")),
+            _nonzero(r["outbox"]),
+            _nonzero(r["links"]),
+        )
+        for r in rows
+    ]
+    table = Table(title="Instances", header_style="bold")
+    for index, column in enumerate(columns):
+        words = [w for row in cells for w in row[index].split()] + column.split()
+        table.add_column(column, min_width=max(map(len, words)), overflow="fold")
+    for row in cells:
+        table.add_row(*(Text(redact_text(v)) for v in row))
+    console.print(table)
+
+
+def _status_wide(rows: list[dict[str, Any]]) -> None:
     _table(
         _STATUS_COLUMNS,
         [
             (
                 r["name"],
                 r["type"],
+                r["state"],
                 r["connection"],
                 r["direction"],
                 r["enabled"],
@@ -358,13 +433,31 @@ def status_command(app: App, as_json: bool) -> None:
         ],
         title="Instances",
     )
-    for row in rows:
-        if row["config_error"]:
-            error = row["config_error"]
-            where = ": ".join(p for p in (error["file"], error["key"]) if p)
-            _say(f"{row['name']}: {_CONFIG}: {where}: {error['reason']}")
-    if not rows:
-        _say("No instances: add etc/instances/NAME.toml")
+
+
+def _state(row: dict[str, Any]) -> str:
+    if row["config_error"]:
+        return CONFIG_INVALID
+    if row["not_in_this_shell"]:
+        return SECRET_UNAVAILABLE
+    if row["enabled"] is False:
+        return "disabled"
+    if row["backoff_until"]:
+        return "backing-off"
+    return "ok"
+
+
+def _short_run(run: dict[str, Any] | None) -> str:
+    """A run as ``outcome MM-DD HH:MM`` (UTC); --wide and --json have its counts."""
+    if run is None:
+        return ""
+    at = run["finished_at"] or run["started_at"]
+    return f"{run['outcome']} {at:%m-%d %H:%M}" if at else str(run["outcome"])
+
+
+def _nonzero(counts: dict[str, int]) -> str:
+    """``pending 2, parked 1``: the states with rows, or ``0``."""
+    return ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "0"
 
 
 def _status_row(name: str, loaded: LoadResult, hub: dict[str, Any]) -> dict[str, Any]:
@@ -377,7 +470,19 @@ def _status_row(name: str, loaded: LoadResult, hub: dict[str, Any]) -> dict[str,
         "direction": str(instance.direction) if instance else mirrored.get("direction"),
         "enabled": instance.config.enabled if instance else mirrored.get("enabled"),
     }
-    return {"name": name, **config, **hub, "config_error": _error_dict(error) if error else None}
+    row = {
+        "name": name,
+        **config,
+        **hub,
+        "config_error": _error_dict(error) if error else None,
+        # Each secret this shell could not have, and where it is meant to come from; never a
+        # value. (A list: print_json masks any value under a key such as "settings.api_key".)
+        "not_in_this_shell": [
+            {"setting": key, "reason": reason}
+            for key, reason in (instance.unavailable_secrets if instance else {}).items()
+        ],
+    }
+    return {**row, "state": _state(row)}
 
 
 def _run_cell(run: dict[str, Any] | None) -> str:
@@ -553,7 +658,7 @@ def cursor_group() -> None:
 @click.pass_obj
 def cursor_reset(app: App, name: str, stream: str) -> None:
     """Delete INSTANCE's checkpoint: its next pull reads everything."""
-    loaded = app.instances()
+    loaded = app.instances(secrets=False)
     if name not in loaded.instances and name not in loaded.errors:
         fail(f"no instance {name!r} (known: {_known(loaded)})", _CONFIG, exit_code=2)
     instance = loaded.instances.get(name)
