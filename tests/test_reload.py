@@ -243,6 +243,35 @@ def test_fixing_the_file_reports_unchanged_or_changed(etc, state, sqlite_engine)
     assert state.instances["alpha"].settings.remote == "a-new"
 
 
+def test_a_fixed_file_logs_that_its_instance_is_healthy_again(etc, state, log_stream):
+    write_instance(etc, "alpha", remote="a")
+    write_instance(etc, "beta", remote="b")
+    state.reload()
+    path = break_file(etc, "alpha")
+    state.reload()
+    state.reload()  # still broken: nothing healthy to say
+    assert lines(log_stream, "instance_file_healthy") == []
+
+    write_instance(etc, "alpha", remote="a2")
+    state.reload()
+    (healthy,) = lines(log_stream, "instance_file_healthy")
+    assert (healthy["instance"], healthy["file"]) == ("alpha", str(path))
+    assert healthy["changed"] is True
+
+    state.reload()  # once: a healthy file that stays healthy says nothing more
+    assert len(lines(log_stream, "instance_file_healthy")) == 1
+
+
+def test_a_broken_file_that_is_deleted_is_not_called_healthy(etc, state, log_stream):
+    write_instance(etc, "alpha")
+    state.reload()
+    path = break_file(etc, "alpha")
+    state.reload()
+    path.unlink()
+    assert state.reload().removed == ["alpha"]
+    assert lines(log_stream, "instance_file_healthy") == []
+
+
 def test_a_file_that_never_loaded_is_invalid_and_not_an_instance(
     etc, state, sqlite_engine, log_stream
 ):

@@ -141,10 +141,22 @@ class ConfigState:
 
             mirror_instances(self.engine, current, keep=result.invalid)
             self.instances = dict(sorted(current.items()))
+            healthy: list[str] = []
             for name in list(self._reported):
                 if name not in result.invalid:
                     del self._reported[name]  # fixed or deleted: a new break logs again
+                    if name in loaded.instances:
+                        healthy.append(name)
             reported = [n for n, e in result.invalid.items() if self._report(n, e)]
+        for name in healthy:
+            # The broken file that was reported is valid again: say so, or the operator
+            # who fixed it sees only the error in the journal.
+            log.info(
+                "instance_file_healthy",
+                instance=name,
+                file=str(self.instances[name].path),
+                changed=name in result.changed,
+            )
         if result.touched or reported:
             log.info(
                 "config_reloaded",
