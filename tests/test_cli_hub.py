@@ -382,3 +382,17 @@ def test_status_at_100_columns_breaks_no_word(site, monkeypatch):
     wide = invoke(*base, "status", "--wide").stdout
     for column in ("connection", "direction", "lease", "cursor"):
         assert column in wide and column not in out
+
+
+def test_the_example_instance_init_writes_is_valid(tmp_path, monkeypatch):
+    monkeypatch.delenv("HUBSPOT_TOKEN", raising=False)
+    invoke("init")
+    readme = (tmp_path / "etc" / "instances" / "README.md").read_text()
+    (example,) = re.findall(r"```toml\n(.*?)```", readme, flags=re.DOTALL)
+    (tmp_path / "etc" / "instances" / "hubspot.toml").write_text(example)
+
+    result = CliRunner().invoke(cli, ["status", "--json"], obj=App(pm=get_plugin_manager()))
+
+    (row,) = json.loads(result.stdout)["instances"]
+    assert (row["type"], row["state"]) == ("hubspot", "secret-unavailable")
+    assert "HUBSPOT_TOKEN" in row["not_in_this_shell"][0]["reason"]

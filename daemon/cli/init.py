@@ -74,7 +74,7 @@ remote = "lastname"
 
 [[fields]]
 hub = "phone"
-remote = "mobilephone"
+remote = "phone"
 
 [[fields]]
 hub = "email"
