@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,28 @@ _OUTSIDE = (
 )
 # Each two-way platform shows at least one change each way.
 TWO_WAY = ("HubSpot", "Salesforce", "Colleague", "Slate")
+DURATION = 20
+
+
+def summary_rows(out: str) -> dict[str, list[str]]:
+    """The summary table's rows by platform label: the cells, stripped."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if cells and cells[0] in (*TWO_WAY, "Banner", "Export") and " / " in " ".join(cells):
+            rows[cells[0]] = cells
+    return rows
+
+
+def feed_changes(out: str) -> dict[str, int]:
+    """The feed's counted lines (``HubSpot → hub  pull: 2 created, 1 updated``) added up
+    per direction, read from the printed feed itself."""
+    totals: dict[str, int] = {}
+    for match in re.finditer(r"^\s*[\d.]+s  (.+?)\s+(?:pull|push): (.+)$", out, re.MULTILINE):
+        direction = match.group(1)
+        numbers = [int(n) for n in re.findall(r"(\d+) (?:created|updated)", match.group(2))]
+        totals[direction] = totals.get(direction, 0) + sum(numbers)
+    return totals
 
 
 def test_demo_runs_by_itself_and_shows_both_directions_and_the_codes(tmp_path: Path) -> None:
@@ -33,7 +56,7 @@ def test_demo_runs_by_itself_and_shows_both_directions_and_the_codes(tmp_path: P
     # No proxy: the demo talks to its simulator on loopback only.
     env.update(NO_PROXY="*", no_proxy="*", COLUMNS="200")
     done = subprocess.run(
-        [sys.executable, "-m", "daemon", "demo", "--duration", "20"],
+        [sys.executable, "-m", "daemon", "demo", "--duration", str(DURATION)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -75,5 +98,20 @@ def test_demo_runs_by_itself_and_shows_both_directions_and_the_codes(tmp_path: P
     )
     for secret in secrets:
         assert secret not in out and secret not in done.stderr
+    # The feed counts every change the summary counts: for each platform, the records the
+    # runs created or updated each way, as the feed showed them and as the summary adds them.
+    feed = feed_changes(out)
+    rows = summary_rows(out)
+    assert set(TWO_WAY) <= set(rows)
+    for label in (*TWO_WAY, "Banner"):
+        _, pulled, pushed, _, seen, *_ = rows[label]
+        into_hub = sum(int(n) for n in pulled.split(" / ")[1:3]) if pulled else 0
+        onto_platform = sum(int(n) for n in pushed.split(" / ")[0:2]) if pushed else 0
+        assert seen == f"{into_hub} in, {onto_platform} out", label
+        assert feed.get(f"{label} → hub", 0) == into_hub, label
+        assert feed.get(f"hub → {label}", 0) == onto_platform, label
+    # The script's edits are spread over the run: the last comes in its final third.
+    edits = [float(m) for m in re.findall(r"^\s*([\d.]+)s  you, in ", out, re.MULTILINE)]
+    assert max(edits) >= DURATION * 0.6, edits
     # The temporary folder is gone; nothing was written where it ran.
     assert list(tmp_path.iterdir()) == []

@@ -16,8 +16,13 @@ daemon after ``--duration`` by sending SIGTERM to the main thread.
 What the display shows is observed, not assumed: every few hundred milliseconds it reads every
 side, pairs hub contacts with platform records through the hub's links, and reports a record
 that crossed over, a field whose two values have just come to agree (and which side moved to
-reach agreement), a Slate upload a pull confirmed, and each file written or read.
-The platforms themselves live in :mod:`daemon.cli.demo_platforms`.
+reach agreement), a Slate upload a pull confirmed, and each file written or read. Those are
+samples, and two samples can miss what happened between them; so the changes the feed
+*counts* come from the hub's own record of its runs (every finished pull and push, each seen
+once, the last ones after the daemon stopped), the same rows the summary adds up, and the two
+always agree. The script's edits are spread over ``--duration``, so the sync keeps moving until
+the end. On a terminal the daemon's warnings go to a log file the demo names at the end, not
+into the live table. The platforms themselves live in :mod:`daemon.cli.demo_platforms`.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +64,8 @@ if TYPE_CHECKING:
 __all__ = ["SEED", "demo_command"]
 
 POLL_SECONDS = 0.4
+# The script's last edit lands this long before --duration ends, so its sync shows too.
+SETTLE_SECONDS = 6.0
 # These would point the daemon at the user's real hub; the demo must only touch its own.
 _HUB_OVERRIDES = ("CONTACTSYNC_DATABASE_URL", "CONTACTSYNC_STATE_DIR", "STATE_DIRECTORY")
 LABELS = {"first_name": "first name", "last_name": "last name", "email": "email", "phone": "phone"}
@@ -215,6 +222,58 @@ def _field_events(
     return events
 
 
+# The run counts that are changes: records created or updated, on the hub (a pull) or on the
+# platform (a push). The summary's columns and the feed's counts both add up these.
+CHANGE_COUNTS = ("created", "updated")
+
+
+def run_changes(counts: dict[str, Any] | None) -> int:
+    """Records a run created or updated."""
+    return sum(int((counts or {}).get(k) or 0) for k in CHANGE_COUNTS)
+
+
+def new_runs(
+    engine: Engine, seen: set[str], platforms: list[Platform], *, finished_only: bool = True
+) -> list[tuple[str, str, int]]:
+    """The pulls and pushes not yet in ``seen`` (added to it) that changed records, as
+    ``(direction, what, changes)``. Runs still going wait for a later call; the last call,
+    after the daemon stopped, takes them all (``finished_only=False``)."""
+    table = SyncRun.__table__
+    labels = {p.instance: p.label for p in platforms}
+    query = select(table.c.id, table.c.instance, table.c.direction, table.c.counts).order_by(
+        table.c.started_at
+    )
+    if finished_only:
+        query = query.where(table.c.finished_at.is_not(None))
+    events = []
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            if row.id in seen:
+                continue
+            seen.add(row.id)
+            label = labels.get(row.instance)
+            changes = run_changes(row.counts)
+            if label is None or not changes or row.direction not in ("pull", "push"):
+                continue
+            counts = row.counts or {}
+            what = ", ".join(f"{counts[k]} {k}" for k in CHANGE_COUNTS if counts.get(k))
+            if row.direction == "pull":
+                events.append((f"{label} → hub", f"pull: {what}", changes))
+            else:
+                events.append((f"hub → {label}", f"push: {what}", changes))
+    return events
+
+
+def spread(steps: list[Step], duration: float | None) -> list[Step]:
+    """The script stretched over ``duration`` (its last edit :data:`SETTLE_SECONDS` before the
+    end), so something happens the whole time; never squeezed, and as is without one."""
+    if not steps or duration is None:
+        return steps
+    last = max(s.at for s in steps)
+    factor = max(1.0, (duration - SETTLE_SECONDS) / last) if last > 0 else 1.0
+    return [replace(s, at=s.at * factor) for s in steps]
+
+
 # --- the show -------------------------------------------------------------------------------
 
 
@@ -228,11 +287,13 @@ class Feed:
         self.status = "starting"
         self.counts: Counter[str] = Counter()  # direction -> changes seen
 
-    def add(self, direction: str, what: str) -> None:
+    def add(self, direction: str, what: str, changes: int = 0) -> None:
+        """Show an event; ``changes`` is how many records it counts toward ``direction``
+        (only the hub's runs count: a sampled event is a detail, and may be missed)."""
         stamp = f"{time.monotonic() - self.started:5.1f}s"
         self.events.append((stamp, direction, what))
-        if "→" in direction:
-            self.counts[direction] += 1
+        if changes:
+            self.counts[direction] += changes
         if not self.live:
             console.print(f"{stamp}  {direction:<14} {what}", soft_wrap=True)
 
@@ -323,6 +384,7 @@ class Driver(threading.Thread):
         self.done = threading.Event()  # set by the main thread once the daemon stopped
         self.error: BaseException | None = None
         self.hub_made: set[str] = set()  # contacts made in the hub, never pulled
+        self.seen_runs: set[str] = set()  # the hub's runs already counted by the feed
 
     def run(self) -> None:
         try:
@@ -339,7 +401,18 @@ class Driver(threading.Thread):
         after = take_snapshot(self.engine, self.platforms)
         for direction, what in diff(before, after, self.platforms, self.hub_made):
             self.feed.add(direction, what)
+        self._count_runs()
         return after
+
+    def _count_runs(self, *, finished_only: bool = True) -> None:
+        for direction, what, changes in new_runs(
+            self.engine, self.seen_runs, self.platforms, finished_only=finished_only
+        ):
+            self.feed.add(direction, what, changes)
+
+    def last_look(self) -> None:
+        """Count the runs the daemon finished after the display's last look."""
+        self._count_runs(finished_only=False)
 
     def _watch(self, refresh: Callable[[], None]) -> None:
         started = time.monotonic()
@@ -420,7 +493,8 @@ _OUT = ("created", "updated", "failed")
 
 
 def print_summary(engine: Engine, platforms: list[Platform], feed: Feed) -> None:
-    """Per platform: records in and out (from the runs' own counts), changes seen, files."""
+    """Per platform: records in and out (from the runs' own counts), changes seen (the feed's
+    count of the same runs' created and updated: the two agree), files."""
     table = SyncRun.__table__
     totals: dict[tuple[str, str], Counter[str]] = {}
     with engine.connect() as conn:
@@ -498,6 +572,17 @@ class _CurrentStderr(io.TextIOBase):
         return sys.__stderr__ is not None and sys.__stderr__.isatty()
 
 
+def _name_the_log(path: Path, stream: Any) -> None:
+    """Close the demo's log file; name it if the daemon wrote anything, else remove it."""
+    if isinstance(stream, io.IOBase):
+        stream.close()
+    if path.exists() and path.stat().st_size:
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        console.print(f"the daemon's warnings ({lines} lines, JSON): {path}", soft_wrap=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 # --- the command ----------------------------------------------------------------------------
 
 
@@ -525,8 +610,18 @@ def demo_command(app: App, duration: float | None, keep: Path | None) -> None:
     """
     from daemon.runtime.service import Service, quiet_libraries
 
-    # Quiet logs on stderr, so the display on stdout stays readable.
-    logging_setup.configure(level="warning", stream=_CurrentStderr())
+    live = console.is_terminal
+    log_file: Path | None = None
+    if live:
+        # A JSON line printed while the live table redraws tears it apart: on a terminal the
+        # daemon's warnings go to a file, named at the end.
+        log_file = (keep.resolve() / "demo.log") if keep is not None else None
+        if log_file is None:
+            handle, name = tempfile.mkstemp(prefix="contactsync-demo-", suffix=".log")
+            os.close(handle)
+            log_file = Path(name)
+    # Quiet logs on stderr (or in the file), so the display on stdout stays readable.
+    log_stream: Any = _CurrentStderr()
     quiet_libraries("warning")
     for name in _HUB_OVERRIDES:
         os.environ.pop(name, None)
@@ -537,6 +632,9 @@ def demo_command(app: App, duration: float | None, keep: Path | None) -> None:
         root.mkdir(parents=True, exist_ok=True)
     else:
         root = Path(tempfile.mkdtemp(prefix="contactsync-demo-"))
+    if log_file is not None:
+        log_stream = log_file.open("a", encoding="utf-8")
+    logging_setup.configure(level="warning", stream=log_stream)
     platforms = all_platforms()
     started: list[Platform] = []
     try:
@@ -555,11 +653,11 @@ def demo_command(app: App, duration: float | None, keep: Path | None) -> None:
         hub_ids = seed_hub(engine)
         for platform in platforms:
             platform.seed_hub(engine, hub_ids)
-        feed = Feed(live=console.is_terminal)
+        feed = Feed(live=live)
         for platform in platforms:
             console.print(platform.describe())
         console.print(f"hub {settings.database_url}; config {etc}")
-        steps = [s for p in platforms for s in p.steps(engine, hub_ids)]
+        steps = spread([s for p in platforms for s in p.steps(engine, hub_ids)], duration)
         driver = Driver(engine, platforms, steps, feed, duration)
         driver.start()
         service = Service(etc, settings, pm=app.pm)
@@ -570,6 +668,7 @@ def demo_command(app: App, duration: float | None, keep: Path | None) -> None:
             raise driver.error
         if code != 0:
             raise SystemExit(code)
+        driver.last_look()
         console.print(
             "changes seen: " + ", ".join(f"{d} {n}" for d, n in sorted(feed.counts.items())),
             soft_wrap=True,
@@ -588,3 +687,5 @@ def demo_command(app: App, duration: float | None, keep: Path | None) -> None:
             shutil.rmtree(root, ignore_errors=True)
         else:
             console.print(f"kept {root}: try `contactsync --etc {root / 'etc'} log`")
+        if log_file is not None:
+            _name_the_log(log_file, log_stream)
