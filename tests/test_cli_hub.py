@@ -83,6 +83,20 @@ def test_a_command_with_no_config_folder_refuses_and_creates_nothing(tmp_path, a
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("hub", [(), ("--database-url", "sqlite:///named.db")])
+def test_the_daemon_with_no_config_folder_refuses_and_creates_nothing(tmp_path, hub):
+    # The daemon watches its folder's instances/: a hub named by URL is not enough to start.
+    before = files_under(tmp_path)
+
+    result = invoke(*hub, "run", expect=2)
+
+    assert files_under(tmp_path) == before
+    line = json.loads(result.stdout.splitlines()[-1])
+    assert line["event"] == "daemon_not_started"
+    assert line["code"] == "config-invalid"
+    assert "contactsync init" in line["reason"]
+
+
 @pytest.mark.parametrize("made", [None, "empty", "unrelated"])
 def test_a_mistyped_etc_is_an_error(tmp_path, made):
     folder = tmp_path / "etcc"
