@@ -46,6 +46,7 @@ from daemon.kit.connector import (
     RateLimited,
     RemoteField,
     RemoteRecord,
+    RequiredMappings,
     Unavailable,
 )
 from daemon.kit.csv_write import csv_bytes, csv_cell, write_csv
@@ -91,6 +92,7 @@ from daemon.kit.oauth import (
 )
 from daemon.kit.paging import FetchPage, interleave, json_cursor, pages, paginate, prefetch
 from daemon.kit.ratelimit import DailyQuota, RateLimiter
+from daemon.kit.settings_types import PlatformUrl
 from daemon.kit.simkit import (
     Faults,
     IssuedTokens,
@@ -116,6 +118,8 @@ from daemon.kit.tokens import Token, TokenCache, grant_answer
 # AuthorizationFailed, NotSignedIn, and for simulators AuthorizationCodes, redirect_reply,
 # redirect_allowed and consent_page.
 # 1.2 also added OverlapCursor (daemon.kit.cursor): the overlap-window cursor.
+# 1.2 also added RequiredMappings (what an instance must map for records to be created, which
+# `contactsync check` holds instances to) and PlatformUrl (the type of a URL setting).
 SDK_VERSION: Final = "1.2"
 """The version of this surface: the major number changes only when a name is removed or
 changes meaning."""
@@ -156,6 +160,7 @@ __all__ = [
     "OverlapCursor",
     "Page",
     "PlatformClient",
+    "PlatformUrl",
     "PushItem",
     "PushResult",
     "PushStatus",
@@ -166,6 +171,7 @@ __all__ = [
     "RemoteRecord",
     "Reply",
     "Request",
+    "RequiredMappings",
     "RetryPolicy",
     "SecretStr",
     "Simulator",

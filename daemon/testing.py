@@ -497,6 +497,33 @@ class ConnectorContract:
                 f"{missing} (it lists {sorted(names)})"
             )
 
+    def test_required_mappings_name_writable_catalogue_fields(self) -> None:
+        """The fields ``required_mappings`` says the platform needs to create a record are
+        fields ``describe()`` lists and that can be written: ``contactsync check`` compares
+        them with the instance's mapping by these names, so a misspelt one fails every
+        instance, or none."""
+        connector = self._connector()
+        self._needs(connector, "push", "create")
+        needs = type(connector).required_mappings_for(connector.config)
+        names = [
+            n for group in needs.outgoing for n in ((group,) if isinstance(group, str) else group)
+        ]
+        if not names:
+            pytest.skip("the connector declares no outgoing required_mappings")
+        catalogue = {f.name: f for f in connector.describe()}
+        if not catalogue:
+            pytest.skip("describe() lists no fields to hold the declaration to")
+        name = self._name(connector)
+        unknown = [n for n in names if n not in catalogue]
+        if unknown:
+            _broken(
+                f"{name}.required_mappings names {unknown}, which describe() does not list "
+                f"(it lists {sorted(catalogue)})"
+            )
+        read_only = [n for n in names if catalogue[n].read_only]
+        if read_only:
+            _broken(f"{name}.required_mappings names read-only fields {read_only}")
+
     # --- pull -------------------------------------------------------------------------------
 
     def test_pull_pages_through_every_record_once(self) -> None:

@@ -130,6 +130,42 @@ class Capabilities:
     concurrent_push: bool = False
 
 
+FieldGroup = str | tuple[str, ...]
+"""A field an instance must map, or a tuple of fields any one of which will do."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequiredMappings:
+    """The fields an instance must map so that records can be created, per direction.
+
+    - ``incoming``: hub fields (``first_name``, ``custom:Class Year``) a pull needs mapped
+      incoming, beyond the hub's own needs to create a contact (first name, last name and
+      phone), which ``contactsync check`` asks of every pulling instance anyway;
+    - ``outgoing``: the platform's field names (as :meth:`Connector.describe` spells them)
+      the platform needs to create a record, asked of an instance that pushes and may create
+      (``create_remote``); whichever hub field feeds one counts.
+
+    Each entry is one field, or a tuple of fields any one of which is enough
+    (``("email", "firstname", "lastname")``). ``check`` fails naming the direction and the
+    fields an instance leaves unmapped; loading does not refuse the file, because such an
+    instance still updates the records it links, and each record it cannot create gets its
+    own sync-log row.
+    """
+
+    incoming: tuple[FieldGroup, ...] = ()
+    outgoing: tuple[FieldGroup, ...] = ()
+
+    @staticmethod
+    def missing(groups: Sequence[FieldGroup], mapped: set[str]) -> list[tuple[str, ...]]:
+        """The groups of which ``mapped`` holds no field, each as a tuple of names."""
+        out = []
+        for group in groups:
+            names = (group,) if isinstance(group, str) else tuple(group)
+            if not mapped.intersection(names):
+                out.append(names)
+        return out
+
+
 class ConnectorConfig(BaseModel):
     """Base of every connector's ``Config``: unknown keys are errors, secrets are SecretStr."""
 
@@ -207,8 +243,9 @@ class ConnectorContext:
 
 
 class Connector:
-    """Base class of every connector. Subclasses set ``type``, ``Config`` and
-    ``capabilities``, and implement the methods their capabilities promise.
+    """Base class of every connector. Subclasses set ``type``, ``Config``,
+    ``capabilities`` and, where the platform needs fields to create a record,
+    ``required_mappings``, and implement the methods their capabilities promise.
 
     The engine builds one per cycle, ``Connector(config, context)``, with the instance's
     validated ``[settings]`` (secrets resolved into ``SecretStr``) and a
@@ -219,10 +256,19 @@ class Connector:
     type: ClassVar[str] = ""
     Config: ClassVar[type[ConnectorConfig]] = ConnectorConfig
     capabilities: ClassVar[Capabilities] = Capabilities()
+    # What an instance must map for records to be created; see RequiredMappings.
+    required_mappings: ClassVar[RequiredMappings] = RequiredMappings()
 
     def __init__(self, config: ConnectorConfig, context: ConnectorContext) -> None:
         self.config = config
         self.context = context
+
+    @classmethod
+    def required_mappings_for(cls, settings: Any) -> RequiredMappings:
+        """What an instance with these validated ``settings`` must map: the class's
+        :attr:`required_mappings`, unless a subclass knows that its settings change what the
+        platform needs (HubSpot creating by email or not)."""
+        return cls.required_mappings
 
     def check(self) -> None:
         """Prove the credentials and the connection work; raise :class:`ConnectorError`."""
