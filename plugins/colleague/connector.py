@@ -49,11 +49,13 @@ from daemon.sdk import (
     ConnectorConfig,
     MalformedResponse,
     Page,
+    PlatformUrl,
     PushItem,
     PushResult,
     PushStatus,
     RemoteField,
     RemoteRecord,
+    RequiredMappings,
     RetryPolicy,
     SecretStr,
     Unavailable,
@@ -80,7 +82,7 @@ T = TypeVar("T")
 class ColleagueConfig(ConnectorConfig):
     """The ``[settings]`` of a ``colleague`` instance file."""
 
-    base_url: str = "https://integrate.elluciancloud.com"  # .ca, .ie, .com.au by region
+    base_url: PlatformUrl = "https://integrate.elluciancloud.com"  # .ca, .ie, .com.au by region
     api_key: SecretStr  # the Ethos application's API key: one application per instance
     # The scope: persons holding any of these Colleague roles ([]: every person).
     roles: list[str] = Field(default_factory=lambda: ["student", "prospectiveStudent"])
@@ -134,6 +136,9 @@ class ColleagueConnector(ClientConnector):
         modified_at=False,
         concurrent_push=True,  # push() keeps no state between calls
     )
+    # A person is created with a legal name, which needs a last name (names[].fullName is
+    # required; push builds it from the first and last names).
+    required_mappings: ClassVar[RequiredMappings] = RequiredMappings(outgoing=(LAST,))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

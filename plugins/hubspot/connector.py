@@ -41,11 +41,13 @@ from daemon.sdk import (
     OAuthApp,
     OverlapCursor,
     Page,
+    PlatformUrl,
     PushItem,
     PushResult,
     PushStatus,
     RemoteField,
     RemoteRecord,
+    RequiredMappings,
     RetryPolicy,
     SecretStr,
     Unavailable,
@@ -84,7 +86,7 @@ RETRY = RetryPolicy(attempts=5, backoff_base=0.5, backoff_max=10.0, max_retry_af
 class HubSpotConfig(ConnectorConfig):
     """The ``[settings]`` of a ``hubspot`` instance file."""
 
-    base_url: str = "https://api.hubapi.com"
+    base_url: PlatformUrl = "https://api.hubapi.com"
     access_token: SecretStr | None = None  # a private app's token
     client_id: str | None = None  # OAuth: the app's id, secret and the install's refresh token
     client_secret: SecretStr | None = None
@@ -205,6 +207,17 @@ class HubSpotConnector(ClientConnector):
     capabilities: ClassVar[Capabilities] = Capabilities(
         pull=True, push=True, create=True, deletes=True, modified_at=True, concurrent_push=True
     )
+    # A contact is upserted by its email (upsert_by_email, the default); a plain create needs
+    # one of email, firstname or lastname (see required_mappings_for).
+    required_mappings: ClassVar[RequiredMappings] = RequiredMappings(outgoing=(EMAIL,))
+
+    @classmethod
+    def required_mappings_for(cls, settings: HubSpotConfig) -> RequiredMappings:
+        """Email, the upsert's key; without ``upsert_by_email`` any one of email, first or
+        last name, as HubSpot's create asks."""
+        if settings.upsert_by_email:
+            return cls.required_mappings
+        return RequiredMappings(outgoing=((EMAIL, "firstname", "lastname"),))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

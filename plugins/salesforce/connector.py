@@ -46,11 +46,13 @@ from daemon.sdk import (
     OAuthApp,
     OverlapCursor,
     Page,
+    PlatformUrl,
     PushItem,
     PushResult,
     PushStatus,
     RemoteField,
     RemoteRecord,
+    RequiredMappings,
     RetryPolicy,
     SecretStr,
     Unavailable,
@@ -101,7 +103,7 @@ RETRY = RetryPolicy(attempts=5, backoff_base=0.5, backoff_max=10.0, max_retry_af
 class SalesforceConfig(ConnectorConfig):
     """The ``[settings]`` of a ``salesforce`` instance file."""
 
-    login_url: str = "https://login.salesforce.com"  # My Domain URL for client_credentials
+    login_url: PlatformUrl = "https://login.salesforce.com"  # My Domain for client_credentials
     auth: Literal["client_credentials", "refresh_token", "jwt"] | None = None
     client_id: str
     client_secret: SecretStr | None = None
@@ -226,6 +228,15 @@ class SalesforceConnector(ClientConnector):
     capabilities: ClassVar[Capabilities] = Capabilities(
         pull=True, push=True, create=True, deletes=True, modified_at=True, concurrent_push=True
     )
+    # A Contact is refused without LastName (REQUIRED_FIELD_MISSING); a Lead also needs Company.
+    required_mappings: ClassVar[RequiredMappings] = RequiredMappings(outgoing=("LastName",))
+
+    @classmethod
+    def required_mappings_for(cls, settings: SalesforceConfig) -> RequiredMappings:
+        """LastName for a Contact; LastName and Company for a Lead."""
+        if settings.object == "Lead":
+            return RequiredMappings(outgoing=("LastName", "Company"))
+        return cls.required_mappings
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

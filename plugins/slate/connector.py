@@ -43,6 +43,7 @@ from daemon.sdk import (
     MalformedResponse,
     OverlapCursor,
     Page,
+    PlatformUrl,
     PushItem,
     PushResult,
     PushStatus,
@@ -71,7 +72,7 @@ _SLATE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 class SlateConfig(ConnectorConfig):
     """The ``[settings]`` of a ``slate`` instance file."""
 
-    base_url: str
+    base_url: PlatformUrl
     query_id: str
     token: SecretStr | None = None  # the web service's user token (sent as ``h``)
     username: str | None = None  # a service account (HTTP Basic); needed for upload = "web"
