@@ -23,7 +23,7 @@ from daemon.hub.store import Contact, utcnow
 from daemon.kit.connector import AuthFailed, Unavailable
 from tests import clikit
 from tests.clikit import isolated
-from tests.enginekit import fresh_remote, snapshot, write_instance
+from tests.enginekit import FIELDS, fresh_remote, snapshot, write_instance
 from tests.hubkit import outbox_rows
 from tests.memremote import MemoryConnector, MemoryRemote
 
@@ -418,7 +418,8 @@ def test_check_reports_a_failing_connector_and_always_closes_it(run, remote, mon
 
 
 def test_check_reports_mapping_problems_and_config_errors(run, remote):
-    run.instance(fields='[[fields]]\nhub = "first_name"\nremote = "CreatedBy"\n')
+    extra = '[[fields]]\nhub = "enrollment_id"\nremote = "CreatedBy"\n'
+    run.instance(fields=FIELDS + extra)
     path = run.broken()
 
     (problem,) = run.json("check", "mem", expect=1)[0]["problems"]

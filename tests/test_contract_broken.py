@@ -24,6 +24,7 @@ from daemon.foundation.log import get_logger
 from daemon.sdk import (
     AuthFailed, Capabilities, Connector, ConnectorConfig, ConnectorContext, MalformedResponse,
     OverlapCursor, Page, PushResult, PushStatus, RateLimited, RemoteField, RemoteRecord,
+    RequiredMappings,
     Unavailable,
 )
 from daemon.testing import ConnectorContract
@@ -56,6 +57,8 @@ class AcmeConnector(Connector):
     type = "acme"
     Config = AcmeConfig
     capabilities = Capabilities()
+    # The bug: a declaration spelt unlike describe() ("lastname" for "last").
+    required_mappings = RequiredMappings(outgoing=("lastname" if BROKEN == "required" else "last",))
 
     def _request(self):
         key = self.config.api_key.get_secret_value()
@@ -190,7 +193,20 @@ def test_a_correct_acme_connector_passes(pytester: pytest.Pytester) -> None:
     # The baseline: without a fault the same connector passes, so each failure below is the
     # fault's doing and nothing else.
     result = run_contract(pytester, "none")
-    result.assert_outcomes(passed=13, skipped=1)
+    result.assert_outcomes(passed=14, skipped=1)
+
+
+def test_a_required_mapping_describe_does_not_list_fails_its_check(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run_contract(pytester, "required")
+    assert failed_tests(result) == [
+        "TestAcmeContract::test_required_mappings_name_writable_catalogue_fields"
+    ]
+    result.stdout.fnmatch_lines(
+        # fnmatch reads [ ] as a character class: the list is matched by a wildcard.
+        ["*AcmeConnector.required_mappings names ?'lastname'?, which describe() does not list*"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -219,7 +235,7 @@ def test_re_reading_a_window_and_skipping_what_did_not_change_passes(
     # The overlap the Page docstring allows: every pull re-reads three ticks before the
     # newest change, and the cursor drops what it re-reads unchanged.
     result = run_contract(pytester, "window")
-    result.assert_outcomes(passed=13, skipped=1)
+    result.assert_outcomes(passed=14, skipped=1)
 
 
 def test_a_push_that_is_not_idempotent_fails_the_idempotency_check(
