@@ -378,3 +378,28 @@ def test_every_example_instance_file_maps_what_creating_records_needs(
     copy.write_text(example.read_text())
 
     assert missing_mappings(load_instance(copy, connectors)) == []
+
+
+def test_the_daemon_logs_a_url_without_a_scheme_as_config_invalid_and_never_calls_it(
+    tmp_path: Path, sqlite_engine: Any
+) -> None:
+    # The daemon's load path (the reload every start and file change goes through): one
+    # config-invalid sync-log row naming the key, and no instance to cycle on.
+    from daemon.foundation.dictionary import Code
+    from daemon.hub.synclog_query import query_log
+    from daemon.runtime.reload import ConfigState
+
+    etc = tmp_path / "etc"
+    (etc / "instances").mkdir(parents=True)
+    (etc / "instances" / "hs.toml").write_text(
+        'type = "hubspot"\n[settings]\nbase_url = "api.hubapi.com"\n'
+        f'access_token = {{ env = "{TOKEN_ENV}" }}\n'
+    )
+    state = ConfigState(etc, sqlite_engine, {"hubspot": HubSpotConnector})
+
+    result = state.reload()
+
+    assert "hs" in result.invalid and "hs" not in state.instances
+    (row,) = query_log(sqlite_engine, code=str(Code.CONFIG_INVALID))
+    assert row["instance"] == "hs" and row["details"]["key"] == "settings.base_url"
+    assert "https://api.hubapi.com" in row["details"]["reason"]

@@ -135,15 +135,15 @@ def missing_mappings(instance: Instance) -> list[str]:
         hub_missing = RequiredMappings.missing(REQUIRED_FOR_CREATE, mapped)
         if hub_missing:
             problems.append(
-                f"incoming: no hub field {_names(hub_missing)} is mapped incoming; the hub "
-                f"needs {', '.join(REQUIRED_FOR_CREATE)} to create a contact, so every new "
-                "record would be skipped (add [[fields]] for them)"
+                f"incoming: hub field {_names(hub_missing)} not mapped; the hub needs "
+                f"{', '.join(REQUIRED_FOR_CREATE)} to create a contact, so every new record "
+                f"would be skipped ({Code.BLANK_REQUIRED_DATA}): add [[fields]] for them"
             )
         own = [g for g in RequiredMappings.missing(needs.incoming, mapped) if g not in hub_missing]
         if own:
             problems.append(
-                f"incoming: no hub field {_names(own)} is mapped incoming; {kind} needs it "
-                "(add [[fields]] for it)"
+                f"incoming: hub field {_names(own)} not mapped; {kind} needs it: add "
+                "[[fields]] for it"
             )
     problems += _outgoing_problem(instance, needs.outgoing)
     return problems
@@ -174,9 +174,9 @@ def _outgoing_problem(instance: Instance, groups: Sequence[FieldGroup]) -> list[
         return []
     kind = instance.config.type
     return [
-        f"outgoing: no field is mapped outgoing to {kind}'s {_names(missing)}; {kind} needs "
-        "it to create a record, so every new contact would be refused (add [[fields]] for it, "
-        "or set create_remote = false)"
+        f"outgoing: nothing mapped to {kind}'s {_names(missing)}; {kind} needs it to create a "
+        f"record, so every new contact would be refused ({Code.MISSING_REMOTE_REQUIRED_FIELD}): "
+        "map a hub field to it, or set create_remote = false"
     ]
 
 
