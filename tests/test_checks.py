@@ -267,6 +267,12 @@ URL_PLUGINS = {
         'format_id = "f"\nusername = "svc"\npassword = { env = "TEST_CHECK_TOKEN" }',
     ),
     "colleague": (ColleagueConnector, "base_url", 'api_key = { env = "TEST_CHECK_TOKEN" }'),
+    # contactsync auth's sign-in page: a URL setting like the others.
+    "hubspot-authorize": (
+        HubSpotConnector,
+        "authorize_url",
+        'access_token = { env = "TEST_CHECK_TOKEN" }',
+    ),
     "example": (None, "base_url", 'token = { env = "TEST_CHECK_TOKEN" }'),
 }
 

@@ -94,7 +94,7 @@ class HubSpotConfig(ConnectorConfig):
     token_path: str = "/oauth/2026-03/token"  # "/oauth/v1/token" until its 2027-02-16 sunset
     # contactsync auth: where the user signs in (None: HubSpot's own, or base_url's for a
     # simulator) and the scopes the app asks for.
-    authorize_url: str | None = None
+    authorize_url: PlatformUrl | None = None
     scopes: list[str] = Field(default_factory=lambda: list(OAUTH_SCOPES))
     properties: list[str] = Field(default_factory=lambda: ["firstname", "lastname", EMAIL, "phone"])
     # Records per request: searches take up to 200, the list (``pull_concurrency = 1``) 100.
