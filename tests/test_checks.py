@@ -328,7 +328,7 @@ def test_loopback_names_and_an_upper_case_scheme_are_accepted(url):
 
 def test_a_url_without_a_scheme_is_config_invalid_for_check_and_status(run):
     folder = run.etc / "instances"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     path = folder / "hs.toml"
     path.write_text(
         'type = "hubspot"\n[settings]\nbase_url = "api.hubapi.com"\n'
