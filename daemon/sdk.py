@@ -27,7 +27,7 @@ from daemon.foundation.clock import SYSTEM_CLOCK, Clock, FakeClock, SystemClock
 from daemon.foundation.csv_read import FileMalformed, check_header, header_key, stream_rows
 from daemon.foundation.dictionary import Code
 from daemon.foundation.log import get_logger, register_secret
-from daemon.hookspecs import HOOKSPEC_VERSION, CycleKind, hookimpl
+from daemon.hookspecs import HOOKSPEC_VERSION, NO_MATCH, CycleKind, NoMatch, Winner, hookimpl
 from daemon.hub import normalize
 from daemon.kit.client import ClientSeams, PlatformClient
 from daemon.kit.connector import (
@@ -113,7 +113,8 @@ from daemon.kit.tokens import Token, TokenCache, grant_answer
 # the simulator kit (Simulator, Request, Reply, json_reply, …), normalize, check_time_zone,
 # get_logger and SYSTEM_CLOCK: everything the built-in plugins use.
 # 1.2 also added PlatformClient, ClientSeams, grant_answer, IssuedTokens, FetchPage (the type
-# of the function pages() and paginate() call) and CycleKind (the kind of a cycle), and the
+# of the function pages() and paginate() call), CycleKind (the kind of a cycle), Winner,
+# NO_MATCH and NoMatch (what resolve_conflict and match_record return), and the
 # OAuth authorization-code flow: OAuthApp (a connector's oauth_app hook), authorize,
 # AuthorizationFailed, NotSignedIn, and for simulators AuthorizationCodes, redirect_reply,
 # redirect_allowed and consent_page.
@@ -126,6 +127,7 @@ changes meaning."""
 
 __all__ = [
     "HOOKSPEC_VERSION",
+    "NO_MATCH",
     "SDK_VERSION",
     "SYSTEM_CLOCK",
     "AuthFailed",
@@ -155,6 +157,7 @@ __all__ = [
     "IssuedTokens",
     "MalformedResponse",
     "MessageFilter",
+    "NoMatch",
     "NotSignedIn",
     "OAuthApp",
     "OverlapCursor",
@@ -183,6 +186,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UploadRejected",
+    "Winner",
     "authorize",
     "check_header",
     "check_time_zone",

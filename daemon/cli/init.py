@@ -49,8 +49,9 @@ One file per integration: `NAME.toml` (lower-case letters, digits, `-` and `_`).
 reloads this folder by itself when a file changes; `contactsync check NAME` proves a file
 works, `contactsync status` shows them all. Secrets are references, never values.
 
-An example, for HubSpot's simulator (`contactsync simulate hubspot` in another terminal;
-`export HUBSPOT_TOKEN=pat-na1-demo` first), to copy into `hubspot.toml`:
+An example, for HubSpot's simulator (`contactsync simulate hubspot --port 8801` in another
+terminal, then `export HUBSPOT_TOKEN=pat-na1-00000000-0000-4000-8000-hubspotsim00`, the token
+it prints), to copy into `hubspot.toml`:
 
 ```toml
 type = "hubspot"

@@ -94,9 +94,16 @@ def _import_plugin(module_name: str) -> object:
     try:
         return importlib.import_module(module_name)
     except Exception as exc:
+        # The usual newcomer's case: the module sits in a folder Python does not search.
+        hint = (
+            "; it must be importable: run from its folder with PYTHONPATH=. (or pip install "
+            "-e its project)"
+            if isinstance(exc, ModuleNotFoundError) and exc.name == module_name.split(".")[0]
+            else ""
+        )
         raise PluginError(
             f"plugin module {module_name!r} from {PLUGINS_ENV} could not be imported: "
-            f"{type(exc).__name__}: {exc}"
+            f"{type(exc).__name__}: {exc}{hint}"
         ) from exc
 
 
