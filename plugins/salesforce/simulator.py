@@ -15,6 +15,11 @@ adds what Salesforce does (facts from ``shared/research/hubspot_salesforce.md`` 
   ``nextRecordsUrl``; ``queryAll`` also returns deleted rows (``IsDeleted = true``);
 - ``sobjects/{Contact,Lead}/describe`` with custom ``__c`` and external-id fields, and
   ``limits``;
+- the single-record sObject resource: create (POST ``sobjects/<Object>``, 201), read, update
+  (PATCH, 204) and delete by Id, read and upsert by an external-id field (PATCH
+  ``sobjects/<Object>/<Field>/<value>``: 201 when it created, 200 when it updated);
+- every data resource with or without a trailing slash (``query/?q=`` as Salesforce's docs
+  and simple-salesforce write it);
 - sObject Collections: create (POST), update by ``id`` (PATCH) and upsert by an external-id
   field (PATCH ``composite/sobjects/<Object>/<Field>``), at most 200 records, HTTP 200 with
   per-record ``{id, success, errors[, created]}``, ``allOrNone`` rolling everything back;
@@ -44,7 +49,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from daemon.sdk import (
     AuthorizationCodes,
@@ -277,6 +282,7 @@ class SalesforceSimulator(Simulator):
             "queries": 0,
             "query_more": 0,
             "collections": 0,
+            "sobject_writes": 0,
             "bulk_jobs": 0,
             "limit_refused": 0,
             "invalid_session": 0,
@@ -336,10 +342,7 @@ class SalesforceSimulator(Simulator):
     def delete_record(self, record_id: str) -> None:
         """Delete a record: to the recycle bin, so ``queryAll`` shows ``IsDeleted = true``."""
         with self.lock:
-            record = self._find(record_id)
-            self._index_unique(self._object_of(record_id), record, add=False)
-            record["IsDeleted"] = True
-            self._touch(record)
+            self._delete(self._find(record_id))
 
     def share_modstamp(self, ids: Iterable[str], stamp: datetime | None = None) -> datetime:
         """Give the records ``ids`` one ``SystemModstamp`` (now by default); return it."""
@@ -404,6 +407,11 @@ class SalesforceSimulator(Simulator):
         for key, value in values.items():
             record[key] = value
         self._index_unique(obj, record, add=True)
+        self._touch(record)
+
+    def _delete(self, record: dict[str, Any]) -> None:
+        self._index_unique(self._object_of(record["Id"]), record, add=False)
+        record["IsDeleted"] = True
         self._touch(record)
 
     def _unique_fields(self, obj: str) -> list[str]:
@@ -688,6 +696,13 @@ class SalesforceSimulator(Simulator):
             ("GET", "/queryAll/{locator}", self._query_more),
             ("GET", "/limits", self._limits),
             ("GET", "/sobjects/{object}/describe", self._describe),
+            # The single-record sObject resource (after describe: ``describe`` is no Id)
+            ("POST", "/sobjects/{object}", self._sobject_create),
+            ("GET", "/sobjects/{object}/{id}", self._sobject_get),
+            ("PATCH", "/sobjects/{object}/{id}", self._sobject_update),
+            ("DELETE", "/sobjects/{object}/{id}", self._sobject_delete),
+            ("GET", "/sobjects/{object}/{field}/{value}", self._sobject_get_by_external),
+            ("PATCH", "/sobjects/{object}/{field}/{value}", self._sobject_upsert),
             ("POST", "/composite/sobjects", self._collection_create),
             ("PATCH", "/composite/sobjects", self._collection_update),
             ("PATCH", "/composite/sobjects/{object}/{field}", self._collection_upsert),
@@ -702,14 +717,16 @@ class SalesforceSimulator(Simulator):
             ("DELETE", "/jobs/ingest/{job}", self._job_delete),
             ("PUT", "/jobs/ingest/{job}/batches", self._ingest_upload),
             ("GET", "/jobs/ingest/{job}/successfulResults", self._ingest_results),
-            ("GET", "/jobs/ingest/{job}/successfulResults/", self._ingest_results),
             ("GET", "/jobs/ingest/{job}/failedResults", self._ingest_results),
-            ("GET", "/jobs/ingest/{job}/failedResults/", self._ingest_results),
             ("GET", "/jobs/ingest/{job}/unprocessedrecords", self._ingest_results),
-            ("GET", "/jobs/ingest/{job}/unprocessedrecords/", self._ingest_results),
         ]
         for method, path, handler in routes:
-            self.add_route(method, base + path, self._api(handler))
+            wrapped = self._api(handler)
+            # Salesforce serves every REST resource with or without a trailing slash, and its
+            # own docs and simple-salesforce write the slash (``query/?q=``, ``limits/``,
+            # ``sobjects/Contact/``): both forms, or the most-used client gets 404s.
+            self.add_route(method, base + path, wrapped)
+            self.add_route(method, base + path + "/", wrapped)
 
     # --- OAuth ------------------------------------------------------------------------------
 
@@ -960,6 +977,89 @@ class SalesforceSimulator(Simulator):
             "INVALID_FIELD",
             f"Field name provided, {name} is not an External ID or indexed field for {obj}",
         )
+
+    # --- the single-record sObject resource -------------------------------------------------
+    # ``sobjects/<Object>/<Id>`` and ``sobjects/<Object>/<ExternalField>/<value>``: what
+    # simple-salesforce's ``sf.Contact.create/get/update/upsert/delete`` call. A write is one
+    # collection item whose failure is the whole answer: a 400 with the usual error array.
+
+    def _sobject_write(
+        self, obj: str, op: str, raw: Mapping[str, Any], ext: str | None = None
+    ) -> tuple[str, bool]:
+        self.counters["sobject_writes"] += 1
+        try:
+            plan = self._plan(obj, op, raw, ext)
+        except _RecordError as exc:
+            raise SalesforceError(400, exc.code, exc.message, exc.fields) from None
+        return self._commit(obj, *plan)
+
+    def _body_record(self, request: Request) -> dict[str, Any]:
+        body = request.json()
+        if not isinstance(body, dict):
+            raise SalesforceError(400, "JSON_PARSER_ERROR", "The request body must be an object")
+        return body
+
+    def _live_record(self, obj: str, record_id: str) -> dict[str, Any]:
+        record = self.records[obj].get(record_id)
+        if record is None:
+            raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
+        if record["IsDeleted"]:
+            raise SalesforceError(404, "ENTITY_IS_DELETED", "entity is deleted")
+        return record
+
+    def _one_record(self, request: Request, obj: str, record: Mapping[str, Any]) -> Reply:
+        wanted = request.query.get("fields")
+        fields = list(self.catalogue[obj])
+        if wanted:
+            by_lower = {f.lower(): f for f in fields}
+            fields = []
+            for name in wanted.split(","):
+                if name.strip().lower() not in by_lower:
+                    raise SalesforceError(
+                        400, "INVALID_FIELD", f"No such column '{name.strip()}' on entity {obj}"
+                    )
+                fields.append(by_lower[name.strip().lower()])
+        return json_reply(self._public(obj, request.params["version"], record, fields))
+
+    def _sobject_create(self, request: Request) -> Reply:
+        obj = self._object(request.params["object"])
+        record_id, _ = self._sobject_write(obj, "insert", self._body_record(request))
+        return json_reply({"id": record_id, "success": True, "errors": []}, 201)
+
+    def _sobject_get(self, request: Request) -> Reply:
+        obj = self._object(request.params["object"])
+        return self._one_record(request, obj, self._live_record(obj, request.params["id"]))
+
+    def _sobject_update(self, request: Request) -> Reply:
+        obj = self._object(request.params["object"])
+        record_id = request.params["id"]
+        self._live_record(obj, record_id)
+        # The Id is the URL's: one in the body is ignored, as Salesforce does.
+        values = {k: v for k, v in self._body_record(request).items() if k.lower() != "id"}
+        self._sobject_write(obj, "update", {**values, "Id": record_id})
+        return 204, {}, None
+
+    def _sobject_delete(self, request: Request) -> Reply:
+        obj = self._object(request.params["object"])
+        self._delete(self._live_record(obj, request.params["id"]))
+        return 204, {}, None
+
+    def _sobject_get_by_external(self, request: Request) -> Reply:
+        obj = self._object(request.params["object"])
+        ext = self._external_field(obj, request.params["field"])
+        found = self._by_external(obj, ext, unquote(request.params["value"]))
+        if not found:
+            raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
+        return self._one_record(request, obj, found[0])
+
+    def _sobject_upsert(self, request: Request) -> Reply:
+        obj = self._object(request.params["object"])
+        ext = self._external_field(obj, request.params["field"])
+        raw = {**self._body_record(request), ext: unquote(request.params["value"])}
+        record_id, created = self._sobject_write(obj, "upsert", raw, ext)
+        # API 46.0 on: 201 with a body when it created, 200 with a body when it updated.
+        body = {"id": record_id, "success": True, "errors": [], "created": created}
+        return json_reply(body, 201 if created else 200)
 
     # --- Bulk API 2.0 -----------------------------------------------------------------------
 
