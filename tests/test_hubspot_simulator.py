@@ -311,7 +311,14 @@ def test_batch_update_207_and_empty_string_clears(hub) -> None:
         err.get("errors", [{}])[0].get("code") == "PROPERTY_DOESNT_EXIST" for err in body["errors"]
     )
     got = client.get(f"{BASE}/{target}", params={"properties": "phone,firstname"}).json()
-    assert got["properties"] == {"phone": None, "firstname": "Grace"}
+    # what was asked for, plus the three properties HubSpot always returns
+    assert got["properties"] == {
+        "phone": None,
+        "firstname": "Grace",
+        "hs_object_id": target,
+        "createdate": got["createdAt"],
+        "lastmodifieddate": got["updatedAt"],
+    }
     ok = client.post(
         f"{BASE}/batch/update",
         json={"inputs": [{"id": target, "properties": {"lastname": "Hopper"}}]},

@@ -13,10 +13,13 @@ adds what HubSpot does (facts from ``shared/research/hubspot_salesforce.md`` §1
   ``authorization_code`` grant takes once, within 10 minutes, for its client and redirect URL;
 - ``GET /crm/v3/objects/contacts`` (``limit`` ≤ 100, opaque ``after``, ``archived=true``) and
   the single-record ``GET/PATCH/DELETE /crm/v3/objects/contacts/{id}``, ``POST`` to create;
+- every record's ``properties`` carry ``hs_object_id``, ``createdate`` and
+  ``lastmodifieddate``, whatever was asked for, as HubSpot's do;
 - ``POST /crm/v3/objects/contacts/search``: filterGroups (≤ 5 groups, ≤ 10 filters each,
-  ≤ 25 in all), one sort, ``limit`` ≤ 200 (default 10), ``after`` an offset, a 400 once
-  ``after`` reaches ``search_result_cap`` (10,000), its own rate (``search_rate_per_s``), an
-  index that lags writes by ``indexing_lag_seconds``, and no archived records;
+  ≤ 25 in all) and a top-level ``filters`` list, read as one more group; one sort,
+  ``limit`` ≤ 200 (default 10), ``after`` an offset, a 400 once ``after`` reaches
+  ``search_result_cap`` (10,000), its own rate (``search_rate_per_s``), an index that lags
+  writes by ``indexing_lag_seconds``, and no archived records;
 - ``batch/read|create|update|upsert|archive``: at most 100 inputs, 207 with ``errors[]`` and
   ``numErrors`` on partial failure; a duplicate email is a 409 ``CONFLICT``; values are
   strings and ``""`` clears one;
@@ -66,6 +69,8 @@ DEFAULT_PROPERTIES = (
     "lastmodifieddate",
     "lastname",
 )
+# In every record HubSpot returns, whatever ``properties`` asked for.
+ALWAYS_RETURNED = ("hs_object_id", "createdate", "lastmodifieddate")
 READ_ONLY = frozenset({"hs_object_id", "createdate", "lastmodifieddate", "hs_merged_object_ids"})
 # Properties whose values are times: filters compare them as epoch milliseconds.
 DATETIME_PROPERTIES = frozenset({"createdate", "lastmodifieddate"})
@@ -517,6 +522,9 @@ class HubSpotSimulator(Simulator):
         names = list(wanted) if wanted is not None else list(props)
         # Unknown names in a read are silently ignored; unset known ones come back null.
         shown = {n: props.get(n) for n in names if n in self.catalogue or n in props}
+        # HubSpot always answers these three, whatever was asked for.
+        for name in ALWAYS_RETURNED:
+            shown.setdefault(name, props.get(name))
         out = {
             "id": record["id"],
             "properties": shown,
@@ -926,8 +934,7 @@ class HubSpotSimulator(Simulator):
                 "query.",
                 "VALIDATION_ERROR",
             )
-        groups = body.get("filterGroups") or []
-        self._check_filters(groups)
+        groups = self._filter_groups(body)
         sorts = body.get("sorts") or []
         if len(sorts) > 1:
             raise HubSpotError(400, "Only one sort is supported.", "VALIDATION_ERROR")
@@ -996,6 +1003,22 @@ class HubSpotSimulator(Simulator):
         if len(found) > limit and limit > 0:
             reply["paging"] = {"next": {"after": str(after + limit)}}
         return reply
+
+    def _filter_groups(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The search's filter groups, checked against HubSpot's limits.
+
+        Clients in the wild also send ``filters`` at the top level, beside ``filterGroups``.
+        The research does not say how HubSpot combines the two, so the simulator reads the
+        top-level list as one more group: its filters ANDed, the group ORed with the others
+        (and counted against the same limits)."""
+        groups = body.get("filterGroups") or []
+        top = body.get("filters")
+        if top:
+            if not isinstance(groups, list) or not isinstance(top, list):
+                raise HubSpotError(400, "filters must be a list", "VALIDATION_ERROR")
+            groups = [*groups, {"filters": top}]
+        self._check_filters(groups)
+        return groups
 
     def _check_filters(self, groups: Any) -> None:
         if not isinstance(groups, list) or len(groups) > MAX_FILTER_GROUPS:
