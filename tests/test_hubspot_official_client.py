@@ -28,6 +28,7 @@ from hubspot.crm.contacts import (
     SimplePublicObjectBatchInputForCreate,
     SimplePublicObjectInputForCreate,
 )
+from urllib3.util.retry import Retry
 
 from daemon.foundation.clock import FakeClock
 from plugins.hubspot.simulator import HubSpotSimulator
@@ -202,7 +203,15 @@ def test_a_validation_error_is_an_api_exception(hubspot: Client) -> None:
     assert json.loads(invalid.value.body)["category"] == "VALIDATION_ERROR"
 
 
-def test_rate_limit_headers_and_the_429(hubspot: Client, sim: HubSpotSimulator) -> None:
+def test_rate_limit_headers_and_the_429(sim: HubSpotSimulator) -> None:
+    # By default urllib3 (under the client) honours a 429's Retry-After by sleeping and
+    # retrying, three times: real seconds. The client's own ``retry`` setting turns that off,
+    # so the 429 itself reaches the test at once.
+    hubspot = Client.create(
+        access_token=sim.private_app_token,
+        host=sim.url,
+        retry=Retry(total=0, respect_retry_after_header=False),
+    )
     sim.set_knob("rate_limit_per_10s", 3)
     basic = hubspot.crm.contacts.basic_api
     _, status, headers = basic.get_page_with_http_info(limit=1)
@@ -220,3 +229,4 @@ def test_rate_limit_headers_and_the_429(hubspot: Client, sim: HubSpotSimulator) 
     assert limited.value.headers["Retry-After"] == "1"
     body = json.loads(limited.value.body)
     assert (body["category"], body["policyName"]) == ("RATE_LIMITS", "TEN_SECONDLY_ROLLING")
+    assert sim.counters["rate_limited"] == 1  # refused once: no retry behind the test's back
