@@ -391,6 +391,12 @@ def load_instances(
             result.instances[path.stem] = load_instance(path, connectors, secrets=secrets)
         except ConfigError as exc:
             result.errors[path.stem] = exc
+        except Exception as exc:
+            # A bug this loader or a connector's Config did not foresee still makes only
+            # this file invalid; its message is left out, it may quote a secret.
+            result.errors[path.stem] = ConfigError(
+                path, "", f"could not be loaded ({type(exc).__name__}); check its contents"
+            )
     owners = [i for i in result.instances.values() if i.config.owns_crm_id]
     connections = sorted({i.connection for i in owners})
     if len(connections) > 1:

@@ -213,15 +213,59 @@ def _describe(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+"""A config file larger than this is refused unread: real ones are a few kilobytes."""
+MAX_CONFIG_DEPTH = 16
+"""Tables and arrays nested deeper than this are refused: real files nest three or four."""
+
+
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file, turning every failure into a :class:`ConfigError`."""
+    """Parse a TOML file, turning every failure into a :class:`ConfigError`.
+
+    Whatever the bytes (another encoding, NUL bytes, nesting deep enough to exhaust the
+    parser's stack, a folder or a symlink loop named ``*.toml``), the outcome is a
+    :class:`ConfigError` naming the file, never an exception that would stop the daemon or
+    print a traceback."""
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot be read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(path, "", f"larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            path, "", f"not UTF-8 (byte 0x{raw[exc.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot be read: {exc.strerror}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise ConfigError(path, "", f"nested deeper than {MAX_CONFIG_DEPTH} levels") from None
+    if _depth(data) > MAX_CONFIG_DEPTH:
+        # Refused here, before validation and reload's comparisons walk it recursively.
+        raise ConfigError(path, "", f"nested deeper than {MAX_CONFIG_DEPTH} levels")
+    return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value``'s tables and arrays nest, walked without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_CONFIG_DEPTH:
+                break
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def validation_error(path: Path, exc: ValidationError) -> ConfigError:
