@@ -4,6 +4,7 @@ and the mapping is checked against the platform's field catalogue."""
 from __future__ import annotations
 
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -230,6 +231,12 @@ def test_unknown_connector_type_lists_the_known_ones(tmp_path):
         ('deletes = "61 * * * *"', "schedule.deletes", "crontab"),
         ('timezone = "Mars/Olympus_Mons"', "schedule.timezone", "unknown time zone"),
         ("pull = 15", "schedule.pull", "string"),
+        # Absurd schedules are refused at load, not left to fail when scheduled.
+        ('pull = "every 99999999999999999d"', "schedule.pull", "at most 366 days"),
+        ('export = "every 367d"', "schedule.export", "at most 366 days"),
+        ('push = "every 9000000h"', "schedule.push", "at most 366 days"),
+        ('pull = "every ' + "9" * 5000 + 's"', "schedule.pull", "at most 366 days"),
+        ('deletes = "0 0 31 2 *"', "schedule.deletes", "never fires"),
     ],
 )
 def test_bad_schedule_and_unknown_timezone(tmp_path, schedule, key, words):
@@ -238,6 +245,24 @@ def test_bad_schedule_and_unknown_timezone(tmp_path, schedule, key, words):
     assert error.key == key
     assert words in error.reason
     assert not error.reason.startswith("Value error")  # pydantic's prefix says nothing
+
+
+def test_the_longest_interval_is_366_days_and_the_scheduler_takes_it(tmp_path):
+    from daemon.runtime.scheduler import make_trigger
+
+    path = instance_file(tmp_path, "mem", 'type = "memory"\n[schedule]\npull = "every 366d"\n')
+    schedule = load_instance(path, CONNECTORS).config.schedule
+    trigger = make_trigger(schedule.pull, schedule.timezone)
+    now = datetime.now(UTC)
+    assert trigger.get_next_fire_time(None, now) - now > timedelta(days=365)
+
+
+@pytest.mark.parametrize("key", ["enabled", "create_remote", "owns_crm_id"])
+@pytest.mark.parametrize("value", ['"yes"', '"true"', "1", '"on"'])
+def test_booleans_are_strict(tmp_path, key, value):
+    path = instance_file(tmp_path, "mem", f'type = "memory"\n{key} = {value}\n')
+    error = config_error(path)
+    assert error.key == key and "boolean" in error.reason
 
 
 def test_valid_schedules_load(tmp_path):

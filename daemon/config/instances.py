@@ -40,7 +40,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
 
 from daemon.config.secrets import SecretError, resolve_tree, stand_in_tree
 from daemon.config.settings import INSTANCES_DIR, ConfigError, read_toml, validation_error
@@ -79,7 +87,11 @@ def interval_seconds(text: str) -> int | None:
     match = _EVERY.match(text.strip().lower())
     if not match:
         return None
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)[0]]
+    digits = match.group(1).lstrip("0") or "0"
+    # int() refuses over 4,300 digits; any count past 18 digits is absurd anyway, and reads as
+    # a number large enough for the schedule check to refuse.
+    count = int(digits) if len(digits) <= 18 else 10**18
+    return count * _UNIT_SECONDS[match.group(2)[0]]
 
 
 def check_time_zone(value: str) -> str:
@@ -92,17 +104,32 @@ def check_time_zone(value: str) -> str:
     return value
 
 
+MAX_INTERVAL_DAYS = 366
+"""The longest ``every N<unit>`` interval: a longer one is a typo, and one long enough
+overflows the scheduler's date arithmetic (``every 99999999999999999d``)."""
+
+
 def _check_schedule(text: str) -> str:
-    if interval_seconds(text) is not None:
-        if interval_seconds(text) == 0:
+    """``text`` if the scheduler can run it: an interval of 1 second to
+    :data:`MAX_INTERVAL_DAYS` days, or a crontab line that fires at least once."""
+    seconds = interval_seconds(text)
+    if seconds is not None:
+        if seconds == 0:
             raise ValueError("an interval must be at least 1 second")
+        if seconds > MAX_INTERVAL_DAYS * 86_400:
+            raise ValueError(f"an interval must be at most {MAX_INTERVAL_DAYS} days")
         return text
+    from datetime import UTC, datetime
+
     from apscheduler.triggers.cron import CronTrigger
 
     try:
-        CronTrigger.from_crontab(text)
+        trigger = CronTrigger.from_crontab(text, timezone=UTC)
     except ValueError as exc:
         raise ValueError(f"neither 'every N[smhd]' nor a crontab line: {exc}") from None
+    # "0 0 31 2 *" (February 31st) parses but never fires: the cycle would never run.
+    if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+        raise ValueError(f"the crontab line {text!r} never fires")
     return text
 
 
@@ -156,15 +183,16 @@ class FieldMap(BaseModel):
 class InstanceConfig(BaseModel):
     """One instance file, before the connector's own settings are validated."""
 
+    # Booleans are strict (StrictBool): ``enabled = "yes"`` is refused, not read as true.
     model_config = ConfigDict(extra="forbid")
 
     type: str
     connection: str | None = None
-    enabled: bool = True
+    enabled: StrictBool = True
     direction: Direction = Direction.BOTH
     conflict: Literal["newest", "hub", "platform"] = "newest"
-    create_remote: bool = True
-    owns_crm_id: bool = False
+    create_remote: StrictBool = True
+    owns_crm_id: StrictBool = False
     max_attempts: int = Field(default=5, ge=1, le=100)
     push_batch_size: int = Field(default=100, ge=1, le=10_000)
     # A write the platform confirms later (a Slate upload) not seen by a pull within this
