@@ -92,7 +92,7 @@ from daemon.kit.oauth import (
 )
 from daemon.kit.paging import FetchPage, interleave, json_cursor, pages, paginate, prefetch
 from daemon.kit.ratelimit import DailyQuota, RateLimiter
-from daemon.kit.settings_types import PlatformUrl
+from daemon.kit.settings_types import FileNamePart, PlatformUrl, RelativePath
 from daemon.kit.simkit import (
     Faults,
     IssuedTokens,
@@ -120,7 +120,8 @@ from daemon.kit.tokens import Token, TokenCache, grant_answer
 # redirect_allowed and consent_page.
 # 1.2 also added OverlapCursor (daemon.kit.cursor): the overlap-window cursor.
 # 1.2 also added RequiredMappings (what an instance must map for records to be created, which
-# `contactsync check` holds instances to) and PlatformUrl (the type of a URL setting).
+# `contactsync check` holds instances to) and PlatformUrl (the type of a URL setting), and
+# RelativePath and FileNamePart (the types of a folder setting and a file-name setting).
 SDK_VERSION: Final = "1.2"
 """The version of this surface: the major number changes only when a name is removed or
 changes meaning."""
@@ -151,6 +152,7 @@ __all__ = [
     "Faults",
     "FetchPage",
     "FileMalformed",
+    "FileNamePart",
     "FileTransport",
     "HostKeyRefused",
     "HttpSession",
@@ -169,6 +171,7 @@ __all__ = [
     "PushStatus",
     "RateLimited",
     "RateLimiter",
+    "RelativePath",
     "RemoteField",
     "RemoteFile",
     "RemoteRecord",

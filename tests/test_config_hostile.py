@@ -203,3 +203,62 @@ def test_the_daemon_refuses_a_hostile_settings_file_with_exit_2(tmp_path: Path) 
         daemon.stop()
     refused = daemon.logged("daemon_not_started", code="config-invalid")
     assert refused and "nested deeper" in refused[0]["reason"]
+
+
+# --- folder settings ------------------------------------------------------------------------
+
+LOCAL = '[settings.transport]\nkind = "local"\npath = "/srv/files"\n'
+SLATE = (
+    'base_url = "https://slate.example.edu"\nquery_id = "q"\ntoken = { env = "SLATE_TOKEN" }\n'
+)
+FOLDER_CASES = [
+    ("sftp", "", 'file_prefix = "../../x"', "settings.file_prefix", "folder separator"),
+    ("sftp", "", 'file_prefix = "..\\\\x"', "settings.file_prefix", "folder separator"),
+    ("sftp", "", 'outgoing_folder = "/etc"', "settings.outgoing_folder", "absolute"),
+    ("sftp", "", 'incoming_folder = "in/../../x"', "settings.incoming_folder", "'..'"),
+    ("sftp", "", 'processed_folder = "..\\\\done"', "settings.processed_folder", "'..'"),
+    ("sftp", "", 'error_folder = "C:\\\\err"', "settings.error_folder", "absolute"),
+    ("sftp", "", 'outgoing_folder = "out\\u0000"', "settings.outgoing_folder", "control"),
+    ("slate", SLATE, 'folder = "../mainstay"', "settings.folder", "'..'"),
+    ("slate", SLATE, 'file_prefix = "a/b"', "settings.file_prefix", "folder separator"),
+    ("conversations_export", "", 'folder = "/var/tmp"', "settings.folder", "absolute"),
+    ("conversations_export", "", 'folder = "a/../../x"', "settings.folder", "'..'"),
+]
+
+
+@pytest.fixture(scope="module")
+def plugin_connectors() -> dict:
+    from daemon.engine.registry import Registry
+
+    return Registry.from_plugin_manager(get_plugin_manager()).connectors
+
+
+@pytest.mark.parametrize(("kind", "base", "line", "key", "words"), FOLDER_CASES)
+def test_a_traversal_looking_folder_setting_is_config_invalid_at_load(
+    etc: Path, plugin_connectors: dict, kind: str, base: str, line: str, key: str, words: str
+) -> None:
+    path = etc / "instances" / "files.toml"
+    path.write_text(f'type = "{kind}"\n[settings]\n{base}{line}\n{LOCAL}', encoding="utf-8")
+    loaded = load_instances(etc, plugin_connectors, secrets=False)
+    error = loaded.errors["files"]
+    assert (error.key, words in error.reason) == (key, True), error
+
+
+@pytest.mark.parametrize(
+    ("kind", "base", "line"),
+    [
+        ("sftp", "", 'outgoing_folder = "drops/out/"\nfile_prefix = "contacts.v2"'),
+        ("slate", SLATE, 'folder = "mainstay"\nfile_prefix = "mainstay_contact"'),
+        ("conversations_export", "", 'folder = ""'),
+    ],
+)
+def test_fitting_folder_settings_load_normalised(
+    etc: Path, plugin_connectors: dict, kind: str, base: str, line: str
+) -> None:
+    path = etc / "instances" / "files.toml"
+    path.write_text(f'type = "{kind}"\n[settings]\n{base}{line}\n{LOCAL}', encoding="utf-8")
+    loaded = load_instances(etc, plugin_connectors, secrets=False)
+    assert not loaded.errors, loaded.errors
+    settings = loaded.instances["files"].settings
+    if kind == "sftp":
+        assert settings.outgoing_folder == "drops/out"  # the trailing / is gone

@@ -10,11 +10,20 @@ naming the key (``settings.base_url``).
 These platforms are reached with credentials (tokens, keys, passwords), so plain ``http://``
 is refused except to a loopback host (``127.0.0.1``, ``::1``, ``localhost``), where the
 simulators answer and where nothing crosses a network.
+
+:data:`RelativePath` is the type of every setting naming a folder inside a file transport's
+base folder (``incoming_folder``, ``outgoing_folder``, an export's ``folder``), and
+:data:`FileNamePart` of every setting that becomes part of a file's name (``file_prefix``).
+A value that would climb out of the base (``../x``), start at the server's root (``/x``), or
+put a folder into a file name (``../../x``) is ``config-invalid`` at load, naming the key,
+rather than an ``internal-error`` when the first file is written.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import posixpath
+import re
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -71,3 +80,47 @@ def check_platform_url(value: str) -> str:
 
 PlatformUrl = Annotated[str, AfterValidator(check_platform_url)]
 """A setting naming where a platform answers: ``base_url: PlatformUrl = "https://…"``."""
+
+
+# A Windows drive ("C:") is absolute too, whatever the transport's server runs.
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def _refuse_control(value: str) -> None:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("control characters (a NUL, a newline, an escape) are refused")
+
+
+def check_relative_path(value: str) -> str:
+    """``value`` as a normalised relative POSIX folder path ("" is the base itself), if it
+    stays inside the transport's base folder; else ``ValueError``; a pydantic validator.
+
+    Refused: an absolute path (``/x``, ``\\x``, ``C:\\x``), any ``..`` part (even one that
+    ``a/../b`` would resolve harmlessly: it is a mistake or a probe), control characters.
+    A backslash counts as a separator, so ``..\\x`` is refused on every server."""
+    _refuse_control(value)
+    parts = value.replace("\\", "/")
+    if parts.startswith("/") or _DRIVE.match(parts):
+        raise ValueError(f"{value!r} is absolute; give a folder relative to the transport's path")
+    if ".." in parts.split("/"):
+        raise ValueError(f"{value!r} climbs out of the transport's folder ('..' is refused)")
+    normal = posixpath.normpath(parts) if parts else "."
+    return "" if normal == "." else normal
+
+
+def check_file_name_part(value: str) -> str:
+    """``value`` if it can be part of a file name (empty is fine): no ``/`` or ``\\``, not
+    ``.`` or ``..``, no control characters; else ``ValueError``; a pydantic validator."""
+    _refuse_control(value)
+    if "/" in value or "\\" in value:
+        raise ValueError(f"{value!r} holds a folder separator; a file name part takes none")
+    if value in (".", ".."):
+        raise ValueError(f"{value!r} is not a file name")
+    return value
+
+
+RelativePath = Annotated[str, AfterValidator(check_relative_path)]
+"""A folder inside a file transport's base folder: ``outgoing_folder: RelativePath = "out"``."""
+
+FileNamePart = Annotated[str, AfterValidator(check_file_name_part)]
+"""Text that becomes part of a file's name: ``file_prefix: FileNamePart = "contacts"``."""

@@ -35,9 +35,9 @@ from daemon.sdk import (
     ExportRow,
     FileTransport,
     MessageFilter,
+    RelativePath,
     TransportSettings,
     UploadRejected,
-    clean_path,
     open_transport,
 )
 
@@ -74,7 +74,7 @@ class ExportConfig(ConnectorConfig):
     """``[settings]`` of a ``conversations_export`` instance."""
 
     transport: TransportSettings
-    folder: str = ""  # within the transport's base folder; "" is the base itself
+    folder: RelativePath = ""  # within the transport's base folder; "" is the base itself
     file_prefix: str = Field(default="conversations", max_length=100)
     channels: list[Literal["web", "twilio", "facebook"]] = Field(default_factory=list)
     directions: list[Literal["incoming", "outgoing"]] = Field(default_factory=list)
@@ -83,11 +83,6 @@ class ExportConfig(ConnectorConfig):
     timezone: str = "UTC"
     timestamp_format: str | None = None  # strftime; default ISO 8601 with the offset
     max_rows_per_file: int = Field(default=50_000, ge=1, le=5_000_000)
-
-    @field_validator("folder")
-    @classmethod
-    def _folder(cls, value: str) -> str:
-        return clean_path(value)
 
     @field_validator("file_prefix")
     @classmethod

@@ -46,11 +46,13 @@ from daemon.sdk import (
     ConnectorConfig,
     ConnectorContext,
     FileMalformed,
+    FileNamePart,
     FileTransport,
     Page,
     PushItem,
     PushResult,
     PushStatus,
+    RelativePath,
     RemoteField,
     RemoteFile,
     RemoteRecord,
@@ -82,12 +84,12 @@ class SftpConfig(ConnectorConfig):
     id_column: str | None = None  # default: the preset's
     hub_id_column: str | None = None  # default: the preset's
     phone_transform: str | None = "phone_10digit"
-    incoming_folder: str = "incoming"
+    incoming_folder: RelativePath = "incoming"
     file_mask: str = "*.csv"
-    processed_folder: str | None = None  # default: <incoming_folder>/processed
-    error_folder: str | None = None  # default: <incoming_folder>/error
-    outgoing_folder: str = "outgoing"
-    file_prefix: str = "mainstay_contact"
+    processed_folder: RelativePath | None = None  # default: <incoming_folder>/processed
+    error_folder: RelativePath | None = None  # default: <incoming_folder>/error
+    outgoing_folder: RelativePath = "outgoing"
+    file_prefix: FileNamePart = "mainstay_contact"
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     page_size: int = Field(default=500, ge=1, le=10_000)
     ledger_size: int = Field(default=1000, ge=10, le=100_000)

@@ -39,6 +39,7 @@ from daemon.sdk import (
     Code,
     ConnectorConfig,
     ConnectorError,
+    FileNamePart,
     FileTransport,
     MalformedResponse,
     OverlapCursor,
@@ -47,6 +48,7 @@ from daemon.sdk import (
     PushItem,
     PushResult,
     PushStatus,
+    RelativePath,
     RemoteField,
     RemoteRecord,
     RetryPolicy,
@@ -90,8 +92,8 @@ class SlateConfig(ConnectorConfig):
     timeout_seconds: float = Field(default=300.0, gt=0)
     upload: Literal["sftp", "web"] = "sftp"
     format_id: str | None = None  # the source format's GUID (upload = "web")
-    folder: str = "mainstay"  # incoming/<folder>/ (upload = "sftp")
-    file_prefix: str = "mainstay_contact"
+    folder: RelativePath = "mainstay"  # incoming/<folder>/ (upload = "sftp")
+    file_prefix: FileNamePart = "mainstay_contact"
     transport: TransportSettings | None = None  # [settings.transport] (upload = "sftp")
 
     @field_validator("timezone")
