@@ -208,9 +208,7 @@ def test_the_daemon_refuses_a_hostile_settings_file_with_exit_2(tmp_path: Path) 
 # --- folder settings ------------------------------------------------------------------------
 
 LOCAL = '[settings.transport]\nkind = "local"\npath = "/srv/files"\n'
-SLATE = (
-    'base_url = "https://slate.example.edu"\nquery_id = "q"\ntoken = { env = "SLATE_TOKEN" }\n'
-)
+SLATE = 'base_url = "https://slate.example.edu"\nquery_id = "q"\ntoken = { env = "SLATE_TOKEN" }\n'
 FOLDER_CASES = [
     ("sftp", "", 'file_prefix = "../../x"', "settings.file_prefix", "folder separator"),
     ("sftp", "", 'file_prefix = "..\\\\x"', "settings.file_prefix", "folder separator"),
