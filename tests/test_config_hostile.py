@@ -260,3 +260,37 @@ def test_fitting_folder_settings_load_normalised(
     settings = loaded.instances["files"].settings
     if kind == "sftp":
         assert settings.outgoing_folder == "drops/out"  # the trailing / is gone
+
+
+# --- check agrees with sync on the file id column ------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "instances"
+
+
+def _local_copy(text: str, files: Path) -> str:
+    """An sftp instance file with its transport swapped for a local folder."""
+    head = text.split("[settings.transport]")[0]
+    return head + f'[settings.transport]\nkind = "local"\npath = "{files}"\n'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        (EXAMPLES / "banner.toml").read_text(encoding="utf-8"),
+        'type = "sftp"\ndirection = "both"\n[settings]\npreset = "mainstay"\n',
+    ],
+    ids=["banner-example", "mainstay-both"],
+)
+def test_check_passes_a_file_instance_that_maps_its_id_column_both_ways(
+    etc: Path, cli_env: None, body: str
+) -> None:
+    """The id column is how an outgoing row is keyed (push writes it on every row), so a
+    both-ways map onto it is no read-only violation: check agrees with sync."""
+    files = etc.parent / "files"
+    for folder in ("incoming", "outgoing"):
+        (files / folder).mkdir(parents=True)
+    (etc / "instances" / "files.toml").write_text(_local_copy(body, files), encoding="utf-8")
+    result = invoke(etc, "check", "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 0, report
+    assert "read-only" not in result.stdout

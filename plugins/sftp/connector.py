@@ -218,14 +218,15 @@ class SftpConnector(Connector):
             ) from None
 
     def describe(self) -> list[RemoteField]:
-        """The configured columns (a file has no catalogue of its own)."""
+        """The configured columns (a file has no catalogue of its own).
+
+        The id column is ``unique`` but not ``read_only``: unlike a platform's record id, it
+        is written on every outgoing row (:meth:`push`), because it is how the far side keys
+        the row. An outgoing map onto it (the presets map ``crm_id`` both ways) writes that
+        key, which is what ``sync`` does, so ``contactsync check`` must not refuse it."""
         settings = self.settings
         names = list(dict.fromkeys([settings.id_column or "", *self._out_columns]))
-        return [
-            RemoteField(name=n, unique=n == settings.id_column, read_only=n == settings.id_column)
-            for n in names
-            if n
-        ]
+        return [RemoteField(name=n, unique=n == settings.id_column) for n in names if n]
 
     # --- pull -----------------------------------------------------------------------------
 
