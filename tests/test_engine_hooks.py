@@ -47,17 +47,31 @@ def test_match_record_plugin_links_by_phone_instead_of_a_duplicate(engine, tmp_p
         engine, {"first_name": "Ada", "last_name": "Hub", "phone": "2025550143"}
     )
     remote.add(FirstName="Ada", LastName="Lovelace", Phone="(202) 555-0143")
-    instance = write_instance(tmp_path, "mem")
+    # Match keys off: only the plugin can link it; the platform wins the first exchange.
+    instance = write_instance(tmp_path, "mem", extra='match_on = []\nfirst_sync = "platform"')
     plugin = MatchByPhone()
 
     report = engine_with(engine, instance, plugin).run(instance, "pull")
 
-    assert report.counts.get("updated") == 1 and not report.counts.get("created")
+    assert report.counts.get("linked") == 1 and report.counts.get("updated") == 1
+    assert not report.counts.get("created")
     assert get_contact(engine, existing).row["last_name"] == "Lovelace"
     assert plugin.seen[0]["instance"] == "mem" and plugin.seen[0]["candidates"] == [existing]
 
 
-def test_without_the_plugin_the_same_record_is_a_duplicate_contact(engine, tmp_path):
+def test_without_the_plugin_or_match_keys_the_same_record_is_a_duplicate_contact(engine, tmp_path):
+    remote = fresh_remote()
+    existing = save_contact(
+        engine, {"first_name": "Ada", "last_name": "Hub", "phone": "2025550143"}
+    )
+    remote.add(FirstName="Ada", LastName="Lovelace", Phone="(202) 555-0143")
+    instance = write_instance(tmp_path, "mem", extra='match_on = ["crm_id"]')
+    report = engine_with(engine, instance).run(instance, "pull")
+    assert report.counts.get("skipped") == 1
+    assert get_contact(engine, existing).row["last_name"] == "Hub"
+
+
+def test_without_the_plugin_the_phone_key_links_and_the_hub_wins_by_default(engine, tmp_path):
     remote = fresh_remote()
     existing = save_contact(
         engine, {"first_name": "Ada", "last_name": "Hub", "phone": "2025550143"}
@@ -65,8 +79,8 @@ def test_without_the_plugin_the_same_record_is_a_duplicate_contact(engine, tmp_p
     remote.add(FirstName="Ada", LastName="Lovelace", Phone="(202) 555-0143")
     instance = write_instance(tmp_path, "mem")
     report = engine_with(engine, instance).run(instance, "pull")
-    assert report.counts.get("skipped") == 1
-    assert get_contact(engine, existing).row["last_name"] == "Hub"
+    assert report.counts.get("linked") == 1 and not report.counts.get("skipped")
+    assert get_contact(engine, existing).row["last_name"] == "Hub"  # first_sync = "hub"
 
 
 class NeverMatch:

@@ -6,6 +6,8 @@ connection = "hubspot-main"   # the remote account; default: the instance's name
 enabled = true
 direction = "both"            # incoming | outgoing | both
 conflict = "newest"           # newest | hub | platform
+match_on = ["crm_id", "email", "phone"]  # how an unlinked record finds its contact
+first_sync = "hub"            # hub | platform | newest: who wins a first exchange
 create_remote = true          # may push create records that have no link
 owns_crm_id = false           # the remote id is the hub's CRM id (one connection at most)
 
@@ -191,6 +193,10 @@ class InstanceConfig(BaseModel):
     enabled: StrictBool = True
     direction: Direction = Direction.BOTH
     conflict: Literal["newest", "hub", "platform"] = "newest"
+    # How an unlinked platform record finds the hub contact it is (None: the connector's
+    # default, ``Connector.match_on``); and who wins the values that differ when it does.
+    match_on: list[Literal["crm_id", "email", "phone"]] | None = None
+    first_sync: Literal["hub", "platform", "newest"] = "hub"
     create_remote: StrictBool = True
     owns_crm_id: StrictBool = False
     max_attempts: int = Field(default=5, ge=1, le=100)

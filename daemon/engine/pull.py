@@ -21,7 +21,7 @@ from daemon.engine.context import CycleContext
 from daemon.foundation.clock import Cancelled
 from daemon.hub import lease, links, outbox, runs
 from daemon.hub.fields import Action
-from daemon.hub.incoming import IncomingRecord, Outcome, RecordPlan
+from daemon.hub.incoming import HUB_WON_FIRST, IncomingRecord, Outcome, RecordPlan
 from daemon.hub.ingest import Ingestor
 from daemon.hub.store import utcnow
 from daemon.kit.connector import Page, RemoteRecord
@@ -50,6 +50,8 @@ def pull_cycle(ctx: CycleContext, *, full: bool = False, cancel: Event | None = 
         conflict_policy=ctx.instance.config.conflict,
         resolve_conflict=ctx.resolve_conflict,
         match_record=ctx.match_record,
+        match_on=match_keys(ctx),
+        first_sync=ctx.instance.config.first_sync,
         on_plan=ctx.on_plan,
     )
     with ingestor:
@@ -62,6 +64,12 @@ def pull_cycle(ctx: CycleContext, *, full: bool = False, cancel: Event | None = 
     if not ctx.dry_run:
         confirm.expire_overdue(ctx, counts)
     return counts
+
+
+def match_keys(ctx: CycleContext) -> tuple[str, ...]:
+    """The instance's ``match_on``, or its connector's default."""
+    configured = ctx.instance.config.match_on
+    return tuple(configured if configured is not None else ctx.connector.match_on)
 
 
 def _page(ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter) -> None:
@@ -166,20 +174,37 @@ def _save_links(
         if link != previous:  # a re-read of an unchanged record writes nothing
             rows.append(link)
     links.save(conn, rows, now)
-    _queue_first_exchange(conn, ctx, [r for r in rows if r.remote_id not in known], now)
+    hub_won = {
+        plan.contact_id: {f.field for f in plan.fields if f.reason == HUB_WON_FIRST}
+        for plan in plans
+        if plan.contact_id is not None
+    }
+    new = [r for r in rows if r.remote_id not in known]
+    _queue_first_exchange(conn, ctx, new, now, hub_won)
 
 
 def _queue_first_exchange(
-    conn: Connection, ctx: CycleContext, new: list[links.LinkRow], now: datetime
+    conn: Connection,
+    ctx: CycleContext,
+    new: list[links.LinkRow],
+    now: datetime,
+    hub_won: dict[str, set[str]],
 ) -> None:
     """A record linked for the first time may lack what the hub has: a field blank on the
-    platform, or one mapped outgoing only (the hub id a platform keeps in an external-id
-    field). Queue such contacts for this connection's push, which sends only what differs
-    from the link; a pulled change itself is never queued back (``exclude`` in hubwrite)."""
+    platform, one mapped outgoing only (the hub id a platform keeps in an external-id
+    field), or one where the first-exchange policy kept the hub's value. Queue such
+    contacts for this connection's push, which sends only what differs from the link (the
+    link holds the platform's values); a pulled change itself is never queued back
+    (``exclude`` in hubwrite)."""
     outgoing = ctx.mapper.outgoing_hub_fields
     if ctx.dry_run or not new or not outgoing:
         return
-    missing = {link.contact_id: [f for f in outgoing if f not in link.values] for link in new}
+    missing = {
+        link.contact_id: [
+            f for f in outgoing if f not in link.values or f in hub_won.get(link.contact_id, ())
+        ]
+        for link in new
+    }
     due = {contact_id: fields for contact_id, fields in missing.items() if fields}
     outbox.fan_out(conn, due, ctx.instance.name, now, only=ctx.instance.connection)
 

@@ -41,6 +41,7 @@ class Code(StrEnum):
     HOST_KEY_REFUSED = "host-key-refused"
     INTERNAL_ERROR = "internal-error"
     UNKNOWN_COLUMN = "unknown-column"
+    AMBIGUOUS_MATCH = "ambiguous-match"
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +227,14 @@ _ENTRIES: tuple[Entry, ...] = (
         "'COLUMN=FIELD'), or ignore it on purpose (--map 'COLUMN='). --strict refuses such "
         "files instead.",
         "column ignored; the rest of the file imported",
+    ),
+    Entry(
+        Code.AMBIGUOUS_MATCH,
+        "A platform record with no link matches more than one hub contact by the instance's "
+        "match keys (match_on); the row names the candidates' ids.",
+        "Decide which contact it is: correct the shared email or phone on the wrong one, or "
+        "link it by hand (contactsync links), then sync again.",
+        "record skipped; nothing linked",
     ),
 )
 

@@ -9,7 +9,7 @@ first one did. Nothing here writes; :mod:`daemon.hub.hubwrite` does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -100,6 +100,9 @@ class RecordPlan:
     contact_id: str | None = None
     fields: list[FieldPlan] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    # How an unlinked record found the existing contact it lands on (``crm_id``, a match
+    # key, ``hook``); ``None`` when it came through its link or is a new contact.
+    matched: str | None = None
 
     @property
     def changes(self) -> list[FieldPlan]:
@@ -202,9 +205,15 @@ class BatchState:
         conflict_policy: str = "newest",
         resolve_conflict: ConflictResolver | None = None,
         match_record: RecordMatcher | None = None,
+        match_on: Sequence[str] = (),
+        first_sync: str | None = None,
     ) -> None:
         self.conn = conn
         self.match_record = match_record
+        # Keys an unlinked platform record is matched on (empty: CRM id only, as for files),
+        # and the policy for the values that differ when one is (None: the platform's apply).
+        self.match_on = tuple(k for k in match_on if k in MATCH_KEYS)
+        self.first_sync = first_sync
         self.schema = schema
         self.run_id = run_id
         self.now = now
@@ -216,6 +225,7 @@ class BatchState:
         self.by_id: dict[str, dict[str, Any]] = {}
         self.by_crm: dict[str, str] = {}
         self.by_phone: dict[str, str] = {}
+        self.by_email: dict[str, set[str]] = {}  # emails are not unique in the hub
         self.custom: dict[str, dict[int, str]] = {}
         self.seen_crm: set[str] = set()
         self.changes = Changes()
@@ -225,12 +235,16 @@ class BatchState:
         ids: set[str] = set()
         crms: set[str] = set()
         phones: set[str] = set()
+        emails: set[str] = set()
         for prepared in batch:
             ids.update(x for x in (prepared.hub_id, prepared.record.linked_contact_id) if x)
             if crm := prepared.set_value("crm_id"):
                 crms.add(crm)
             if phone := prepared.set_value("phone"):
                 phones.add(phone)
+            email = prepared.set_value("email")
+            if email and "email" in self.match_on and not prepared.record.linked_contact_id:
+                emails.add(email)
         conditions = []
         if ids:
             conditions.append(_CONTACT.c.id.in_(ids))
@@ -238,6 +252,8 @@ class BatchState:
             conditions.append(_CONTACT.c.crm_id.in_(crms))
         if phones:
             conditions.append(_CONTACT.c.phone.in_(phones))
+        if emails:
+            conditions.append(_CONTACT.c.email.in_(emails))
         if conditions:
             for row in self.conn.execute(select(_CONTACT).where(or_(*conditions))).mappings():
                 self._remember(dict(row))
@@ -266,6 +282,8 @@ class BatchState:
             self.by_crm[contact["crm_id"]] = contact["id"]
         if contact["phone"]:
             self.by_phone[contact["phone"]] = contact["id"]
+        if contact["email"]:
+            self.by_email.setdefault(contact["email"], set()).add(contact["id"])
 
     def mark_crm_seen(self, crm: str) -> None:
         if crm not in self.seen_crm:
@@ -299,10 +317,25 @@ def plan_record(prepared: Prepared, state: BatchState) -> RecordPlan:
         contact = state.by_id.get(prepared.hub_id)
         if contact is None:
             return skipped(Code.UNKNOWN_CONTACT_ID, "no contact has this hub id", HUB_ID)
+    matched: str | None = None
     if contact is None and crm is not None and crm in state.by_crm:
         contact = state.by_id[state.by_crm[crm]]
-    if state.match_record is not None and record.remote_id and not record.linked_contact_id:
-        contact = _plugin_match(prepared, contact, state)
+        matched = CRM_KIND
+    unlinked = record.remote_id is not None and not record.linked_contact_id
+    candidates: dict[str, dict[str, Any]] = {}
+    if contact is None and unlinked and state.match_on:
+        contact, matched, candidates = _match_by_keys(prepared, state)
+    if state.match_record is not None and unlinked:
+        chosen = _plugin_match(prepared, contact, state, candidates)
+        if chosen is not contact:
+            contact, candidates = chosen, {}
+            matched = "hook" if chosen is not None else None
+    if contact is None and len(candidates) > 1:
+        ids = ", ".join(sorted(candidates))
+        return skipped(
+            Code.AMBIGUOUS_MATCH,
+            f"matches {len(candidates)} hub contacts by {'/'.join(state.match_on)}: {ids}",
+        )
 
     # Rule 7: test users are left alone, bad values and all.
     if contact is not None and contact["test_user"]:
@@ -330,7 +363,54 @@ def plan_record(prepared: Prepared, state: BatchState) -> RecordPlan:
 
     if contact is None:
         return _plan_create(prepared, state, problems)
-    return _plan_update(prepared, contact, state, problems)
+    # A CRM id match applies the platform's values, as it always has (the id says the
+    # platform's record is the one the hub was loaded from); a match by key or by a plugin
+    # is a first exchange between two independent copies, settled by ``first_sync``.
+    first = matched is not None and matched != CRM_KIND
+    plan = _plan_update(prepared, contact, state, problems, first=first)
+    if matched is not None and plan.outcome in (Outcome.UPDATED, Outcome.UNCHANGED):
+        plan.matched = matched
+        if record.remote_id is not None:
+            state.linked_remote[contact["id"]] = record.remote_id
+    return plan
+
+
+MATCH_KEYS: Final = ("crm_id", "email", "phone")
+"""The hub fields ``match_on`` may name."""
+
+
+def _match_by_keys(
+    prepared: Prepared, state: BatchState
+) -> tuple[dict[str, Any] | None, str | None, dict[str, dict[str, Any]]]:
+    """The contact an unlinked record is, by the instance's match keys (the CRM id was tried).
+
+    Each key with a value finds the contacts holding it, leaving out those already linked to
+    another record of this connection. One contact found in all: it is the one (siblings
+    sharing a parent's email are told apart by the phone). Otherwise several candidates
+    make the record ambiguous. Returns ``(contact, key, candidates)``.
+    """
+    remote_id = prepared.record.remote_id
+    found: list[tuple[str, set[str]]] = []
+    for key in state.match_on:
+        value = prepared.set_value(key)
+        if value is None or key == CRM_KIND:
+            continue
+        if key == "email":
+            ids = set(state.by_email.get(value, ()))
+        else:
+            holder = state.by_phone.get(value)
+            ids = {holder} if holder else set()
+        ids = {i for i in ids if state.linked_remote.get(i, remote_id) == remote_id}
+        if ids:
+            found.append((key, ids))
+    if not found:
+        return None, None, {}
+    union = set().union(*(ids for _, ids in found))
+    agreed = set.intersection(*(ids for _, ids in found))
+    if len(agreed) == 1:
+        (chosen,) = agreed
+        return state.by_id[chosen], found[0][0], {}
+    return None, None, {i: state.by_id[i] for i in union}
 
 
 def _unskip(plan: FieldPlan) -> FieldPlan:
@@ -403,7 +483,12 @@ def _plan_create(prepared: Prepared, state: BatchState, problems: list[Problem])
 
 
 def _plan_update(
-    prepared: Prepared, contact: dict[str, Any], state: BatchState, problems: list[Problem]
+    prepared: Prepared,
+    contact: dict[str, Any],
+    state: BatchState,
+    problems: list[Problem],
+    *,
+    first: bool = False,
 ) -> RecordPlan:
     record = prepared.record
     contact_id = contact["id"]
@@ -418,6 +503,8 @@ def _plan_update(
             plan = _against_current(plan, contact, custom, state.schema)
         if plan.action in (Action.SET, Action.CLEAR) and record.last_exchanged is not None:
             plan = _resolve_conflict(plan, record, contact, custom, state, problems)
+        elif plan.action in (Action.SET, Action.CLEAR) and first and state.first_sync:
+            plan = _first_exchange(plan, record, contact, custom, state, problems)
         if (
             plan.action is Action.SET
             and plan.field == "phone"
@@ -585,14 +672,77 @@ def _resolve_conflict(
     )
 
 
+def _first_exchange(
+    plan: FieldPlan,
+    record: IncomingRecord,
+    contact: Mapping[str, Any],
+    custom: Mapping[int, str],
+    state: BatchState,
+    problems: list[Problem],
+) -> FieldPlan:
+    """A record just matched to an existing contact holds another value than the hub: the
+    first-exchange policy (``first_sync``, or a ``resolve_conflict`` plugin) picks the value
+    both sides keep. A field blank in the hub is simply filled; one blank on the platform
+    is sent by the push that follows."""
+    hub_value = _hub_value(plan, contact, custom, state.schema)
+    if hub_value is None:
+        return plan
+    policy = state.first_sync or "hub"
+    stamp = (contact.get("changed_at") or {}).get(plan.field)
+    hub_time = datetime.fromisoformat(stamp) if stamp else contact.get("updated_at")
+    remote_time = record.modified_at or state.now
+    remote_value = plan.value if plan.action is Action.SET else None
+    winner = None
+    if state.resolve_conflict is not None:
+        winner = state.resolve_conflict(
+            contact["id"], plan.field, hub_value, hub_time, remote_value, remote_time, policy
+        )
+    if winner is None:
+        winner = _policy_winner(policy, hub_time, remote_time)
+    kept = "the platform's" if str(winner) == "remote" else "the hub's"
+    problems.append(
+        Problem(
+            Code.SYNC_CONFLICT,
+            f"first exchange: the sides differ on {plan.field}; {kept} value kept "
+            f"(first_sync = {policy})",
+            plan.field,
+        )
+    )
+    if str(winner) == "remote":
+        return plan
+    return FieldPlan(
+        plan.field, Action.SKIP, plan.value, code=Code.SYNC_CONFLICT, reason=HUB_WON_FIRST
+    )
+
+
+HUB_WON_FIRST: Final = "first exchange: the hub's value wins"
+"""The reason of a field the first exchange keeps from the hub: the push sends it."""
+
+
+def _policy_winner(policy: str, hub_time: datetime | None, remote_time: datetime) -> str:
+    """``"hub"`` or ``"remote"`` by a policy; ``newest`` compares the change times (a hub
+    value with no time loses: the platform's dated one is the better evidence)."""
+    if policy == "hub":
+        return "hub"
+    if policy == "platform":
+        return "remote"
+    if hub_time is not None and hub_time.tzinfo is None:
+        hub_time = hub_time.replace(tzinfo=remote_time.tzinfo)
+    return "remote" if hub_time is None or remote_time > hub_time else "hub"
+
+
 def _plugin_match(
-    prepared: Prepared, contact: dict[str, Any] | None, state: BatchState
+    prepared: Prepared,
+    contact: dict[str, Any] | None,
+    state: BatchState,
+    found: Mapping[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """Let a ``match_record`` plugin choose among the contacts the default rules found: the
-    default match and the holder of the record's phone."""
+    default match, the contacts the match keys found, and the holder of the record's phone."""
     candidates: list[dict[str, Any]] = [contact] if contact is not None else []
+    candidates += [c for c in (found or {}).values() if c not in candidates]
     phone_holder = state.by_phone.get(prepared.set_value("phone") or "")
-    if phone_holder is not None and (contact is None or phone_holder != contact["id"]):
+    if phone_holder is not None and state.by_id[phone_holder] not in candidates:
         candidates.append(state.by_id[phone_holder])
     hub_fields = {p.field: p.value for p in prepared.fields if p.action is Action.SET}
     choice = state.match_record(  # type: ignore[misc]

@@ -8,7 +8,7 @@ memory holds one batch at a time however long the input is.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -103,8 +103,12 @@ class Ingestor:
         conflict_policy: str = "newest",
         resolve_conflict: ConflictResolver | None = None,
         match_record: RecordMatcher | None = None,
+        match_on: Sequence[str] = (),
+        first_sync: str | None = None,
     ) -> None:
         self.engine = engine
+        self.match_on = tuple(match_on)
+        self.first_sync = first_sync
         self.match_record = match_record
         self.schema = schema
         self.context = context
@@ -178,6 +182,8 @@ class Ingestor:
                     conflict_policy=self.conflict_policy,
                     resolve_conflict=self.resolve_conflict,
                     match_record=self.match_record,
+                    match_on=self.match_on,
+                    first_sync=self.first_sync,
                 )
                 state.load(prepared)
                 plans = [plan_record(p, state) for p in prepared]
@@ -224,6 +230,9 @@ class Ingestor:
         report = self.report
         for plan in plans:
             report.counts[str(plan.outcome)] += 1
+            if plan.matched is not None:
+                # An existing contact found for an unlinked record: linked, not created.
+                report.counts["linked"] += 1
             for problem in plan.problems:
                 report.problem_count += 1
                 if len(report.problems) < MAX_REPORTED:

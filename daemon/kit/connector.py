@@ -101,6 +101,9 @@ class PushResult:
     message: str = ""
     code: Code | None = None
     handle: str | None = None
+    # The write found a record the platform already held (an upsert that matched): the
+    # contact is linked to it, not created there.
+    existed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +261,9 @@ class Connector:
     capabilities: ClassVar[Capabilities] = Capabilities()
     # What an instance must map for records to be created; see RequiredMappings.
     required_mappings: ClassVar[RequiredMappings] = RequiredMappings()
+    # The hub fields an unlinked record is matched on, in order, when the instance file sets
+    # no ``match_on``: the keys this platform's records carry reliably.
+    match_on: ClassVar[tuple[str, ...]] = ("crm_id", "email", "phone")
 
     def __init__(self, config: ConnectorConfig, context: ConnectorContext) -> None:
         self.config = config
