@@ -34,3 +34,6 @@ class CycleContext:
     on_plan: Callable[[Any], None] | None = None
     resolve_conflict: Callable[..., str | None] | None = None
     match_record: Callable[..., Any] | None = None
+    # A dry-run push that previews a first sync: it also plans the contacts the seed would
+    # queue, leaving out these (the ones the previewed pull links or creates).
+    preview_exclude: frozenset[str] | None = None

@@ -83,6 +83,7 @@ class _Cycle:
     dry_run: bool
     cancel: Event | None
     on_plan: Callable[[Any], None] | None
+    preview_exclude: frozenset[str] | None = None
 
 
 class SyncEngine:
@@ -114,9 +115,13 @@ class SyncEngine:
         cancel: Event | None = None,
         on_plan: Callable[[Any], None] | None = None,
         respect_backoff: bool = True,
+        preview_exclude: frozenset[str] | None = None,
     ) -> CycleReport:
         """Run one cycle of ``direction`` (a :class:`CycleKind` or its value); never raises
-        for a platform or plugin failure. An unknown kind is a ``ValueError``."""
+        for a platform or plugin failure. An unknown kind is a ``ValueError``.
+
+        ``preview_exclude`` (a dry-run push only) previews the push of a first sync: the
+        contacts its seed would queue are planned too, except these."""
         kind = CycleKind(direction)
         run_id = new_run_id()
         # Every log line of the cycle, a connector's or httpx's included, carries these.
@@ -136,6 +141,7 @@ class SyncEngine:
                 dry_run=dry_run,
                 cancel=cancel,
                 on_plan=on_plan,
+                preview_exclude=preview_exclude if dry_run else None,
             )
             return self._run(cycle, respect_backoff=respect_backoff)
 
@@ -237,6 +243,7 @@ class SyncEngine:
             on_plan=cycle.on_plan,
             resolve_conflict=_conflict_hook(self.pm, instance.name),
             match_record=_match_hook(self.pm, instance.name),
+            preview_exclude=cycle.preview_exclude,
         )
 
     def _work(self, cycle: _Cycle, ctx: CycleContext, counts: Counter[str]) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 from daemon.engine import confirm
 from daemon.engine.context import CycleContext
 from daemon.foundation.clock import Cancelled
+from daemon.foundation.dictionary import Code
 from daemon.hub import lease, links, outbox, runs
 from daemon.hub.fields import Action
 from daemon.hub.incoming import HUB_WON_FIRST, IncomingRecord, Outcome, RecordPlan
@@ -72,7 +73,36 @@ def match_keys(ctx: CycleContext) -> tuple[str, ...]:
     return tuple(configured if configured is not None else ctx.connector.match_on)
 
 
-def _page(ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter) -> None:
+def link_found(ctx: CycleContext, records: list[RemoteRecord]) -> list[RecordPlan]:
+    """Run records a push's lookup found through the incoming rules, as a pull would, but
+    without moving the pull's checkpoint: those that match one contact are linked (the
+    first-exchange policy settles their values), the others are planned as usual. In a dry
+    run nothing is kept. Where the instance pulls, the pull has logged an ambiguous record
+    already, so the lookup does not log it again."""
+    plans: list[RecordPlan] = []
+    quiet = [Code.AMBIGUOUS_MATCH] if ctx.instance.direction.pulls else []
+    ingestor = Ingestor(
+        ctx.db,
+        ctx.schema,
+        ctx.sync_context,
+        dry_run=ctx.dry_run,
+        connection=ctx.instance.connection,
+        conflict_policy=ctx.instance.config.conflict,
+        resolve_conflict=ctx.resolve_conflict,
+        match_record=ctx.match_record,
+        match_on=match_keys(ctx),
+        first_sync=ctx.instance.config.first_sync,
+        on_plan=plans.append,
+        quiet=quiet,
+    )
+    with ingestor:
+        _page(ctx, ingestor, Page(records, None), Counter(), checkpoint=False)
+    return plans
+
+
+def _page(
+    ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter, *, checkpoint: bool = True
+) -> None:
     connection = ctx.instance.connection
     counts["read"] += len(page.records)
     tagged: dict[str, _Tagged] = {}
@@ -124,13 +154,14 @@ def _page(ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter) ->
         _save_links(conn, ctx, plans, tagged, now, settled.still_pending)
         if deleted:
             _tombstone(conn, ctx, deleted, now, counts)
-        runs.set_cursor(conn, ctx.instance.name, page.cursor, now)
+        if checkpoint:
+            runs.set_cursor(conn, ctx.instance.name, page.cursor, now)
 
     if incoming or deleted:
         ingestor.batch(incoming, before=before, after=after)
         if settled.confirmed:
             counts["confirmed"] += settled.confirmed
-    elif not ctx.dry_run:
+    elif not ctx.dry_run and checkpoint:
         with ctx.db.begin() as conn:
             lease.renew(conn, connection, ctx.owner, utcnow())
             runs.set_cursor(conn, ctx.instance.name, page.cursor, utcnow())

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, func, select, update
 
 from daemon.engine import confirm
 from daemon.engine.context import CycleContext
+from daemon.engine.pull import link_found, match_keys
 from daemon.foundation.clock import Cancelled
 from daemon.foundation.dictionary import Code
 from daemon.hub import lease, links, outbox
@@ -42,6 +43,7 @@ class PushPlan:
     sent: dict[str, Any] = field(default_factory=dict)  # hub field -> canonical value
     link: links.LinkRow | None = None
     skip: str | None = None  # why nothing is sent
+    linked: bool = False  # linked by the lookup to a record the platform already held
     error: tuple[Code, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,19 +115,30 @@ def _planned_batches(
     connection = ctx.instance.connection
     catalogue = _catalogue(ctx)
     after_id = 0
+    # The preview of a first sync plans, after the outbox, the contacts the push's seed
+    # would queue: those with no link that the previewed pull did not link either.
+    seen = set(ctx.preview_exclude or ())
+    seeding, after_contact = False, ""
+    size = ctx.instance.config.push_batch_size
     while True:
         if cancel is not None and cancel.is_set():
             raise Cancelled
         now = utcnow()
         with ctx.db.begin() as conn:
             lease.renew(conn, connection, ctx.owner, now)
-            rows = outbox.claim(
-                conn, connection, now, ctx.instance.config.push_batch_size, after_id=after_id
-            )
+            rows = [] if seeding else outbox.claim(conn, connection, now, size, after_id=after_id)
+            if not rows and ctx.preview_exclude is not None:
+                seeding = True
+                rows = outbox.unlinked_rows(conn, connection, seen, size, after_contact)
             if not rows:
                 return
-            after_id = rows[-1]["id"]
+            if seeding:
+                after_contact = rows[-1]["contact_id"]
+            else:
+                after_id = rows[-1]["id"]
+                seen.update(r["contact_id"] for r in rows)
             plans = _plan(conn, ctx, rows, catalogue)
+        plans = _link_existing(ctx, plans, catalogue, counts)
         counts["read"] += len(rows)
         if ctx.on_plan is not None:
             for plan in plans:
@@ -134,6 +147,48 @@ def _planned_batches(
             counts["would_send"] += sum(1 for p in plans if p.item is not None)
             continue
         yield plans, [p.item for p in plans if p.item is not None]
+
+
+def _link_existing(
+    ctx: CycleContext, plans: list[PushPlan], catalogue: Mapping[str, RemoteField], counts: Counter
+) -> list[PushPlan]:
+    """Before anything is created, ask the platform which of the batch's unlinked contacts it
+    already holds (``lookup``, by its key such as an email) and link those through the
+    incoming matching rules, as a pull would have; they are then planned as updates of the
+    values the first-exchange policy gave the hub. A contact whose key the platform holds
+    on a record that did not link to it (an ambiguous match) is not created either: that
+    would duplicate the person or overwrite another's record."""
+    creates = [p for p in plans if p.item is not None and p.item.remote_id is None]
+    if not creates or not ctx.connector.capabilities.looks_up:
+        return plans
+    found = ctx.connector.lookup([p.item for p in creates if p.item is not None])
+    if not found:
+        return plans
+    planned = link_found(ctx, found)
+    keys = match_keys(ctx)
+    linked = {p.contact_id for p in planned if p.matched is not None and p.contact_id}
+    held = {f.value for p in planned for f in p.fields if f.field in keys and f.value is not None}
+    replan: list[dict[str, Any]] = []
+    for plan in creates:
+        contact_id = plan.row["contact_id"]
+        if contact_id in linked:
+            counts["linked"] += 1
+            replan.append(plan.row)
+            plan.item, plan.linked = None, True
+            plan.skip = "linked to the record the platform already holds"
+        elif any(v in held for k, v in plan.sent.items() if k in keys):
+            # Parked until the contact changes: staff decide which contact the record is.
+            plan.item = None
+            plan.error = (
+                Code.AMBIGUOUS_MATCH,
+                "the platform holds a record with this contact's match key that matches "
+                "other contacts too; not created",
+            )
+    if not replan or ctx.dry_run:
+        return plans  # a dry run kept no link: the plan says "link", not what it sends
+    with ctx.db.begin() as conn:
+        again = {p.row["contact_id"]: p for p in _plan(conn, ctx, replan, catalogue)}
+    return [again.get(p.row["contact_id"], p) if p.linked else p for p in plans]
 
 
 def _catalogue(ctx: CycleContext) -> dict[str, RemoteField]:
@@ -387,7 +442,11 @@ def _record_link(
         )
     )
     out.finished.append(plan.row)
-    out.counts["created" if item.remote_id is None else "updated"] += 1
+    if item.remote_id is not None:
+        out.counts["updated"] += 1
+    else:
+        # An upsert that found the record the platform already held linked it; nothing new.
+        out.counts["linked" if result.existed else "created"] += 1
     if ctx.instance.config.owns_crm_id:
         _adopt_crm_id(out.conn, contact_id, remote_id, out.buffer)
 

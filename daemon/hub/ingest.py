@@ -8,7 +8,7 @@ memory holds one batch at a time however long the input is.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -105,8 +105,12 @@ class Ingestor:
         match_record: RecordMatcher | None = None,
         match_on: Sequence[str] = (),
         first_sync: str | None = None,
+        quiet: Collection[str] = (),
     ) -> None:
         self.engine = engine
+        # Codes planned and counted but not logged: a push's lookup re-reads records the
+        # pull already logged.
+        self.quiet = frozenset(quiet)
         self.match_on = tuple(match_on)
         self.first_sync = first_sync
         self.match_record = match_record
@@ -189,6 +193,8 @@ class Ingestor:
                 plans = [plan_record(p, state) for p in prepared]
                 for plan in plans:
                     for problem in plan.problems:
+                        if problem.code in self.quiet:
+                            continue
                         buffer.add(
                             problem.code,
                             problem.message,

@@ -8,7 +8,7 @@ keeps a burst of writes one push, and makes a lost field name impossible under c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from daemon.foundation.log import redact_text
-from daemon.hub.store import Contact, InstanceRow, Link, Outbox
+from daemon.hub.store import Contact, InstanceRow, Link, Outbox, utcnow
 
 _OUTBOX = Outbox.__table__
 _INSTANCE = InstanceRow.__table__
@@ -126,6 +126,32 @@ def seed_unlinked(conn: Connection, connection: str, origin: str, now: datetime)
     )
     result = conn.execute(insert(_OUTBOX).from_select(["contact_id", *columns], source))
     return max(result.rowcount or 0, 0)
+
+
+def unlinked_rows(
+    conn: Connection, connection: str, exclude: Collection[str], limit: int, after: str = ""
+) -> list[dict[str, Any]]:
+    """What :func:`seed_unlinked` would queue, as outbox-shaped rows that are not stored:
+    up to ``limit`` contacts with no link on ``connection``, not test users and not in
+    ``exclude``, in id order after ``after`` (the preview of a first sync plans them)."""
+    linked = select(_LINK.c.contact_id).where(_LINK.c.connection == connection)
+    query = (
+        select(_CONTACT.c.id)
+        .where(
+            _CONTACT.c.test_user.is_(False),
+            _CONTACT.c.id.not_in(linked),
+            _CONTACT.c.id > after,
+        )
+        .order_by(_CONTACT.c.id)
+    )
+    rows: list[dict[str, Any]] = []
+    for (contact_id,) in conn.execute(query):
+        if contact_id in exclude:
+            continue
+        rows.append({"id": 0, **_new_row(connection, contact_id, [], "preview", utcnow())})
+        if len(rows) >= limit:
+            break
+    return rows
 
 
 def _new_row(

@@ -131,6 +131,9 @@ class Capabilities:
     # push() may run in several threads at once (one batch each): the engine then keeps up
     # to the instance's ``push_concurrency`` batches in flight, so latency overlaps.
     concurrent_push: bool = False
+    # lookup() finds the records the platform already holds for unlinked items (by its own
+    # key, such as an email), so a first push links them instead of creating duplicates.
+    looks_up: bool = False
 
 
 FieldGroup = str | tuple[str, ...]
@@ -306,6 +309,17 @@ class Connector:
         ``push``. With ``capabilities.concurrent_push`` it may run in several threads at once.
         """
         raise NotImplementedError(f"{type(self).__name__} does not push")
+
+    def lookup(self, batch: Sequence[PushItem]) -> list[RemoteRecord]:
+        """The records the platform already holds for these unlinked items, found by the
+        platform's own key for a person (an email), as a pull would yield them; read only.
+
+        The engine calls it before a push would create anything (with
+        ``capabilities.looks_up``) and links what it finds through the incoming matching
+        rules, so a first sync never duplicates a person the platform already has. Items
+        without the key are simply not looked up.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not look records up")
 
     def close(self) -> None:
         """Release connections; called once when the instance stops."""

@@ -205,7 +205,13 @@ class HubSpotConnector(ClientConnector):
     # push() keeps no state between calls, and the client's limiter, quota and token cache
     # are locked, so the engine may run several batches at once.
     capabilities: ClassVar[Capabilities] = Capabilities(
-        pull=True, push=True, create=True, deletes=True, modified_at=True, concurrent_push=True
+        pull=True,
+        push=True,
+        create=True,
+        deletes=True,
+        modified_at=True,
+        concurrent_push=True,
+        looks_up=True,
     )
     # A contact is upserted by its email (upsert_by_email, the default); a plain create needs
     # one of email, firstname or lastname (see required_mappings_for).
@@ -546,6 +552,26 @@ class HubSpotConnector(ClientConnector):
 
     # --- push ---------------------------------------------------------------------------------
 
+    def lookup(self, batch: Sequence[PushItem]) -> list[RemoteRecord]:
+        """The contacts HubSpot holds with these items' emails: ``batch/read`` by the
+        ``email`` id property, 100 a call (one call per push batch of 100). An email it does
+        not know is simply absent from the answer (207 with ``errors[]``)."""
+        emails = sorted({e.lower() for i in batch if (e := wire_value(i.fields.get(EMAIL)))})
+        records: list[RemoteRecord] = []
+        for start in range(0, len(emails), MAX_BATCH):
+            chunk = emails[start : start + MAX_BATCH]
+            status, body = self.client.batch(
+                "read",
+                [{"id": e} for e in chunk],
+                idempotent=True,
+                idProperty=EMAIL,
+                properties=self._read,
+            )
+            if status >= 400 and status not in (207, 404):
+                raise MalformedResponse(f"batch/read: HTTP {status}: {error_message(body, status)}")
+            records += self._records(body.get("results") or [])
+        return records
+
     def push(self, batch: Sequence[PushItem]) -> list[PushResult]:
         """Update linked records by id; create or upsert (by email) the others."""
         results: list[PushResult] = []
@@ -652,13 +678,16 @@ class HubSpotConnector(ClientConnector):
             if contact_id is None:
                 unmatched.append(row)
             elif contact_id not in answered:
-                answered[contact_id] = PushResult(contact_id, PushStatus.OK, str(row["id"]))
+                # An upsert that matched a record HubSpot already held says ``new: false``.
+                answered[contact_id] = PushResult(
+                    contact_id, PushStatus.OK, str(row["id"]), existed=row.get("new") is False
+                )
         waiting = [i for i in items if i.contact_id not in answered]
         if not body.get("errors") and len(waiting) == len(unmatched):
             # Nothing echoed to match on, and no failures: HubSpot answers in input order.
             for item, row in zip(waiting, unmatched, strict=True):
                 answered[item.contact_id] = PushResult(
-                    item.contact_id, PushStatus.OK, str(row["id"])
+                    item.contact_id, PushStatus.OK, str(row["id"]), existed=row.get("new") is False
                 )
         return [
             answered.get(item.contact_id)

@@ -75,6 +75,8 @@ OAUTH_SCOPES = ("api", "refresh_token")
 
 ID = "Id"
 MODSTAMP = "SystemModstamp"
+EMAIL_FIELD = "Email"
+LOOKUP_CHUNK = 200  # emails per lookup query: well inside SOQL's 100,000-character limit
 DELETED = "IsDeleted"
 # How many record fingerprints the cursor keeps to recognise rows re-read in the overlap
 # window; past it the oldest are dropped and a re-read is yielded again, which the engine
@@ -226,7 +228,13 @@ class SalesforceConnector(ClientConnector):
     # push() is thread-safe (one httpx pool, a locked token cache and quota), and Salesforce
     # limits only long-running (20 s+) concurrent requests: the engine may overlap batches.
     capabilities: ClassVar[Capabilities] = Capabilities(
-        pull=True, push=True, create=True, deletes=True, modified_at=True, concurrent_push=True
+        pull=True,
+        push=True,
+        create=True,
+        deletes=True,
+        modified_at=True,
+        concurrent_push=True,
+        looks_up=True,
     )
     # A Contact is refused without LastName (REQUIRED_FIELD_MISSING); a Lead also needs Company.
     required_mappings: ClassVar[RequiredMappings] = RequiredMappings(outgoing=("LastName",))
@@ -489,6 +497,23 @@ class SalesforceConnector(ClientConnector):
 
     # --- push -------------------------------------------------------------------------------
 
+    def lookup(self, batch: Sequence[PushItem]) -> list[RemoteRecord]:
+        """The records Salesforce holds with these items' emails: one SOQL query of
+        ``Email IN (…)`` per 200 emails (SOQL compares strings case-insensitively), within
+        the instance's ``soql_filter``. Without an ``Email`` field in the mapping there is no
+        key to look up by."""
+        emails = sorted({str(e).lower() for i in batch if (e := i.fields.get(EMAIL_FIELD))})
+        records: list[RemoteRecord] = []
+        for start in range(0, len(emails), LOOKUP_CHUNK):
+            listed = ", ".join(soql_string(e) for e in emails[start : start + LOOKUP_CHUNK])
+            where = f"{EMAIL_FIELD} IN ({listed})"
+            if self.settings.soql_filter:
+                where += f" AND {self._filter()}"
+            soql = f"SELECT {', '.join(self._read)} FROM {self.object} WHERE {where}"
+            for rows in self.client.query(soql):
+                records += [r for row in rows if (r := self._usable(row)) and not r.deleted]
+        return records
+
     def push(self, batch: Sequence[PushItem]) -> list[PushResult]:
         """Update linked records by Id; upsert the others by the external-id field."""
         results: list[PushResult] = []
@@ -550,7 +575,9 @@ class SalesforceConnector(ClientConnector):
                 item.contact_id, PushStatus.TRANSIENT, item.remote_id, "an unreadable result"
             )
         if answer.get("success") and answer.get("id"):
-            return PushResult(item.contact_id, PushStatus.OK, str(answer["id"]))
+            # An upsert by the external id answers ``created: false`` when it found a record.
+            existed = item.remote_id is None and answer.get("created") is False
+            return PushResult(item.contact_id, PushStatus.OK, str(answer["id"]), existed=existed)
         errors = [e for e in answer.get("errors") or [] if isinstance(e, dict)]
         codes = [str(e.get("statusCode") or "") for e in errors]
         # With allOrNone, the innocent records carry only the rollback code: report the cause.
