@@ -290,8 +290,11 @@ def match_record(
     :param instance: The pulling instance's name.
     :param record: The remote record (:class:`daemon.kit.connector.RemoteRecord`).
     :param hub_fields: The record's mapped values in canonical hub form.
-    :param candidates: The contacts the default matcher found, each a mapping with ``id``,
-        ``crm_id``, ``phone``, ``email`` ….
+    :param candidates: The contacts the default matcher found (the CRM id's contact, the
+        contacts the instance's ``match_on`` keys found, the holder of the record's phone),
+        each a mapping with ``id``, ``crm_id``, ``phone``, ``email`` …. Choosing one among
+        several settles what would otherwise be ``ambiguous-match``; the values that differ
+        are then settled by the instance's ``first_sync``.
     :return: A candidate's ``id`` to link it, :data:`NO_MATCH` to treat the record as a new
         contact, or ``None`` to leave the decision to the default rules.
 

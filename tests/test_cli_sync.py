@@ -166,6 +166,38 @@ def test_dry_run_changes_nothing_and_prints_each_sides_plan(run, hub, remote):
     assert push["action"] == "create" and push["fields"]["FirstName"] == "Grace"
 
 
+def test_the_dry_run_of_a_first_sync_counts_what_the_sync_then_reports(run, hub, remote):
+    """Existing people on both sides: the preview says "link", not "skipped" or "create",
+    with the counts the real first sync then reports, both ways."""
+    remote.add(FirstName="Ada", LastName="Lovelace", Phone="2025550143", Email="ada@x.edu")
+    remote.add(FirstName="Alan", LastName="Turing", Phone="4155550199")
+    remote.add(FirstName="Nophone", LastName="X")
+    run.instance()
+    run.add("Ada", "2025550143", "--email", "ada@x.edu")  # the same person: phone and email
+    run.add("Grace", "2025550181")  # only in the hub
+    before = snapshot(hub)
+
+    out = run("sync", "mem", "--dry-run").stdout
+    preview = run.json("sync", "mem", "--dry-run")["preview"]
+
+    after = snapshot(hub)
+    for volatile in ("instance", "instance_state", "sync_lease"):
+        before.pop(volatile, None), after.pop(volatile, None)
+    assert after == before and remote.push_calls == 0
+    assert "Preview of mem" in out and "link to contacts the hub already holds" in out
+    assert "blank-required-data-in-record 1" in out
+    assert preview["link"] == 1 and preview["create_in_hub"] == 1
+    assert preview["create_on_platform"] == 1 and preview["conflicts"] == 1  # last name
+    assert preview["skipped"] == {"blank-required-data-in-record": 1}
+
+    pulled, pushed = run.json("sync", "mem")["reports"]
+    assert pulled["counts"]["linked"] == preview["link"]
+    assert pulled["counts"]["created"] == preview["create_in_hub"]
+    assert pushed["counts"]["created"] == preview["create_on_platform"]
+    codes = [r["code"] for r in run.json("log", "--run", pulled["run_id"])]
+    assert sorted(codes) == ["blank-required-data-in-record", "sync-conflict"]
+
+
 def test_sync_refuses_unknown_and_invalid_instances_and_forbidden_directions(run, remote):
     run.instance("inbound", extra='direction = "incoming"')
     path = run.broken()

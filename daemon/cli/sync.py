@@ -27,6 +27,7 @@ from daemon.config.instances import Instance, LoadResult
 from daemon.config.settings import ConfigError
 from daemon.engine.checks import check_instance
 from daemon.engine.cycle import CycleReport, SyncEngine
+from daemon.engine.preview import Preview, preview
 from daemon.engine.push import PushPlan
 from daemon.engine.status import instance_status
 from daemon.foundation.dictionary import Code
@@ -204,7 +205,13 @@ def sync_command(
     )
     plans = _Plans()
     reports: list[CycleReport] = []
-    for side in sides:
+    counted: Preview | None = None
+    if dry_run:
+        # Both sides planned, nothing written; the push side of a first sync includes what
+        # its seed would queue, so the counts are the ones the real sync then reports.
+        counted = preview(engine, instance, sides, full=full, on_plan=plans.add)
+        reports = counted.reports
+    for side in sides if not dry_run else ():
         report = engine.run(
             instance,
             side,
@@ -226,9 +233,12 @@ def sync_command(
         if dry_run:
             data["plans"] = {CycleKind.PULL: plans.pull, CycleKind.PUSH: plans.push}
             data["plans_not_shown"] = dict(plans.not_shown)
+            data["preview"] = counted.as_dict() if counted is not None else None
         print_json(data)
     else:
         _print_sync(instance, reports, plans, dry_run)
+        if counted is not None:
+            _print_preview(instance, counted)
     _exit_for(app, instance, reports)
 
 
@@ -256,13 +266,33 @@ def _print_sync(
         _say(f"{count} more {side} plans not shown")
     if dry_run:
         _say("Dry run: nothing was written and nothing was sent.")
-        if len(reports) == 2:
-            _say("The push plan is the outbox as it is now, without what the pull would change.")
         return
     for r in reports:
         problems = r.counts.get("errors", 0) + r.counts.get("failed", 0)
         if problems:
             _say(f"{r.direction}: {problems} record problem(s); contactsync log --run {r.run_id}")
+
+
+def _print_preview(instance: Instance, counted: Preview) -> None:
+    """The counts a staff member reads before saying yes."""
+    config = instance.config
+    skipped = ", ".join(f"{code} {n}" for code, n in sorted(counted.skipped.items())) or "none"
+    _table(
+        ("what the sync would do", "count"),
+        [
+            ("link to contacts the hub already holds", counted.link),
+            ("create in the hub", counted.create_in_hub),
+            ("create on the platform", counted.create_on_platform),
+            ("update on the platform", counted.update_on_platform),
+            (
+                f"conflicts settled (first_sync = {config.first_sync}, "
+                f"conflict = {config.conflict})",
+                counted.conflicts,
+            ),
+            ("skipped, by code", skipped),
+        ],
+        title=f"Preview of {instance.name}{' (first sync)' if counted.first_sync else ''}",
+    )
 
 
 def _print_pull_plans(plans: list[dict[str, Any]]) -> None:

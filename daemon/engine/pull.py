@@ -73,12 +73,14 @@ def match_keys(ctx: CycleContext) -> tuple[str, ...]:
     return tuple(configured if configured is not None else ctx.connector.match_on)
 
 
-def link_found(ctx: CycleContext, records: list[RemoteRecord]) -> list[RecordPlan]:
-    """Run records a push's lookup found through the incoming rules, as a pull would, but
-    without moving the pull's checkpoint: those that match one contact are linked (the
-    first-exchange policy settles their values), the others are planned as usual. In a dry
-    run nothing is kept. Where the instance pulls, the pull has logged an ambiguous record
-    already, so the lookup does not log it again."""
+def ingest_found(ctx: CycleContext, records: list[RemoteRecord]) -> list[RecordPlan]:
+    """Run records a push read (its lookup of unlinked contacts, its read before writing
+    linked ones) through the incoming rules, as a pull would, without moving the pull's
+    checkpoint. Unlinked ones that match one contact are linked (``first_sync`` settles
+    their values); a linked one changed on the platform since the last exchange has the
+    conflict policy applied, its winning values written to the hub and its link updated.
+    In a dry run nothing is kept. Where the instance pulls, the pull has logged an
+    ambiguous record already, so this does not log it again."""
     plans: list[RecordPlan] = []
     quiet = [Code.AMBIGUOUS_MATCH] if ctx.instance.direction.pulls else []
     ingestor = Ingestor(

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, func, select, update
 
 from daemon.engine import confirm
 from daemon.engine.context import CycleContext
-from daemon.engine.pull import link_found, match_keys
+from daemon.engine.pull import ingest_found, match_keys
 from daemon.foundation.clock import Cancelled
 from daemon.foundation.dictionary import Code
 from daemon.hub import lease, links, outbox
@@ -53,7 +53,7 @@ class PushPlan:
             out["remote_id"] = self.item.remote_id
             out["fields"] = dict(self.item.fields)
         else:
-            out["action"] = "skip"
+            out["action"] = "link" if self.linked else "skip"
             out["reason"] = self.skip or (self.error[1] if self.error else "")
         return out
 
@@ -136,9 +136,16 @@ def _planned_batches(
                 after_contact = rows[-1]["contact_id"]
             else:
                 after_id = rows[-1]["id"]
+                if ctx.preview_exclude:
+                    # The previewed pull links these: their push is that link's first
+                    # exchange, not the create an unlinked row would plan.
+                    rows = [r for r in rows if r["contact_id"] not in ctx.preview_exclude]
                 seen.update(r["contact_id"] for r in rows)
+                if not rows:
+                    continue
             plans = _plan(conn, ctx, rows, catalogue)
         plans = _link_existing(ctx, plans, catalogue, counts)
+        plans = _read_before_write(ctx, plans, catalogue, counts)
         counts["read"] += len(rows)
         if ctx.on_plan is not None:
             for plan in plans:
@@ -164,7 +171,7 @@ def _link_existing(
     found = ctx.connector.lookup([p.item for p in creates if p.item is not None])
     if not found:
         return plans
-    planned = link_found(ctx, found)
+    planned = ingest_found(ctx, found)
     keys = match_keys(ctx)
     linked = {p.contact_id for p in planned if p.matched is not None and p.contact_id}
     held = {f.value for p in planned for f in p.fields if f.field in keys and f.value is not None}
@@ -189,6 +196,35 @@ def _link_existing(
     with ctx.db.begin() as conn:
         again = {p.row["contact_id"]: p for p in _plan(conn, ctx, replan, catalogue)}
     return [again.get(p.row["contact_id"], p) if p.linked else p for p in plans]
+
+
+def _read_before_write(
+    ctx: CycleContext, plans: list[PushPlan], catalogue: Mapping[str, RemoteField], counts: Counter
+) -> list[PushPlan]:
+    """Two-way truth whatever the order of cycles: before updating linked records, read them
+    (``read``) and run the ones changed on the platform since the last exchange through the
+    incoming rules, as the next pull would. The conflict policy then settles each field both
+    sides changed (a ``sync-conflict`` row, as on a pull): a platform value that wins is
+    written to the hub and not overwritten; a hub value that wins is sent. The batch is then
+    planned again from the hub and the updated links."""
+    updates = [p for p in plans if p.item is not None and p.item.remote_id and p.link]
+    if not updates or not ctx.connector.capabilities.reads_before_write:
+        return plans
+    by_remote = {p.link.remote_id: p for p in updates if p.link is not None}
+    records = ctx.connector.read(list(by_remote))
+    counts["read_before_write"] += len(records)
+    # Every record read goes through the rules: one unchanged since the last exchange plans
+    # as unchanged (rule 10) and writes nothing, so no modification time needs trusting.
+    changed = [r for r in records if r.remote_id in by_remote]
+    if not changed:
+        return plans
+    ingest_found(ctx, changed)
+    if ctx.dry_run:
+        return plans
+    rows = [by_remote[r.remote_id].row for r in changed]
+    with ctx.db.begin() as conn:
+        again = {p.row["contact_id"]: p for p in _plan(conn, ctx, rows, catalogue)}
+    return [again.get(p.row["contact_id"], p) for p in plans]
 
 
 def _catalogue(ctx: CycleContext) -> dict[str, RemoteField]:

@@ -134,6 +134,9 @@ class Capabilities:
     # lookup() finds the records the platform already holds for unlinked items (by its own
     # key, such as an email), so a first push links them instead of creating duplicates.
     looks_up: bool = False
+    # read() returns linked records by id, so a push first applies the conflict policy to
+    # what changed on the platform since the last exchange, whatever the order of cycles.
+    reads_before_write: bool = False
 
 
 FieldGroup = str | tuple[str, ...]
@@ -320,6 +323,17 @@ class Connector:
         without the key are simply not looked up.
         """
         raise NotImplementedError(f"{type(self).__name__} does not look records up")
+
+    def read(self, remote_ids: Sequence[str]) -> list[RemoteRecord]:
+        """The current state of these records, as a pull would yield them (a deleted one
+        with ``deleted=True`` or absent); read only.
+
+        With ``capabilities.reads_before_write`` the engine reads a push batch's linked
+        records first and settles, by the instance's conflict policy, any field changed on
+        the platform since the last exchange, so a delayed push never overwrites a newer
+        platform edit. One request per batch is the expected cost.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not read records by id")
 
     def close(self) -> None:
         """Release connections; called once when the instance stops."""

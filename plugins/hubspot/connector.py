@@ -212,6 +212,7 @@ class HubSpotConnector(ClientConnector):
         modified_at=True,
         concurrent_push=True,
         looks_up=True,
+        reads_before_write=True,
     )
     # A contact is upserted by its email (upsert_by_email, the default); a plain create needs
     # one of email, firstname or lastname (see required_mappings_for).
@@ -551,6 +552,27 @@ class HubSpotConnector(ClientConnector):
         return resolved
 
     # --- push ---------------------------------------------------------------------------------
+
+    def read(self, remote_ids: Sequence[str]) -> list[RemoteRecord]:
+        """The records now: ``batch/read`` by id, 100 a call (one per push batch). A record
+        merged away answers with its survivor, which is not what was asked for and is left
+        out (the next pull follows the merge)."""
+        wanted = set(remote_ids)
+        records: list[RemoteRecord] = []
+        ids = sorted(wanted)
+        for start in range(0, len(ids), MAX_BATCH):
+            status, body = self.client.batch(
+                "read",
+                [{"id": i} for i in ids[start : start + MAX_BATCH]],
+                idempotent=True,
+                properties=self._read,
+            )
+            if status >= 400 and status not in (207, 404):
+                raise MalformedResponse(f"batch/read: HTTP {status}: {error_message(body, status)}")
+            records += [
+                r for r in self._records(body.get("results") or []) if r.remote_id in wanted
+            ]
+        return records
 
     def lookup(self, batch: Sequence[PushItem]) -> list[RemoteRecord]:
         """The contacts HubSpot holds with these items' emails: ``batch/read`` by the

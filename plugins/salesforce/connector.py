@@ -235,6 +235,7 @@ class SalesforceConnector(ClientConnector):
         modified_at=True,
         concurrent_push=True,
         looks_up=True,
+        reads_before_write=True,
     )
     # A Contact is refused without LastName (REQUIRED_FIELD_MISSING); a Lead also needs Company.
     required_mappings: ClassVar[RequiredMappings] = RequiredMappings(outgoing=("LastName",))
@@ -496,6 +497,18 @@ class SalesforceConnector(ClientConnector):
                 return
 
     # --- push -------------------------------------------------------------------------------
+
+    def read(self, remote_ids: Sequence[str]) -> list[RemoteRecord]:
+        """The records now: one SOQL query ``WHERE Id IN (…)`` per 200 ids (``queryAll``, so
+        a deleted one comes back as deleted)."""
+        ids = sorted(set(remote_ids))
+        records: list[RemoteRecord] = []
+        for start in range(0, len(ids), LOOKUP_CHUNK):
+            listed = ", ".join(soql_string(i) for i in ids[start : start + LOOKUP_CHUNK])
+            soql = f"SELECT {', '.join(self._read)} FROM {self.object} WHERE {ID} IN ({listed})"
+            for rows in self.client.query(soql, all_rows=True):
+                records += [r for row in rows if (r := self._usable(row))]
+        return records
 
     def lookup(self, batch: Sequence[PushItem]) -> list[RemoteRecord]:
         """The records Salesforce holds with these items' emails: one SOQL query of
