@@ -266,3 +266,35 @@ def test_a_restarted_daemon_keeps_the_deletion_scans_schedule(tmp_path, sqlite_e
         assert restarted.next_run_of("scan", "deletes") == recorded
     finally:
         restarted.shutdown()
+
+
+def test_a_restarted_daemon_pushes_at_once_and_keeps_the_pull_schedule(
+    tmp_path: Path, sqlite_engine: Engine
+) -> None:
+    """Hub writes made while the daemon was down are pushed at start, not at the push's
+    recorded time; the pull keeps its schedule."""
+    instance = load(tmp_path, "back", pull="every 1h", push="every 1h")
+    first = Recorder()
+    sched = Scheduler(sqlite_engine, DaemonSettings(workers=2), first)
+    sched.start()
+    try:
+        sched.schedule(instance)
+        wait_until(lambda: first.count("back", "pull") and first.count("back", "push"))
+        soon = utcnow() + timedelta(minutes=30)
+        wait_until(
+            lambda: (r := next_runs(sqlite_engine, "back")) and all(t and t > soon for t in r)
+        )
+    finally:
+        sched.shutdown()
+
+    second = Recorder()
+    restarted = Scheduler(sqlite_engine, DaemonSettings(workers=2), second)
+    restarted.start()
+    try:
+        restarted.schedule(instance)
+        wait_until(lambda: second.count("back", "push") == 1)
+        assert second.count("back", "pull") == 0
+        pull_at = restarted.next_run_of("back", "pull")
+        assert pull_at is not None and pull_at > utcnow() + timedelta(minutes=30)
+    finally:
+        restarted.shutdown()

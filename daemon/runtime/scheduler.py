@@ -191,7 +191,10 @@ class Scheduler:
             line = getattr(instance.config.schedule, direction)
             spec = (line, instance.config.schedule.timezone)
             trigger = make_trigger(*spec)
-            first = self._first_run(jid, spec, trigger, stored.get(direction), now)
+            # A push new to this process runs at once: hub writes made while no daemon ran
+            # are pending, and the read before each write keeps an early push safe.
+            owed = None if direction == CycleKind.PUSH else stored.get(direction)
+            first = self._first_run(jid, spec, trigger, owed, now)
             if direction == CycleKind.PUSH and first <= now:
                 # Owed like a woken push: if the pull holds the connection's lease right
                 # now, the push tries again in a second, not in an hour. Marked before the
