@@ -789,6 +789,51 @@ class ConnectorContract:
                         f"{where} ({len(lines)} line(s)), e.g.: {shown}"
                     )
 
+    # --- two-way truth and the first sync ----------------------------------------------------
+
+    def test_read_shows_an_edit_made_on_the_platform(self) -> None:
+        """``read(ids)`` answers the records as they are now, an edit included: the engine
+        reads a push batch's linked records first, so a delayed push applies the conflict
+        policy to a platform edit instead of overwriting it."""
+        connector = self._connector()
+        self._needs(connector, "reads_before_write")
+        name = self._name(connector)
+        ids = self.seed_remote(2)
+        changes = self.push_fields(998)
+        self.edit_remote(ids[0], changes)
+        records = {r.remote_id: r for r in connector.read(ids)}
+        missing = [i for i in ids if i not in records]
+        if missing:
+            _broken(f"{name}.read({ids}) did not answer {missing}: read must return each record")
+        if not self._matching(records[ids[0]], changes):
+            _broken(
+                f"{name}.read() gave record {ids[0]} without its edit {sorted(changes)}: the "
+                "engine would overwrite a newer platform value"
+            )
+        if connector.capabilities.modified_at and records[ids[0]].modified_at is None:
+            _broken(f"{name}.read() gave no modified_at, though its capabilities claim it")
+
+    def test_lookup_finds_the_records_the_platform_holds(self) -> None:
+        """``lookup(items)`` finds the records the platform already holds for unlinked items
+        (by its own key, such as an email) and nothing for the others, so a first sync links
+        instead of creating duplicates."""
+        connector = self._connector()
+        self._needs(connector, "looks_up", "push", "create")
+        name = self._name(connector)
+        held = self._items([11, 12])
+        results = self._by_contact(self._push(connector, held))
+        absent = self._items([13])
+        found = connector.lookup([*held, *absent])
+        for item in held:
+            remote_id = results[item.contact_id].remote_id
+            if not any(r.remote_id == remote_id for r in found):
+                _broken(
+                    f"{name}.lookup() did not find record {remote_id} pushed for "
+                    f"{item.contact_id}: a first sync would create it twice"
+                )
+        if any(self._matching(r, absent[0].fields) for r in found):
+            _broken(f"{name}.lookup() found a record for an item the platform never held")
+
     # --- platforms that confirm later -------------------------------------------------------
 
     def test_pending_push_is_confirmed(self) -> None:

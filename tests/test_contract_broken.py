@@ -56,7 +56,7 @@ class AcmeConfig(ConnectorConfig):
 class AcmeConnector(Connector):
     type = "acme"
     Config = AcmeConfig
-    capabilities = Capabilities()
+    capabilities = Capabilities(reads_before_write=True, looks_up=True)
     # The bug: a declaration spelt unlike describe() ("lastname" for "last").
     required_mappings = RequiredMappings(outgoing=("lastname" if BROKEN == "required" else "last",))
 
@@ -131,6 +131,23 @@ class AcmeConnector(Connector):
             results.append(PushResult(item.contact_id, PushStatus.OK, remote_id=rid))
         return results
 
+    def read(self, remote_ids):
+        rows = self.platform.rows
+        if BROKEN == "stale":  # the bug: an answer from a cache that never saw the edit
+            return [RemoteRecord(rid, {{}}) for rid in remote_ids if rid in rows]
+        now = self.clock.now()
+        return [RemoteRecord(rid, dict(rows[rid][1]), now) for rid in remote_ids if rid in rows]
+
+    def lookup(self, batch):
+        firsts = {{item.fields.get("first") for item in batch}}
+        if BROKEN == "lookup":  # the bug: finds nothing, so a first sync creates duplicates
+            firsts = set()
+        return [
+            RemoteRecord(rid, dict(r[1]))
+            for rid, r in self.platform.rows.items()
+            if r[1].get("first") in firsts
+        ]
+
 
 class TestAcmeContract(ConnectorContract):
     secrets = [KEY]
@@ -193,7 +210,7 @@ def test_a_correct_acme_connector_passes(pytester: pytest.Pytester) -> None:
     # The baseline: without a fault the same connector passes, so each failure below is the
     # fault's doing and nothing else.
     result = run_contract(pytester, "none")
-    result.assert_outcomes(passed=14, skipped=1)
+    result.assert_outcomes(passed=16, skipped=1)
 
 
 def test_a_required_mapping_describe_does_not_list_fails_its_check(
@@ -258,3 +275,21 @@ def test_a_connector_logging_its_key_fails_the_secrets_check(pytester: pytest.Py
         ["*AcmeConnector leaked secret #1 of `secrets` into the logs*key=<SECRET>*"]
     )
     assert "acme-key-" not in result.stdout.str()  # the report itself never shows the secret
+
+
+def test_a_read_that_misses_a_platform_edit_fails_the_read_check(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run_contract(pytester, "stale")
+    assert failed_tests(result) == [
+        "TestAcmeContract::test_read_shows_an_edit_made_on_the_platform"
+    ]
+    result.stdout.fnmatch_lines(["*AcmeConnector.read() gave record S0 without its edit*"])
+
+
+def test_a_lookup_that_finds_nothing_fails_the_lookup_check(pytester: pytest.Pytester) -> None:
+    result = run_contract(pytester, "lookup")
+    assert failed_tests(result) == [
+        "TestAcmeContract::test_lookup_finds_the_records_the_platform_holds"
+    ]
+    result.stdout.fnmatch_lines(["*AcmeConnector.lookup() did not find record *"])
