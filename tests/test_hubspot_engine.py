@@ -21,6 +21,7 @@ from tests.instancekit import contact_fields, load_written
 INSTANCE = """
 type = "hubspot"
 owns_crm_id = {owns}
+{top}
 
 [settings]
 base_url = "{url}"
@@ -37,10 +38,11 @@ def sim() -> Iterator[HubSpotSimulator]:
 
 
 def _instance(
-    tmp_path: Path, sim: HubSpotSimulator, monkeypatch, owns: bool, extra: str = ""
+    tmp_path: Path, sim: HubSpotSimulator, monkeypatch, owns: bool, extra: str = "", top: str = ""
 ) -> Instance:
     monkeypatch.setenv("TEST_HUBSPOT_TOKEN", sim.private_app_token)
-    text = textwrap.dedent(INSTANCE.format(url=sim.url, owns=str(owns).lower(), extra=extra))
+    text = INSTANCE.format(url=sim.url, owns=str(owns).lower(), extra=extra, top=top)
+    text = textwrap.dedent(text)
     return load_written(tmp_path / "instances", "hs", text, {"hubspot": HubSpotConnector})
 
 
@@ -100,7 +102,15 @@ def test_an_email_shared_by_two_hub_contacts_is_a_duplicate_remote_key(
 def test_a_refused_record_gets_a_sync_log_row_with_hubspots_words_and_fails_alone(
     engine, tmp_path, sim, monkeypatch
 ):
-    instance = _instance(tmp_path, sim, monkeypatch, owns=False, extra="upsert_by_email = false")
+    # No match keys: the push's lookup links nothing, so the create meets HubSpot's 409.
+    instance = _instance(
+        tmp_path,
+        sim,
+        monkeypatch,
+        owns=False,
+        extra="upsert_by_email = false",
+        top='match_on = ["crm_id"]',
+    )
     sync = sync_engine(engine, instance)
     sync.run(instance, "pull")
     # Someone creates this email in HubSpot after the pull; creating it again is a 409.
@@ -118,3 +128,26 @@ def test_a_refused_record_gets_a_sync_log_row_with_hubspots_words_and_fails_alon
     assert "exists" in rows[bad][1].lower(), rows[bad][1]  # HubSpot's own words
     assert good not in rows
     assert [r for r in sim.records.values() if r["properties"].get("email") == "g@x.edu"]
+
+
+def test_a_record_created_in_hubspot_after_the_pull_is_linked_by_the_push_not_refused(
+    engine, tmp_path, sim, monkeypatch
+):
+    """The push looks unlinked contacts up by email before creating: a person someone added
+    to HubSpot since the last pull is linked (counted so), never created twice or refused."""
+    instance = _instance(tmp_path, sim, monkeypatch, owns=False, extra="upsert_by_email = false")
+    sync = sync_engine(engine, instance)
+    sync.run(instance, "pull")
+    remote = sim.add_contact(firstname="Bea", lastname="Person", email="bea@x.edu")
+    contact = save_contact(
+        engine,
+        {"first_name": "Bea", "last_name": "Ad", "phone": "2025550112", "email": "bea@x.edu"},
+    )
+    report = sync.run(instance, "push")
+    assert report.outcome == "ok" and report.counts.get("linked") == 1
+    assert not report.counts.get("created") and not report.counts.get("failed")
+    assert [r for r in _log(engine) if r[1] == contact] == [
+        ("sync-conflict", contact, _log(engine)[-1][2])
+    ]  # the last name: first_sync = "hub" kept the hub's and sent it
+    assert sim.records[remote]["properties"]["lastname"] == "Ad"
+    assert sim.records[remote]["properties"]["phone"]
