@@ -468,15 +468,16 @@ def engine_instance(
     return load_written(tmp_path / "instances", "sf", text, {"salesforce": SalesforceConnector})
 
 
-def test_through_the_engine_a_rejection_is_logged_and_a_delete_tombstoned(
+def test_through_the_engine_a_delete_is_read_before_the_write_and_tombstoned(
     sim: SalesforceSimulator,
     clock: FakeClock,
     cs_hub: Engine,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The engine records Salesforce's own message in the sync log, and a record deleted in
-    Salesforce leaves a tombstone the push never writes to again."""
+    """A record deleted in Salesforce before a hub edit is pushed: the push's read before
+    writing sees it deleted, so nothing is written to it (no ENTITY_IS_DELETED refusal) and
+    it leaves a tombstone the push never writes to again."""
     ada = sim.add_contact(
         FirstName="Ada", LastName="Lovelace", Email="ada@example.org", Phone="+12025550143"
     )
@@ -498,11 +499,11 @@ def test_through_the_engine_a_rejection_is_logged_and_a_delete_tombstoned(
     report = sync.run(instance, "push")
     assert sim.record(alan)["FirstName"] == "Alonzo"
     assert sim.record(alan)["Mainstay_ID__c"] == hub_ids["alan@example.org"]
-    rows = [(r["code"], r["remote_id"], r["message"]) for r in log_rows(cs_hub, report.run_id)]
-    assert rows == [("remote-rejected", ada, "ENTITY_IS_DELETED: entity is deleted")]
+    assert report.counts.get("tombstoned") is None and report.counts.get("updated") == 1
+    assert log_rows(cs_hub, report.run_id) == []
 
     clock.advance(5)
-    assert sync.run(instance, "pull").counts["tombstoned"] == 1
+    assert not sync.run(instance, "pull").counts.get("tombstoned")  # the push saw it first
     before = sim.counters["collections"]
     save_contact(cs_hub, {"first_name": "Ada"}, contact_id=hub_ids["ada@example.org"])
     sync.run(instance, "push")

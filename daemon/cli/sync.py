@@ -283,7 +283,6 @@ def _print_preview(instance: Instance, counted: Preview) -> None:
             ("link to contacts the hub already holds", counted.link),
             ("create in the hub", counted.create_in_hub),
             ("create on the platform", counted.create_on_platform),
-            ("update on the platform", counted.update_on_platform),
             (
                 f"conflicts settled (first_sync = {config.first_sync}, "
                 f"conflict = {config.conflict})",

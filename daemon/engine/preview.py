@@ -44,7 +44,6 @@ class Preview:
     link: int = 0
     create_in_hub: int = 0
     create_on_platform: int = 0
-    update_on_platform: int = 0
     conflicts: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     first_sync: bool = False  # the push plans the first sync's seed too
@@ -56,7 +55,6 @@ class Preview:
             "link": self.link,
             "create_in_hub": self.create_in_hub,
             "create_on_platform": self.create_on_platform,
-            "update_on_platform": self.update_on_platform,
             "conflicts": self.conflicts,
             "skipped": dict(sorted(self.skipped.items())),
             "first_sync": self.first_sync,
@@ -83,11 +81,10 @@ class Preview:
     def _pushed(self, plan: PushPlan) -> None:
         if plan.linked:
             self.link += 1
-        elif plan.item is not None:
-            if plan.item.remote_id is None:
-                self.create_on_platform += 1
-            else:
-                self.update_on_platform += 1
+        elif plan.item is not None and plan.item.remote_id is None:
+            # Updates are not counted: a first sync's first exchanges (the values the hub
+            # keeps, the fields a platform lacks) are queued by the pull it only previews.
+            self.create_on_platform += 1
         if plan.error is not None:
             self.skipped[str(plan.error[0])] += 1
 
