@@ -252,7 +252,7 @@ def test_re_reading_a_window_and_skipping_what_did_not_change_passes(
     # The overlap the Page docstring allows: every pull re-reads three ticks before the
     # newest change, and the cursor drops what it re-reads unchanged.
     result = run_contract(pytester, "window")
-    result.assert_outcomes(passed=14, skipped=1)
+    result.assert_outcomes(passed=16, skipped=1)
 
 
 def test_a_push_that_is_not_idempotent_fails_the_idempotency_check(
