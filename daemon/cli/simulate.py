@@ -67,7 +67,7 @@ def simulate_command(
     """Serve the platform simulator NAME on 127.0.0.1 until stopped (Ctrl-C).
 
     Prints one JSON line with the base URL and credentials first. A simulator's own knobs
-    are flags too (``--rate-limit-per-10s 190``; ``--list-knobs`` shows them). Fault knobs can
+    are flags too (--rate-limit-per-10s 190; --list-knobs shows them). Fault knobs can
     be changed while it runs: POST /_sim/faults, POST /_sim/reset, GET /_sim/state.
     """
     registry = _registry(ctx.obj)
@@ -79,7 +79,11 @@ def simulate_command(
     if list_knobs:
         for knob, (kind, default, text) in knobs.items():
             flag = "--" + knob.replace("_", "-")
-            sys.stdout.write(f"{flag} {kind.__name__.upper()} (default {default}): {text}\n")
+            # A yes-or-no knob is a switch pair, as _knob_values reads it; the rest take a value.
+            usage = (
+                f"{flag} / --no-{flag[2:]}" if kind is bool else f"{flag} {kind.__name__.upper()}"
+            )
+            sys.stdout.write(f"{usage} (default {default}): {text}\n")
         return
     extra = _knob_values(ctx.args, knobs)
     simulator = factory(
