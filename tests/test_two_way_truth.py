@@ -9,11 +9,13 @@ older hub value over the platform's newer one, with no row.
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import update
 
+from daemon.engine.cycle import CycleReport
 from daemon.hub.contacts import save_contact
 from daemon.hub.store import Contact, utcnow
 from tests import platformkit
@@ -27,7 +29,7 @@ platform = platformkit.platform  # the fixture: each test runs on both simulator
 WINNER = {"newest": "platform", "hub": "hub", "platform": "platform"}
 
 
-@pytest.mark.parametrize("order", ["pull first", "push first"])
+@pytest.mark.parametrize("order", ["pull first", "push first", "both at once"])
 @pytest.mark.parametrize("policy", sorted(WINNER))
 def test_the_conflict_policy_holds_whatever_cycle_runs_first(
     cs_hub, tmp_path, platform, monkeypatch, policy, order
@@ -58,10 +60,31 @@ def test_the_conflict_policy_holds_whatever_cycle_runs_first(
     else:
         platform.sim.edit_record(remote, **edit)
 
-    sides = ["pull", "push"] if order == "pull first" else ["push", "pull"]
-    for side in sides:
-        report = sync.run(instance, side)
-        assert report.outcome == "ok", report.error
+    if order == "both at once":
+        # Both edits inside one debounce window: the woken push and the scheduled pull start
+        # together. The connection's lease lets one run; the other is refused as busy and runs
+        # when the daemon next gets to it, as here.
+        reports: dict[str, CycleReport] = {}
+        start = threading.Barrier(2)
+
+        def cycle(side: str) -> None:
+            start.wait()
+            reports[side] = sync.run(instance, side)
+
+        threads = [threading.Thread(target=cycle, args=(side,)) for side in ("pull", "push")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for side, report in reports.items():
+            if report.outcome == "busy":
+                report = sync.run(instance, side)
+            assert report.outcome == "ok", report.error
+    else:
+        sides = ["pull", "push"] if order == "pull first" else ["push", "pull"]
+        for side in sides:
+            report = sync.run(instance, side)
+            assert report.outcome == "ok", report.error
 
     expected = "Hubedit" if WINNER[policy] == "hub" else "Crmedit"
     assert hub_contacts(cs_hub)[contact]["first_name"] == expected
