@@ -49,7 +49,7 @@ from daemon.kit.connector import (
     RequiredMappings,
     Unavailable,
 )
-from daemon.kit.csv_write import csv_bytes, csv_cell, write_csv
+from daemon.kit.csv_write import csv_bytes, csv_cell, write_csv, write_rows
 from daemon.kit.cursor import OverlapCursor
 from daemon.kit.exporter import (
     BatchInfo,
@@ -65,6 +65,7 @@ from daemon.kit.filetransport import (
     RemoteFile,
     TransportSettings,
     clean_path,
+    name_problem,
     open_transport,
     stable_files,
 )
@@ -211,6 +212,7 @@ __all__ = [
     "json_or_none",
     "json_reply",
     "make_client",
+    "name_problem",
     "normalize",
     "open_transport",
     "pages",
@@ -226,4 +228,5 @@ __all__ = [
     "stream_rows",
     "text_stream",
     "write_csv",
+    "write_rows",
 ]

@@ -11,14 +11,17 @@ import pytest
 from sftpkit import transport_table
 
 from daemon.foundation.clock import FakeClock
+from daemon.foundation.dictionary import Code
 from daemon.kit.connector import AuthFailed, Unavailable
 from daemon.kit.filetransport import (
     FileTransport,
     HostKeyRefused,
     LocalTransport,
+    OutsideBase,
     RemoteFile,
     TransportSettings,
     clean_path,
+    name_problem,
     open_transport,
     stable_files,
 )
@@ -104,10 +107,80 @@ def test_move_remove_and_overwrite(transport):
 
 def test_paths_never_leave_the_base(transport):
     t, _ = transport
-    with pytest.raises(ValueError, match="leaves"):
+    with pytest.raises(OutsideBase, match="climbs") as refused:
         t.stat("x/../../etc/passwd")
+    assert refused.value.code is Code.CONFIG_INVALID
+    with pytest.raises(OutsideBase):
+        t.list("in/../in")  # no climbing at all, not even back into the base
     assert clean_path("/a//b/./c") == "a/b/c"
     assert clean_path("/") == ""
+    assert clean_path("a\\..\\b.csv") == "a\\..\\b.csv"  # a backslash is part of a name
+
+
+def test_a_backslash_name_is_one_file_not_a_path(transport):
+    """``a\\..\\b.csv`` on the far side is that file, never ``b.csv`` (the reported bug)."""
+    t, root = transport
+    (root / "in").mkdir()
+    (root / "in" / "b.csv").write_text("the other file")
+    (root / "in" / "a\\..\\b.csv").write_text("this file")
+    listed = {f.name: f for f in t.list("in")}
+    odd = listed["a\\..\\b.csv"]
+    assert name_problem(odd.name) is not None  # a reader refuses to use it (file-malformed)
+    with t.open_read(odd.path) as fh:
+        assert fh.read() == b"this file"
+    assert name_problem("b.csv") is None
+    assert name_problem("a..b.csv") is None  # dots inside a name are data
+    for bad in ("..", ".", "x/y.csv", "x\\y.csv", "x\x1b[31m.csv", ""):
+        assert name_problem(bad) is not None, bad
+
+
+@pytest.mark.parametrize("linked", ["in/processed", "out", "in"])
+def test_local_refuses_a_folder_linked_out_of_the_base(tmp_path, linked):
+    """``incoming/processed`` or ``outgoing`` linked outside: nothing lands there."""
+    base, outside = tmp_path / "base", tmp_path / "outside"
+    (base / "in").mkdir(parents=True)
+    outside.mkdir()
+    (base / "in" / "a.csv").write_text("a")
+    if linked == "in":
+        (base / "in" / "a.csv").unlink()
+        (base / "in").rmdir()
+        (outside / "a.csv").write_text("a")
+    os.symlink(outside, base / linked)
+    with LocalTransport(base) as t:
+        with pytest.raises(OutsideBase, match="outside the transport folder") as refused:
+            if linked == "in/processed":
+                t.move("in/a.csv", "in/processed/a.csv")
+            elif linked == "out":
+                t.write_atomic("out/x.csv", [b"pushed"])
+            else:
+                t.list("in")
+        assert refused.value.code is Code.CONFIG_INVALID
+        with pytest.raises(OutsideBase):
+            t.makedirs(f"{linked}/deeper")
+    assert sorted(p.name for p in outside.iterdir()) == (["a.csv"] if linked == "in" else [])
+
+
+def test_local_refuses_a_file_linked_out_and_follows_links_within(tmp_path):
+    base, outside = tmp_path / "base", tmp_path / "outside"
+    (base / "in").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.csv").write_text("not ours")
+    os.symlink(outside / "secret.csv", base / "in" / "secret.csv")
+    (base / "real").mkdir()
+    os.symlink(base / "real", base / "alias")  # a link that stays inside is fine
+    with LocalTransport(base) as t:
+        assert t.list("in") == []  # links are never listed
+        with pytest.raises(OutsideBase):
+            t.open_read("in/secret.csv").__enter__()
+        with pytest.raises(OutsideBase):
+            t.write_atomic("in/secret.csv", [b"overwrite"])
+        assert t.write_atomic("alias/x.csv", [b"ok"]) == 2
+    assert (outside / "secret.csv").read_text() == "not ours"
+    assert (base / "real" / "x.csv").read_bytes() == b"ok"
+    # The base itself may be a link (a mounted share): its target is the base.
+    os.symlink(base, tmp_path / "share")
+    with LocalTransport(tmp_path / "share") as t:
+        assert [f.name for f in t.list("real")] == ["x.csv"]
 
 
 def test_stable_files_leaves_a_growing_file_for_later(transport):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 ENCODING = "utf-8-sig"  # a BOM, as Excel writes it, is not part of the first header
 _SEPARATORS = re.compile(r"[\s\-]+")
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 # The separators files come with, in the order a hint prefers them; "tab" is how a command
 # line spells "\t" (``--delimiter tab``).
 DELIMITERS = (",", ";", "\t", "|")
@@ -41,7 +42,7 @@ def read_header(path: Path, delimiter: str = ",") -> list[str]:
     byte, a NUL or a broken quote near its end is refused before any row of it is applied.
     """
     with path.open("r", encoding=ENCODING, newline="") as fh:
-        rows = csv.reader(_without_nul(fh), delimiter=delimiter, strict=True)
+        rows = csv.reader(_without_stray_bom(_without_nul(fh)), delimiter=delimiter, strict=True)
         try:
             header = check_header(next(rows, None))
             for _ in rows:
@@ -69,6 +70,32 @@ def _without_nul(lines: Iterable[str]) -> Iterator[str]:
                 "export, or a spreadsheet saved in its own format?); save it as CSV UTF-8"
             )
         yield line
+
+
+def _without_stray_bom(lines: Iterable[str]) -> Iterator[str]:
+    """``lines``, refusing the first that holds a byte-order mark (U+FEFF) after the start of
+    the file.
+
+    A BOM belongs only before the first byte, where the decoder drops it. One further in means
+    two files were joined (``cat a.csv b.csv``): the second file's header would import as a
+    contact, with the BOM inside its ``crm_id``. Stripping it would hide that, so the file is
+    refused, naming the line, and the operator splits it.
+    """
+    for number, line in enumerate(lines, start=1):
+        if "\ufeff" in line:
+            raise FileMalformed(
+                f"line {number} holds a byte-order mark (U+FEFF), which belongs only at the "
+                "start of a file: two files joined into one? Split them"
+            )
+        yield line
+
+
+def split_lines(text: str) -> list[str]:
+    """``text`` cut after each ``\\r\\n``, ``\\r`` or ``\\n``, the ends kept: the lines a file
+    opened with ``newline=""`` yields, so a file read over a transport splits exactly as one
+    read from disk (``import``) does, old Mac CR-only ends included. Not
+    :meth:`str.splitlines`, which also cuts at U+2028 and form feeds inside a cell."""
+    return _LINE.findall(text)
 
 
 def delimiter_hint(header: list[str], delimiter: str, known: Callable[[str], bool]) -> str | None:
@@ -114,10 +141,11 @@ def stream_rows(
                 raise FileMalformed(
                     f"the file is not UTF-8 (line {number} cannot be decoded)"
                 ) from None
-            yield text.removeprefix("\ufeff") if number == 1 else text
+            yield from split_lines(text.removeprefix("\ufeff") if number == 1 else text)
 
     try:
-        yield from csv.reader(_without_nul(decoded()), delimiter=delimiter, strict=True)
+        lines_read = _without_stray_bom(_without_nul(decoded()))
+        yield from csv.reader(lines_read, delimiter=delimiter, strict=True)
     except csv.Error as exc:
         raise FileMalformed(f"the file is not valid CSV: {exc}") from None
 

@@ -3,7 +3,12 @@
 File-based integrations (the ``sftp`` plugin, the conversations ``export``, Slate's SFTP
 uploads) read and write files through :class:`FileTransport`. Every path is relative to the
 transport's base folder (``[settings.transport] path``) and written in POSIX form
-(``incoming/a.csv``); a path that climbs out of the base (``..``) is refused.
+(``incoming/a.csv``); a path that climbs out of the base (``..``) is refused. Only ``/``
+separates folders: a backslash is part of a name (``a\\..\\b.csv`` is one file's name, never a
+way up), and :func:`name_problem` says which listed names a reader should refuse to use.
+The local folder resolves every path (symlinks included) and refuses one that ends outside
+its base with :class:`OutsideBase` (``config-invalid``: a folder setting, or a folder linked
+out of the base).
 
 The promises every implementation keeps:
 
@@ -44,6 +49,13 @@ from daemon.kit.connector import ConnectorConfig, ConnectorError, Unavailable
 
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".part"
+
+
+class OutsideBase(ConnectorError):
+    """A path resolves outside the transport's base folder (a folder linked elsewhere, a
+    setting that climbs out): refused before any byte is read or written there."""
+
+    code: ClassVar[Code] = Code.CONFIG_INVALID
 
 
 class HostKeyRefused(ConnectorError):
@@ -113,13 +125,39 @@ def clean_path(path: str) -> str:
     """``path`` normalised to a relative POSIX path within the base ("" is the base itself).
 
     A leading ``/`` means the base, not the server's root: every path is inside the base.
+    Only ``/`` separates parts (a backslash is data, part of a name), and no part may be
+    ``..``: a path never climbs, not even back into the base (``incoming/../x``), so a
+    listed name ``..`` can never turn a file's path into another file's.
     """
-    normal = posixpath.normpath(path.replace("\\", "/").lstrip("/") or ".")
-    if normal == ".":
-        return ""
-    if normal == ".." or normal.startswith("../"):
-        raise ValueError(f"path {path!r} leaves the transport's base folder")
-    return normal
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"path {path!r} climbs with '..'; paths stay inside the base folder")
+    return "/".join(parts)
+
+
+def inside_base(path: str) -> str:
+    """:func:`clean_path`, with a climbing path refused as :class:`OutsideBase` (a coded
+    ``config-invalid``, not a crash): what every transport operation calls."""
+    try:
+        return clean_path(path)
+    except ValueError as exc:
+        raise OutsideBase(str(exc)) from None
+
+
+def name_problem(name: str) -> str | None:
+    """Why a file name a server listed cannot be used as one file's name, or ``None``.
+
+    A name is data. One that holds ``/`` or ``\\`` (a folder separator on some server), is
+    ``.`` or ``..``, or holds a control character could be read as a path, or print as
+    something else, so a reader refuses it (``file-malformed``) rather than guess.
+    """
+    if name in ("", ".", ".."):
+        return f"{name!r} is not a file name"
+    if "/" in name or "\\" in name:
+        return "the name holds a folder separator ('/' or '\\'); rename the file"
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        return "the name holds a control character; rename the file"
+    return None
 
 
 def temp_name(path: str) -> str:
@@ -141,12 +179,25 @@ class LocalTransport(FileTransport):
         if not self.base.is_dir():
             # A missing folder (a share not mounted) is the platform being down.
             raise Unavailable(f"local transport folder {self.base} does not exist")
+        # The base itself may be a link (a mounted share): what it points at is the base.
+        self._real_base = self.base.resolve()
 
     def _abs(self, path: str) -> Path:
-        return self.base / clean_path(path)
+        """``path`` under the base, refused (:class:`OutsideBase`) when it resolves outside:
+        every folder on the way, and the file itself when it is a link, is followed first,
+        so ``incoming/processed`` linked to ``/etc`` cannot receive a file."""
+        relative = inside_base(path)
+        target = self.base / relative
+        real = target.resolve()  # non-strict: a file about to be written need not exist
+        if not real.is_relative_to(self._real_base):
+            raise OutsideBase(
+                f"{relative or '.'!r} resolves to {real}, outside the transport folder "
+                f"{self._real_base}; a folder there is linked out of it"
+            )
+        return target
 
     def list(self, folder: str, pattern: str = "*") -> list[RemoteFile]:
-        folder = clean_path(folder)
+        folder = inside_base(folder)
         found = []
         with os.scandir(self._abs(folder)) as entries:
             for entry in entries:
@@ -158,7 +209,7 @@ class LocalTransport(FileTransport):
         return sorted(found, key=lambda f: f.name)
 
     def stat(self, path: str) -> RemoteFile | None:
-        path = clean_path(path)
+        path = inside_base(path)
         try:
             st = self._abs(path).lstat()
         except FileNotFoundError:
@@ -176,7 +227,7 @@ class LocalTransport(FileTransport):
         return self._open(path)
 
     def write_atomic(self, path: str, chunks: Iterable[bytes]) -> int:
-        path = clean_path(path)
+        path = inside_base(path)
         target = self._abs(path)
         temp = self._abs(temp_name(path))
         written = 0

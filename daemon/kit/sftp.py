@@ -30,7 +30,7 @@ from daemon.kit.filetransport import (
     HostKeyRefused,
     RemoteFile,
     TransportSettings,
-    clean_path,
+    inside_base,
     matches,
     temp_name,
 )
@@ -190,12 +190,12 @@ class SftpTransport(FileTransport):
         return transport is not None and transport.is_active()
 
     def _abs(self, path: str) -> str:
-        return posixpath.join(self.base, clean_path(path))
+        return posixpath.join(self.base, inside_base(path))
 
     # --- the interface ----------------------------------------------------------------------
 
     def list(self, folder: str, pattern: str = "*") -> list[RemoteFile]:
-        folder = clean_path(folder)
+        folder = inside_base(folder)
         entries = self._call(lambda sftp: sftp.listdir_attr(self._abs(folder)))
         found = [
             RemoteFile(e.filename, posixpath.join(folder, e.filename), e.st_size or 0, _mtime(e))
@@ -205,7 +205,7 @@ class SftpTransport(FileTransport):
         return sorted(found, key=lambda f: f.name)
 
     def stat(self, path: str) -> RemoteFile | None:
-        path = clean_path(path)
+        path = inside_base(path)
 
         def lstat(sftp: paramiko.SFTPClient) -> paramiko.SFTPAttributes | None:
             try:
@@ -219,7 +219,7 @@ class SftpTransport(FileTransport):
         return RemoteFile(posixpath.basename(path), path, attrs.st_size or 0, _mtime(attrs))
 
     def open_read(self, path: str) -> AbstractContextManager[BinaryIO]:
-        return self._open_read(clean_path(path))
+        return self._open_read(inside_base(path))
 
     @contextmanager
     def _open_read(self, path: str) -> Iterator[BinaryIO]:
@@ -237,7 +237,7 @@ class SftpTransport(FileTransport):
                 handle.close()
 
     def write_atomic(self, path: str, chunks: Iterable[bytes]) -> int:
-        path = clean_path(path)
+        path = inside_base(path)
         target, temp = self._abs(path), self._abs(temp_name(path))
         sftp = self._alive()
         written = 0
@@ -293,7 +293,7 @@ class SftpTransport(FileTransport):
         self._call(rename)
 
     def makedirs(self, folder: str) -> None:
-        folder = clean_path(folder)
+        folder = inside_base(folder)
 
         def mkdirs(sftp: paramiko.SFTPClient) -> None:
             current = self.base

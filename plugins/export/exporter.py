@@ -16,8 +16,6 @@ filters and renders.
 
 from __future__ import annotations
 
-import csv
-import io
 import posixpath
 import re
 from collections.abc import Iterator
@@ -39,13 +37,13 @@ from daemon.sdk import (
     TransportSettings,
     UploadRejected,
     open_transport,
+    write_rows,
 )
 
 COLUMNS = (
     *("crm_id", "mainstay_id", "first_name", "last_name", "channel", "campaign_id"),
     *("campaign_name", "timestamp", "incoming", "outgoing"),
 )
-FLUSH_BYTES = 64 * 1024  # one upload chunk: bounded memory, few SFTP writes
 _OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{1,2}):?(\d{2})?$")
 _PREFIX = re.compile(r"^[A-Za-z0-9._-]*$")
 
@@ -83,6 +81,8 @@ class ExportConfig(ConnectorConfig):
     timezone: str = "UTC"
     timestamp_format: str | None = None  # strftime; default ISO 8601 with the offset
     max_rows_per_file: int = Field(default=50_000, ge=1, le=5_000_000)
+    # Staff open this file in a spreadsheet: a message body "=HYPERLINK(...)" must not run.
+    escape_formulas: bool = True
 
     @field_validator("file_prefix")
     @classmethod
@@ -153,6 +153,7 @@ class ConversationsExporter(Exporter):
         return {
             "timezone": self.settings.timezone,
             "timestamp_format": self.settings.timestamp_format,
+            "escape_formulas": self.settings.escape_formulas,
         }
 
     def file_name(self, created: datetime) -> str:
@@ -163,7 +164,11 @@ class ConversationsExporter(Exporter):
         self._ensure_folder()
         render = batch.spec.get("render", {})
         chunks = csv_chunks(
-            rows, parse_zone(render.get("timezone") or "UTC"), render.get("timestamp_format")
+            rows,
+            parse_zone(render.get("timezone") or "UTC"),
+            render.get("timestamp_format"),
+            # A batch cut before the setting existed is rendered as it was cut: unescaped.
+            escape_formulas=bool(render.get("escape_formulas", False)),
         )
         path = posixpath.join(self.settings.folder, batch.file_name)
         return self.transport.write_atomic(path, chunks)
@@ -211,17 +216,13 @@ def render_row(row: ExportRow, zone: tzinfo, timestamp_format: str | None) -> li
 
 
 def csv_chunks(
-    rows: Iterator[ExportRow], zone: tzinfo, timestamp_format: str | None
+    rows: Iterator[ExportRow],
+    zone: tzinfo,
+    timestamp_format: str | None,
+    *,
+    escape_formulas: bool = True,
 ) -> Iterator[bytes]:
     """The CSV file (header first, UTF-8, CRLF as Slate and most importers expect) in
-    chunks of about :data:`FLUSH_BYTES`."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(COLUMNS)
-    for row in rows:
-        writer.writerow(render_row(row, zone, timestamp_format))
-        if buffer.tell() >= FLUSH_BYTES:
-            yield buffer.getvalue().encode("utf-8")
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue().encode("utf-8")
+    chunks, written by the kit's one CSV writer (formula cells escaped unless turned off)."""
+    cells = (render_row(row, zone, timestamp_format) for row in rows)
+    return write_rows(COLUMNS, cells, escape_formulas=escape_formulas)

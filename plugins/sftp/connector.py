@@ -62,6 +62,7 @@ from daemon.sdk import (
     get_logger,
     header_key,
     json_cursor,
+    name_problem,
     open_transport,
     stable_files,
     stream_rows,
@@ -93,6 +94,7 @@ class SftpConfig(ConnectorConfig):
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     page_size: int = Field(default=500, ge=1, le=10_000)
     ledger_size: int = Field(default=1000, ge=10, le=100_000)
+    escape_formulas: bool | None = None  # default: the preset's (README, "Formula cells")
 
     @model_validator(mode="after")
     def _defaults(self) -> SftpConfig:
@@ -101,6 +103,8 @@ class SftpConfig(ConnectorConfig):
         self.hub_id_column = self.hub_id_column or preset.hub_id_column
         self.processed_folder = self.processed_folder or f"{self.incoming_folder}/processed"
         self.error_folder = self.error_folder or f"{self.incoming_folder}/error"
+        if self.escape_formulas is None:
+            self.escape_formulas = preset.escape_formulas
         return self
 
     def column_map(self) -> dict[str, str]:
@@ -252,7 +256,10 @@ class SftpConnector(Connector):
                 f"incoming folder {settings.incoming_folder!r} does not exist"
             ) from None
         files = stable_files(
-            transport, listed, wait_seconds=settings.transport.stable_seconds, clock=self.clock
+            transport,
+            self._usable(listed),
+            wait_seconds=settings.transport.stable_seconds,
+            clock=self.clock,
         )
         if state.file is not None:
             # The file a crash interrupted goes first, before its position is overwritten.
@@ -268,6 +275,24 @@ class SftpConnector(Connector):
             yield from self._import(transport, checked, state)
             self._finish(transport, state, ledger)
             yield Page([], state.dump(settings.ledger_size))
+
+    def _usable(self, listed: list[RemoteFile]) -> list[RemoteFile]:
+        """The listed files whose names are names. One that could be read as a path (a
+        ``\\`` or ``/``, ``..``, a control character) is reported ``file-malformed`` and left
+        where it is, untouched: moving it would mean using that name as a path on a server
+        that may read it as one. The other files go on."""
+        usable = []
+        for file in listed:
+            problem = name_problem(file.name)
+            if problem is None:
+                usable.append(file)
+                continue
+            self.context.report(
+                Code.FILE_MALFORMED,
+                f"file not imported: {problem}; left in {self.settings.incoming_folder}/",
+                file=file.name,
+            )
+        return usable
 
     def _check(self, transport: FileTransport, file: RemoteFile) -> _Checked | None:
         """Hash and check the whole file; a bad one goes to the error folder."""
@@ -442,7 +467,9 @@ class SftpConnector(Connector):
         transport.makedirs(settings.outgoing_folder)
         path = self._free_name(transport)
         try:
-            transport.write_atomic(path, write_csv(columns, rows))
+            transport.write_atomic(
+                path, write_csv(columns, rows, escape_formulas=bool(settings.escape_formulas))
+            )
         except OSError as exc:
             raise Unavailable(f"cannot write {path}: {exc.strerror or exc}") from None
         log.info("sftp_file_written", file=path, rows=len(rows))

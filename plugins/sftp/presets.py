@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True, slots=True)
 class Preset:
     """A layout: hub field -> column, the column holding the far side's record id (the
-    link's remote id), and the column outgoing files carry the hub id in."""
+    link's remote id), the column outgoing files carry the hub id in, and whether outgoing
+    cells that a spreadsheet would run as formulas are escaped (see the README: on for the
+    generic drop people open, off for files only an importer reads)."""
 
     columns: dict[str, str]
     id_column: str
     hub_id_column: str
+    escape_formulas: bool = True
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -52,6 +55,8 @@ PRESETS: dict[str, Preset] = {
         },
         id_column="SPRIDEN_ID",
         hub_id_column="GORADID_ADDITIONAL_ID",
+        # An Argos/AppWorx load reads cells as data: a quote would be stored in the name.
+        escape_formulas=False,
         notes={
             "SPRTELE_PHONE_NUMBER": "Banner stores the area code apart "
             "(SPRTELE_PHONE_AREA); the extract concatenates them",
@@ -69,5 +74,7 @@ PRESETS: dict[str, Preset] = {
         },
         id_column="contactid",
         hub_id_column="mainstay_id",
+        # A CozyRoc/KingswaySoft import reads cells as data: a quote would be stored.
+        escape_formulas=False,
     ),
 }

@@ -95,6 +95,9 @@ class SlateConfig(ConnectorConfig):
     folder: RelativePath = "mainstay"  # incoming/<folder>/ (upload = "sftp")
     file_prefix: FileNamePart = "mainstay_contact"
     transport: TransportSettings | None = None  # [settings.transport] (upload = "sftp")
+    # Slate's import reads cells as data, so a quote would be stored in the record: off
+    # (README, "Formula cells"); on for an upload folder that people also open.
+    escape_formulas: bool = False
 
     @field_validator("timezone")
     @classmethod
@@ -304,11 +307,14 @@ class SlateConnector(ClientConnector):
         columns = [s.hub_id_field, s.id_field]
         columns += sorted({k for row in rows for k in row} - set(columns))
         name = upload_name(s.file_prefix, self.clock.now())
+        escape = s.escape_formulas
         try:
             if s.upload == "web":
-                self.client.upload(csv_bytes(columns, rows))
+                self.client.upload(csv_bytes(columns, rows, escape_formulas=escape))
             else:
-                self._transport().write_atomic(f"{self._folder}/{name}", write_csv(columns, rows))
+                self._transport().write_atomic(
+                    f"{self._folder}/{name}", write_csv(columns, rows, escape_formulas=escape)
+                )
         except (AuthFailed, MalformedResponse):
             raise  # the cycle stops with the code; nothing was accepted
         except (Unavailable, OSError) as exc:
