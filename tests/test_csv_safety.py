@@ -323,3 +323,42 @@ def test_cr_only_and_a_joined_file_through_import_and_the_sftp_pull(sqlite_engin
     (tmp_path / "joined.csv").write_bytes(joined.replace(BANNER.encode(), header.encode()))
     assert import_csv(sqlite_engine, tmp_path / "mac.csv", schema).ok
     assert not import_csv(sqlite_engine, tmp_path / "joined.csv", schema).ok
+
+
+def test_a_server_listing_names_with_separators_gets_file_malformed(
+    sqlite_engine, sshd_server, sftp_root, tmp_path, monkeypatch
+):
+    """OpenSSH never lists a name holding ``/``; a hostile or broken server may. Such a name
+    is refused by name, before any path is made of it, and the real files go on."""
+    import stat
+
+    import paramiko
+
+    real_listdir = paramiko.SFTPClient.listdir_attr
+
+    def hostile(self, path="."):
+        entries = real_listdir(self, path)
+        for name in ("x/../../etc/passwd.csv", "sub/../b.csv", "..", "../up.csv"):
+            fake = paramiko.SFTPAttributes()
+            fake.filename, fake.st_mode, fake.st_size, fake.st_mtime = (
+                name,
+                stat.S_IFREG | 0o644,
+                10,
+                0,
+            )
+            entries.append(fake)
+        return entries
+
+    monkeypatch.setattr(paramiko.SFTPClient, "listdir_attr", hostile)
+    (sftp_root / "incoming").mkdir(parents=True)
+    (sftp_root / "incoming" / "b.csv").write_bytes(csv_text(BANNER, "B2,Bea,Other,2025550101"))
+    instance = banner(tmp_path / "etc", transport_table(sshd_server, sftp_root, stable_seconds=0))
+    report = sync_engine(sqlite_engine, instance).run(instance, "pull")
+    assert report.outcome == "ok", report
+    assert report.counts["created"] == 1
+    refused = sorted((r["code"], r["details"]["file"]) for r in log_rows(sqlite_engine))
+    # ".." and "../up.csv" are hidden names (a leading dot): never listed at all.
+    assert refused == [
+        ("file-malformed", "sub/../b.csv"),
+        ("file-malformed", "x/../../etc/passwd.csv"),
+    ]
