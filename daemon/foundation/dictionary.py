@@ -42,6 +42,7 @@ class Code(StrEnum):
     INTERNAL_ERROR = "internal-error"
     UNKNOWN_COLUMN = "unknown-column"
     AMBIGUOUS_MATCH = "ambiguous-match"
+    TLS_REFUSED = "tls-refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +236,14 @@ _ENTRIES: tuple[Entry, ...] = (
         "Decide which contact it is: correct the shared email or phone on the wrong one, or "
         "link it by hand (contactsync links), then sync again.",
         "record skipped; nothing linked",
+    ),
+    Entry(
+        Code.TLS_REFUSED,
+        "The platform's TLS certificate did not verify: expired, self-signed, issued for "
+        "another host name, or replaced by an intercepting proxy. The message says which.",
+        "Have the platform's owner fix the certificate, correct the host name in base_url, or "
+        "add the issuing CA to the system's trust store (an inspecting proxy's CA, say).",
+        "cycle stopped; nothing sent; not retried until the next cycle",
     ),
 )
 

@@ -15,6 +15,13 @@ connector errors the engine understands:
   network errors are :class:`Unavailable`. Other answers (2xx, 3xx, 400, 404, 409 …) are
   returned for the connector to read.
 
+Every answer is bounded, so a broken or hostile platform cannot exhaust the daemon: a body
+larger than ``max_body_bytes`` (counted as it streams in, so a chunked or endless body is caught
+too) is :class:`MalformedResponse`, and an exchange that runs past ``deadline`` seconds in
+total (a server dripping a byte at a time never trips a per-read timeout) is
+:class:`Unavailable`, not retried in place: the next cycle tries again. A certificate the
+platform's TLS does not verify is :class:`TlsRefused`, never retried: only a person can fix it.
+
 Every wait goes through the injectable clock and stops early when ``cancel`` is set. Header
 values that carry credentials are registered as secrets, so no log line can show them, and
 messages name a URL without its query string.
@@ -28,8 +35,9 @@ import io
 import logging
 import math
 import random
+import ssl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +46,7 @@ import httpx
 
 from daemon import __version__
 from daemon.foundation.clock import SYSTEM_CLOCK, Clock, check_cancel
+from daemon.foundation.dictionary import Code
 from daemon.foundation.log import get_logger, redact_text, register_secret
 from daemon.kit.connector import (
     AuthFailed,
@@ -56,6 +65,13 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+# The largest answer read: far above any real page (HubSpot's 100 contacts with every property
+# are about 1 MB, a Salesforce bulk result chunk is read streamed), far below what would push
+# the daemon towards its MemoryMax. A connector whose platform sends more passes its own.
+DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
+# The longest one exchange may take, headers and body together: the per-read timeout alone
+# lets a server that sends a byte every few seconds hold a worker for ever.
+DEFAULT_DEADLINE_SECONDS = 60.0
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # The server refused the work outright, so repeating even a POST cannot apply it twice.
 ALWAYS_RETRYABLE_STATUSES = frozenset({429, 503})
@@ -66,6 +82,14 @@ _SECRET_HEADER_MARKERS = ("auth", "token", "key", "secret", "cookie", "session",
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 Classifier = Callable[[httpx.Response], ConnectorError | None]
+
+
+class TlsRefused(ConnectorError):
+    """The platform's TLS certificate did not verify (expired, self-signed, wrong host name,
+    or an intercepting proxy): retrying cannot help, a person must fix the certificate or the
+    trust store."""
+
+    code = Code.TLS_REFUSED
 
 
 class Unauthorized(AuthFailed):
@@ -182,6 +206,90 @@ def safe_url(client: httpx.Client, url: str | httpx.URL) -> str:
     return redact_text(str(full.copy_with(query=None, fragment=None)))
 
 
+class _BoundedStream(httpx.SyncByteStream):
+    """A response's raw byte stream that stops at a size cap and a deadline.
+
+    Counted per chunk as the bytes arrive, so neither a lying ``Content-Length``, a chunked
+    body without one, nor a server that never stops can make the daemon hold more than
+    ``max_bytes`` (plus one chunk) or wait past ``deadline_at``.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.SyncByteStream,
+        where: str,
+        max_bytes: int | None,
+        deadline: float | None,
+        clock: Clock,
+    ) -> None:
+        self._inner = inner
+        self._where = where
+        self._max_bytes = max_bytes
+        self._deadline = deadline
+        self._clock = clock
+        self._started = clock.monotonic()
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = 0
+        for chunk in self._inner:
+            read += len(chunk)
+            if self._max_bytes is not None and read > self._max_bytes:
+                raise MalformedResponse(body_too_large(self._where, self._max_bytes))
+            check_deadline(self._where, self._started, self._deadline, self._clock)
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def body_too_large(where: str, max_bytes: int) -> str:
+    """The message for an answer over the size cap: it names the cap, never the body."""
+    return (
+        f"{where}: the answer is larger than {max_bytes:,} bytes (max_body_bytes); "
+        "stopped reading it"
+    )
+
+
+def check_deadline(where: str, started: float, deadline: float | None, clock: Clock) -> None:
+    """:class:`Unavailable` naming the deadline once ``deadline`` seconds have passed since
+    ``started`` (on ``clock.monotonic()``)."""
+    if deadline is not None and clock.monotonic() - started > deadline:
+        raise Unavailable(
+            f"{where}: no complete answer within {deadline:g} s (the request deadline); "
+            "the platform is too slow or stalled"
+        )
+
+
+def _bounded_timeout(timeout: httpx.Timeout, deadline: float | None) -> httpx.Timeout:
+    """``timeout`` with no phase longer than the whole deadline (``None`` phases included),
+    so a server that accepts and then says nothing is given up on in time."""
+    if deadline is None:
+        return timeout
+
+    def cap(value: float | None) -> float:
+        return deadline if value is None else min(value, deadline)
+
+    return httpx.Timeout(
+        connect=cap(timeout.connect),
+        read=cap(timeout.read),
+        write=cap(timeout.write),
+        pool=cap(timeout.pool),
+    )
+
+
+def _certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification error behind ``exc`` (httpx wraps httpcore's error, which
+    wraps the ``ssl`` one), or ``None`` when the failure was something else."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class _ResponseBytes(io.RawIOBase):
     """The body of a response sent with ``stream=True``, as a raw byte file."""
 
@@ -218,9 +326,16 @@ def json_body(response: httpx.Response) -> Any:
     try:
         return response.json()
     except ValueError:
+        # A number of more than 4,300 digits is a ValueError too (Python's int limit).
         raise MalformedResponse(
             f"{response.request.method} {response.request.url.path}: body is not JSON "
             f"(HTTP {response.status_code})"
+        ) from None
+    except RecursionError:
+        # A body nested thousands of levels deep: no platform sends one; refuse it, coded.
+        raise MalformedResponse(
+            f"{response.request.method} {response.request.url.path}: body is nested too "
+            f"deep to read (HTTP {response.status_code})"
         ) from None
 
 
@@ -246,7 +361,7 @@ def json_or_none(response: httpx.Response) -> Any:
     body that is not JSON must not hide the status."""
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -273,6 +388,8 @@ def request_with_retries(
     classify: Classifier | None = None,
     rng: random.Random | None = None,
     stream: bool = False,
+    max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
+    deadline: float | None = DEFAULT_DEADLINE_SECONDS,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send a request, retrying as the module docstring describes; return the response.
@@ -283,7 +400,9 @@ def request_with_retries(
     that really means its daily quota is spent); that error is raised without retrying. ``kwargs``
     go to ``client.request`` (``json=``, ``params=``, ``headers=`` …). Raises
     :class:`daemon.foundation.clock.Cancelled` once ``cancel`` is set. With ``stream=True`` the body
-    of the returned response is not read yet (``iter_bytes``); the caller closes it.
+    of the returned response is not read yet (``iter_bytes``); the caller closes it, and the
+    size cap and the deadline hold while it reads. ``max_body_bytes`` and ``deadline``
+    (seconds for one exchange, headers and body) bound each attempt; ``None`` lifts them.
     """
     method = method.upper()
     repeatable = (
@@ -304,15 +423,20 @@ def request_with_retries(
         tries = f"after {attempt} attempt{'s' if attempt > 1 else ''}"
 
         try:
-            if stream:  # a large answer is read as it arrives, not held whole
-                response = client.send(client.build_request(method, url, **kwargs), stream=True)
-                if response.status_code >= 300:
-                    response.read()  # error answers are small; read, the connection is reused
-            else:
-                response = client.request(method, url, **kwargs)
+            response = _send_bounded(
+                client, method, url, where, max_body_bytes, deadline, clock, stream, kwargs
+            )
         except httpx.DecodingError as exc:
             raise MalformedResponse(f"{where}: undecodable response body") from exc
         except httpx.TransportError as exc:
+            failure = _certificate_failure(exc)
+            if failure is not None:
+                raise TlsRefused(
+                    f"{where}: the server's TLS certificate did not verify "
+                    f"({redact_text(failure.verify_message or str(failure))}); fix the "
+                    "certificate on the server, or the instance's base_url (host name), or "
+                    "add the issuing CA to the system trust store; not retried"
+                ) from exc
             retryable = isinstance(exc, _NOT_SENT) or repeatable
             if last or not retryable:
                 why = "" if retryable else " (not retried: the request may have been applied)"
@@ -361,13 +485,48 @@ def request_with_retries(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+def _send_bounded(
+    client: httpx.Client,
+    method: str,
+    url: str | httpx.URL,
+    where: str,
+    max_body_bytes: int | None,
+    deadline: float | None,
+    clock: Clock,
+    stream: bool,
+    kwargs: dict[str, Any],
+) -> httpx.Response:
+    """One exchange, always streamed so the size cap and the deadline can be held while the
+    body arrives; read whole unless ``stream`` (error answers always: they are small, and
+    reading them lets the connection be reused)."""
+    started = clock.monotonic()
+    options = dict(kwargs)
+    timeout = options.pop("timeout", None)
+    base = client.timeout if timeout is None else httpx.Timeout(timeout)
+    request = client.build_request(method, url, timeout=_bounded_timeout(base, deadline), **options)
+    response = client.send(request, stream=True)
+    try:
+        length = int_header(response.headers, "Content-Length")
+        if max_body_bytes is not None and length is not None and length > max_body_bytes:
+            raise MalformedResponse(body_too_large(where, max_body_bytes))
+        check_deadline(where, started, deadline, clock)
+        response.stream = _BoundedStream(response.stream, where, max_body_bytes, deadline, clock)
+        if not stream or response.status_code >= 300:
+            response.read()
+    except BaseException:
+        response.close()
+        raise
+    return response
+
+
 def _describe(exc: httpx.TransportError) -> str:
     detail = redact_text(str(exc))
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 class HttpSession:
-    """A client with its retry policy, limiter, quota, clock and cancel event bundled, so a
+    """A client with its retry policy, limiter, quota, clock, cancel event and bounds
+    (``max_body_bytes``, ``deadline``: see :func:`request_with_retries`) bundled, so a
     connector's wire code says only ``session.get("/contacts", params=…)``."""
 
     def __init__(
@@ -381,8 +540,13 @@ class HttpSession:
         cancel: threading.Event | None = None,
         on_response: Callable[[httpx.Response], None] | None = None,
         classify: Classifier | None = None,
+        max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
+        deadline: float | None = DEFAULT_DEADLINE_SECONDS,
     ) -> None:
         self.client = client
+        # Per connector: a platform whose pages are known to be larger (or slower) says so.
+        self.max_body_bytes = max_body_bytes
+        self.deadline = deadline
         # None: the default policy (a client passes on the retry its connector was given).
         self.retry = retry if retry is not None else DEFAULT_RETRY
         self.limiter = limiter
@@ -408,6 +572,8 @@ class HttpSession:
             idempotent=idempotent,
             on_response=self.on_response,
             classify=self.classify,
+            max_body_bytes=self.max_body_bytes,
+            deadline=self.deadline,
             **kwargs,
         )
 

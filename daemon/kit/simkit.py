@@ -651,3 +651,172 @@ class IssuedTokens:
 
     def __len__(self) -> int:
         return len(self._expiry)
+
+
+@dataclass
+class HostileAnswer:
+    """What a :class:`HostileServer` sends to every request until told otherwise.
+
+    ``kind`` is one of:
+
+    - ``"huge"``: a JSON document of ``size`` bytes, sent with its ``Content-Length``
+      (``lie_length=True`` leaves the length out and sends it chunked, as a proxy would);
+    - ``"endless"``: a chunked JSON array that never ends, until the client hangs up;
+    - ``"drip"``: the status and headers at once, then one byte of the body every
+      ``interval`` seconds, ``size`` bytes in all;
+    - ``"records"``: ``{"results": [...]}`` with ``count`` small records;
+    - ``"deep"``: a JSON array nested ``depth`` levels deep;
+    - ``"body"``: ``body`` as it is (a wrongly typed answer, a 5,000-digit id).
+    """
+
+    kind: str = "body"
+    size: int = 0
+    count: int = 0
+    depth: int = 0
+    interval: float = 0.0
+    lie_length: bool = False
+    body: bytes = b"{}"
+    status: int = 200
+
+
+class HostileServer:
+    """A platform that is broken or hostile on purpose, on loopback: huge, endless,
+    slow-drip, deeply nested or wrongly typed answers (:class:`HostileAnswer`), to prove that
+    the kit's bounds hold for every connector. ``ssl_context`` serves HTTPS with it (a
+    self-signed certificate, for the TLS refusal). Bodies are generated as they are sent, so
+    the server itself stays small whatever it sends."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, answer: HostileAnswer | None = None, ssl_context: Any = None) -> None:
+        self.answer = answer or HostileAnswer()
+        self.requests = 0
+        self._ssl_context = ssl_context
+        self._stop = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL (``http://`` or ``https://127.0.0.1:PORT``) once started."""
+        assert self._server is not None, "start the server first"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> HostileServer:
+        """Serve from a background thread on a free port."""
+        self._server = _Server(("127.0.0.1", 0), _hostile_handler(self))
+        if self._ssl_context is not None:
+            self._server.socket = self._ssl_context.wrap_socket(
+                self._server.socket, server_side=True
+            )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="contactsync-hostile", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; endless and dripping answers end at their next write."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> HostileServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def chunks(self) -> tuple[int | None, Any]:
+        """The body's length (``None``: chunked) and an iterator of its pieces."""
+        answer = self.answer
+        if answer.kind == "huge":
+            return (None if answer.lie_length else answer.size), _padded(answer.size, self.CHUNK)
+        if answer.kind == "endless":
+            return None, _endless(self._stop, self.CHUNK)
+        if answer.kind == "drip":
+            return answer.size, _drip(self._stop, answer.size, answer.interval)
+        if answer.kind == "records":
+            return None, _records(answer.count)
+        if answer.kind == "deep":
+            data = b"[" * answer.depth + b"]" * answer.depth
+            return len(data), iter([data])
+        return len(answer.body), iter([answer.body])
+
+
+def _padded(size: int, chunk: int) -> Any:
+    head, tail = b'{"results": [], "pad": "', b'"}'
+    left = max(0, size - len(head) - len(tail))
+    yield head
+    while left > 0:
+        piece = min(chunk, left)
+        yield b"x" * piece
+        left -= piece
+    yield tail
+
+
+def _endless(stop: threading.Event, chunk: int) -> Any:
+    yield b'{"results": ['
+    record = b'{"id": "1", "properties": {}},' * (chunk // 30)
+    while not stop.is_set():
+        yield record
+
+
+def _drip(stop: threading.Event, size: int, interval: float) -> Any:
+    for _ in range(size):
+        if stop.wait(interval):
+            return
+        yield b" "
+
+
+def _records(count: int) -> Any:
+    yield b'{"results": ['
+    batch: list[bytes] = []
+    for number in range(1, count + 1):
+        batch.append(b'{"id": "%d", "properties": {"email": "r%d@example.edu"}}' % (number, number))
+        if len(batch) == 1000 or number == count:
+            yield b",".join(batch) + (b"," if number < count else b"")
+            batch = []
+    yield b"]}"
+
+
+def _hostile_handler(server: HostileServer) -> type[BaseHTTPRequestHandler]:
+    class _Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            server.requests += 1
+            size, pieces = server.chunks()
+            self.send_response(server.answer.status)
+            self.send_header("Content-Type", "application/json")
+            if size is None:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(size))
+            self.end_headers()
+            try:
+                for piece in pieces:
+                    if size is None:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    else:
+                        self.wfile.write(piece)
+                    self.wfile.flush()
+                if size is None:
+                    self.wfile.write(b"0\r\n\r\n")
+            except OSError:  # the client gave up on the answer: that is the point
+                self.close_connection = True
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Silent, as the simulators are."""
+
+    return _Handler
