@@ -91,7 +91,15 @@ from daemon.kit.oauth import (
     redirect_allowed,
     redirect_reply,
 )
-from daemon.kit.paging import FetchPage, interleave, json_cursor, pages, paginate, prefetch
+from daemon.kit.paging import (
+    FetchPage,
+    check_page_size,
+    interleave,
+    json_cursor,
+    pages,
+    paginate,
+    prefetch,
+)
 from daemon.kit.ratelimit import DailyQuota, RateLimiter
 from daemon.kit.settings_types import FileNamePart, PlatformUrl, RelativePath
 from daemon.kit.simkit import (
@@ -193,6 +201,7 @@ __all__ = [
     "Winner",
     "authorize",
     "check_header",
+    "check_page_size",
     "check_time_zone",
     "clean_path",
     "consent_page",

@@ -18,6 +18,11 @@ The helpers call it until the platform stops sending a token. A token seen befor
 platform's cursor is not advancing, and following it would loop forever re-reading the same
 records, so that is a :class:`MalformedResponse` instead. A token may be a string, a number
 or a small dict (an offset with a filter); it is compared by value.
+
+Nor is a page trusted to be the size asked for: with ``asked=100``, a page of more than 100
+items (a platform that ignored the limit, or a hostile one sending 200,000) is a
+:class:`MalformedResponse` before any of it is applied; :func:`check_page_size` is the same
+check for a single request that is not walked with :func:`pages`.
 """
 
 from __future__ import annotations
@@ -52,19 +57,30 @@ def json_cursor(cursor: str | None, platform: str) -> dict[str, Any]:
     return value
 
 
+def check_page_size(items: Sequence[Item], asked: int | None, where: str = "a page") -> None:
+    """:class:`MalformedResponse` when ``items`` holds more than ``asked`` (``None``: no limit
+    was asked for). The message names the counts, never the items."""
+    if asked is not None and len(items) > asked:
+        raise MalformedResponse(
+            f"{where}: {len(items):,} records when at most {asked:,} were asked for; page refused"
+        )
+
+
 def pages(
     fetch_page: FetchPage[Item],
     start: Token | None = None,
     *,
     max_pages: int | None = None,
     cancel: threading.Event | None = None,
+    asked: int | None = None,
 ) -> Iterator[tuple[Sequence[Item], Token | None]]:
     """Yield ``(items, next_token)`` per page, from ``start`` until no next token comes.
 
     ``fetch_page`` is a :data:`FetchPage`; the first call gets ``start``. The next token is
     what a connector puts in its :class:`~daemon.kit.connector.Page` cursor, so a pull resumes
     after the last committed page. Raises
-    :class:`MalformedResponse` when a token repeats or after ``max_pages`` pages, and
+    :class:`MalformedResponse` when a token repeats, after ``max_pages`` pages or for a page
+    of more than ``asked`` items (:func:`check_page_size`), and
     :class:`daemon.foundation.clock.Cancelled` between pages once ``cancel`` is set.
     """
     seen: set[Hashable] = set()
@@ -76,6 +92,7 @@ def pages(
         check_cancel(cancel)
         items, next_token = fetch_page(token)
         count += 1
+        check_page_size(items, asked, f"page {count}")
         yield items, next_token
         if next_token is None or next_token == "":
             return
@@ -97,9 +114,10 @@ def paginate(
     *,
     max_pages: int | None = None,
     cancel: threading.Event | None = None,
+    asked: int | None = None,
 ) -> Iterator[Item]:
-    """Yield every item of every page (see :func:`pages` for the arguments and the guard)."""
-    for items, _ in pages(fetch_page, start, max_pages=max_pages, cancel=cancel):
+    """Yield every item of every page (see :func:`pages` for the arguments and the guards)."""
+    for items, _ in pages(fetch_page, start, max_pages=max_pages, cancel=cancel, asked=asked):
         yield from items
 
 

@@ -31,6 +31,7 @@ from daemon.sdk import (
     PlatformClient,
     Token,
     TokenCache,
+    check_page_size,
     int_header,
     json_answer,
     json_body,
@@ -133,6 +134,7 @@ class EthosClient(PlatformClient):
             params["criteria"] = criteria
         response = self._send("GET", PERSONS, PERSONS_V12, params=params)
         body = _object_array(response, f"GET {PERSONS}", "persons")
+        check_page_size(body, limit, f"GET {PERSONS}")
         return (
             body,
             int_header(response.headers, "x-total-count"),
@@ -184,6 +186,7 @@ class EthosClient(PlatformClient):
         params = {"lastProcessedID": last_processed_id, "limit": min(limit, MAX_CONSUME_LIMIT)}
         response = self._send("GET", "/consume", CHANGE_NOTIFICATIONS_V2, params=params)
         body = _object_array(response, "GET /consume", "messages")
+        check_page_size(body, params["limit"], "GET /consume")
         remaining = int_header(response.headers, "x-remaining")
         return body, remaining if remaining is not None else (1 if body else 0)
 

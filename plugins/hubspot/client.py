@@ -37,6 +37,7 @@ from daemon.sdk import (
     RateLimiter,
     Token,
     TokenCache,
+    check_page_size,
     grant_answer,
     int_header,
     json_answer,
@@ -284,7 +285,7 @@ class HubSpotClient(PlatformClient):
             body = self.get(CONTACTS, **params)
             return _results(body, "GET contacts"), _next_after(body)
 
-        yield from pages(fetch, after, cancel=self.session.cancel)
+        yield from pages(fetch, after, cancel=self.session.cancel, asked=min(limit, MAX_BATCH))
 
     def search(
         self,
@@ -310,8 +311,10 @@ class HubSpotClient(PlatformClient):
         )
         body = _json_object(response)
         nxt = _next_after(body)
+        results = _results(body, "POST search")
+        check_page_size(results, payload["limit"], "POST search")
         try:
-            return _results(body, "POST search"), int(nxt) if nxt is not None else None
+            return results, int(nxt) if nxt is not None else None
         except ValueError:
             raise MalformedResponse(f"search paging.next.after is not an offset: {nxt!r}") from None
 

@@ -60,6 +60,8 @@ from daemon.sdk import (
 TOKEN_PATH = "/services/oauth2/token"
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 MAX_COLLECTION = 200  # sObject Collections take at most 200 records
+# A REST query answers at most 2,000 records a batch (the default and the largest batchSize).
+QUERY_BATCH_MAX = 2000
 STATE_REFRESH_TOKEN = "salesforce_refresh_token"
 JWT_LIFETIME_SECONDS = 180  # simple-salesforce's exp: now + 3 min
 TERMINAL_JOB_STATES = frozenset({"JobComplete", "Failed", "Aborted"})
@@ -334,7 +336,7 @@ class SalesforceClient(PlatformClient):
                 raise MalformedResponse("query: done is false but there is no nextRecordsUrl")
             return body["records"], nxt
 
-        for records, _ in pages(fetch, cancel=self.session.cancel):
+        for records, _ in pages(fetch, cancel=self.session.cancel, asked=QUERY_BATCH_MAX):
             yield records
 
     def count(self, soql: str) -> int:
