@@ -3,6 +3,11 @@
 The hub's CSV import and the kit's file connectors (SFTP, Slate's uploads) read CSV the same
 way, so the rules live here, below both: UTF-8 (a BOM allowed), no NUL byte, strict quoting, a
 header row that is one, and a :class:`FileMalformed` that names the line when any of it fails.
+
+Lines are bounded too: a line longer than :data:`MAX_LINE_CHARS` is refused before it is held
+whole (a 150 MB file without a line break would otherwise be read into memory at once), and a
+quoted cell longer than the ``csv`` module's field limit (128 KiB, left at its default: the
+limit is process-wide) is refused by the parser, naming the line either way.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import csv
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import IO, AnyStr
 
 ENCODING = "utf-8-sig"  # a BOM, as Excel writes it, is not part of the first header
 _SEPARATORS = re.compile(r"[\s\-]+")
@@ -18,6 +24,9 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 # The separators files come with, in the order a hint prefers them; "tab" is how a command
 # line spells "\t" (``--delimiter tab``).
 DELIMITERS = (",", ";", "\t", "|")
+# The longest line read: a contact row is a few hundred characters; a megabyte is no CSV of
+# contacts, and refusing it keeps memory bounded whatever a file holds.
+MAX_LINE_CHARS = 1024 * 1024
 
 
 class FileMalformed(Exception):
@@ -32,7 +41,45 @@ def header_key(header: str) -> str:
 def read_rows(path: Path, delimiter: str = ",") -> Iterator[list[str]]:
     """The rows of the file at ``path``, unchecked (:func:`read_header` checks first)."""
     with path.open("r", encoding=ENCODING, newline="") as fh:
-        yield from csv.reader(fh, delimiter=delimiter, strict=True)
+        yield from csv.reader(bounded_lines(fh), delimiter=delimiter, strict=True)
+
+
+def bounded_lines(fh: IO[AnyStr], limit: int = MAX_LINE_CHARS) -> Iterator[AnyStr]:
+    """The lines of ``fh`` (text or binary), each read with at most ``limit`` characters (or
+    bytes) plus its line end: a longer one is :class:`FileMalformed` naming it, and is never
+    held whole in memory.
+
+    A binary file's ``readline`` ends lines at ``\\n`` only, so a file with CR-only line ends
+    arrives in pieces of ``limit`` bytes; each is cut after its last CR (the rest carried to
+    the next), and only a run of more than ``limit`` bytes without any line end is refused.
+    """
+    number = 1  # the line the next piece starts on
+    carry = fh.read(0)  # "" or b"", as the file reads
+    while True:
+        piece = fh.readline(limit + 2)
+        if not piece:
+            if carry:
+                yield carry
+            return
+        piece, carry = carry + piece, carry[:0]
+        if len(piece) > limit and len(_strip_line_end(piece)) > limit:
+            cr = "\r" if isinstance(piece, str) else b"\r"
+            cut = piece.rfind(cr)  # type: ignore[arg-type]
+            if cut < 0 or max(len(part) for part in piece.split(cr)) > limit:  # type: ignore[arg-type]
+                longest = number + piece.count(cr, 0, max(cut, 0))  # type: ignore[arg-type]
+                raise FileMalformed(
+                    f"line {longest} is longer than {limit:,} characters; no CSV of contacts "
+                    "has such a line (a file without line breaks, or not a CSV file at all?)"
+                )
+            piece, carry = piece[: cut + 1], piece[cut + 1 :]
+        number += piece.count("\r" if isinstance(piece, str) else b"\r") or piece.count(  # type: ignore[arg-type]
+            "\n" if isinstance(piece, str) else b"\n"  # type: ignore[arg-type]
+        )
+        yield piece
+
+
+def _strip_line_end(line: AnyStr) -> AnyStr:
+    return line.rstrip(b"\r\n" if isinstance(line, bytes) else "\r\n")  # type: ignore[arg-type]
 
 
 def read_header(path: Path, delimiter: str = ",") -> list[str]:
@@ -42,7 +89,8 @@ def read_header(path: Path, delimiter: str = ",") -> list[str]:
     byte, a NUL or a broken quote near its end is refused before any row of it is applied.
     """
     with path.open("r", encoding=ENCODING, newline="") as fh:
-        rows = csv.reader(_without_stray_bom(_without_nul(fh)), delimiter=delimiter, strict=True)
+        lines = _without_stray_bom(_without_nul(bounded_lines(fh)))
+        rows = csv.reader(lines, delimiter=delimiter, strict=True)
         try:
             header = check_header(next(rows, None))
             for _ in rows:
@@ -130,6 +178,9 @@ def stream_rows(
 
     Raises :class:`FileMalformed` as :func:`read_header` would, when the bad spot is reached.
     """
+
+    if hasattr(lines, "readline"):  # a file: never read a line longer than the limit whole
+        lines = bounded_lines(lines)  # type: ignore[arg-type]
 
     def decoded() -> Iterator[str]:
         for number, raw in enumerate(lines, start=1):
