@@ -125,3 +125,14 @@ def test_systemd_analyze_verify_accepts_it(tmp_path, text):
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_memory_and_tasks_are_capped(service):
+    """A hostile platform or file that gets past the daemon's own bounds meets the kernel's."""
+    memory = one(service, "MemoryMax")
+    match = re.fullmatch(r"(\d+)([KMG])", memory)
+    assert match, memory
+    megabytes = int(match.group(1)) * {"K": 1 / 1024, "M": 1, "G": 1024}[match.group(2)]
+    assert 512 <= megabytes <= 4096  # room for large pages, far below a host's memory
+    tasks = int(one(service, "TasksMax"))
+    assert 64 <= tasks <= 1024
