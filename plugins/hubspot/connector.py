@@ -78,6 +78,7 @@ ALWAYS_READ_ONLY = frozenset({ID, MODIFIED, "createdate", MERGED})
 # oldest are dropped and a re-read is yielded again, which the engine tolerates.
 MAX_SEEN = 2000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_ID_DIGITS = 20  # a 64-bit id has at most 20 digits
 _MS = timedelta(milliseconds=1)
 # Fast retries: HubSpot answers in milliseconds; Retry-After and the limiter do the pacing.
 RETRY = RetryPolicy(attempts=5, backoff_base=0.5, backoff_max=10.0, max_retry_after=60.0)
@@ -461,7 +462,8 @@ class HubSpotConnector(ClientConnector):
                 records.append(self._record(row))
             except MalformedResponse as exc:
                 remote_id = str(row.get("id") or "") if isinstance(row, Mapping) else ""
-                self.context.report(Code.REMOTE_MALFORMED, exc.message, remote_id=remote_id)
+                # An id of 5,000 digits is not logged whole: the row names its start.
+                self.context.report(Code.REMOTE_MALFORMED, exc.message, remote_id=remote_id[:40])
         return records
 
     def _record(self, row: Mapping[str, Any]) -> RemoteRecord:
@@ -470,7 +472,9 @@ class HubSpotConnector(ClientConnector):
             raise MalformedResponse("a HubSpot contact without properties")
         record_id = str(row.get("id") or props.get(ID) or "")
         modified = props.get(MODIFIED) or row.get("updatedAt")
-        if not record_id.isdigit() or not modified:
+        # HubSpot ids are 64-bit: a longer one is not an id, and int() of one past 4,300
+        # digits raises, which would fail the page at the same place every cycle.
+        if not record_id.isdigit() or len(record_id) > MAX_ID_DIGITS or not modified:
             raise MalformedResponse(f"a HubSpot contact without a usable id or {MODIFIED}")
         try:
             modified_at = parse_modified(modified)

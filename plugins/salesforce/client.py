@@ -49,6 +49,7 @@ from daemon.sdk import (
     TokenCache,
     Unavailable,
     grant_answer,
+    int_header,
     json_answer,
     json_body,
     json_or_none,
@@ -415,7 +416,7 @@ class SalesforceClient(PlatformClient):
         nxt = response.headers.get("Sforce-Locator")
         if nxt is None:
             raise MalformedResponse("bulk results: no Sforce-Locator header")
-        expected = response.headers.get("Sforce-NumberOfRecords")
+        expected = int_header(response.headers, "Sforce-NumberOfRecords")  # None: unreadable
 
         def rows() -> Iterator[dict[str, str]]:
             count = 0
@@ -427,7 +428,7 @@ class SalesforceClient(PlatformClient):
                 raise Unavailable(f"bulk results: the download broke off: {exc}") from exc
             finally:
                 response.close()
-            if expected is not None and expected.isdigit() and int(expected) != count:
+            if expected is not None and expected >= 0 and expected != count:
                 raise MalformedResponse(
                     f"bulk results: Sforce-NumberOfRecords says {expected}, the CSV has {count}"
                 )
