@@ -368,8 +368,9 @@ class HubSpotConnector(ClientConnector):
     def _end_id(self, direction: str) -> int:
         """The lowest or highest contact id (1 and 0 when there are none)."""
         rows, _ = self.client.search([], [{"propertyName": ID, "direction": direction}], [ID], 1, 0)
-        if rows and str(rows[0].get("id", "")).isdigit():
-            return int(rows[0]["id"])
+        found = _id_number(rows[0].get("id")) if rows else None
+        if found is not None:
+            return found
         return 1 if direction == "ASCENDING" else 0
 
     def _scan_range(self, last: int, high: int) -> Iterator[tuple[list[dict[str, Any]], int]]:
@@ -380,7 +381,7 @@ class HubSpotConnector(ClientConnector):
             rows, _ = self.client.search(groups, sorts, self._read, self.settings.page_size, 0)
             # A row without a numeric id is reported and skipped where the page is read
             # (_records); the keyset moves on from the rows that have one.
-            ids = [int(r["id"]) for r in rows if str(r.get("id", "")).isdigit()]
+            ids = [n for n in (_id_number(r.get("id")) for r in rows) if n is not None]
             if len(rows) >= self.settings.page_size and not ids:
                 raise MalformedResponse("a full page of HubSpot search results without ids")
             if ids and (min(ids) <= last or max(ids) > high):
@@ -472,9 +473,7 @@ class HubSpotConnector(ClientConnector):
             raise MalformedResponse("a HubSpot contact without properties")
         record_id = str(row.get("id") or props.get(ID) or "")
         modified = props.get(MODIFIED) or row.get("updatedAt")
-        # HubSpot ids are 64-bit: a longer one is not an id, and int() of one past 4,300
-        # digits raises, which would fail the page at the same place every cycle.
-        if not record_id.isdigit() or len(record_id) > MAX_ID_DIGITS or not modified:
+        if _id_number(record_id) is None or not modified:
             raise MalformedResponse(f"a HubSpot contact without a usable id or {MODIFIED}")
         try:
             modified_at = parse_modified(modified)
@@ -748,3 +747,11 @@ def _context_values(error: Mapping[str, Any]) -> list[str]:
             elif value is not None:
                 values.append(str(value))
     return values
+
+
+def _id_number(value: Any) -> int | None:
+    """A HubSpot id as a number, or ``None`` when it is not one. Ids are 64-bit: a longer
+    string of digits is no id, and ``int()`` of one past 4,300 digits raises, which would
+    fail the page at the same place every cycle."""
+    text = str(value or "")
+    return int(text) if text.isdigit() and len(text) <= MAX_ID_DIGITS else None
