@@ -780,7 +780,10 @@ def _records(count: int) -> Any:
     yield b'{"results": ['
     batch: list[bytes] = []
     for number in range(1, count + 1):
-        batch.append(b'{"id": "%d", "properties": {"email": "r%d@example.edu"}}' % (number, number))
+        batch.append(
+            b'{"id": "%d", "properties": {"email": "r%d@example.edu", "firstname": "F%d", '
+            b'"lastmodifieddate": "2025-01-06T10:00:00Z"}}' % (number, number, number)
+        )
         if len(batch) == 1000 or number == count:
             yield b",".join(batch) + (b"," if number < count else b"")
             batch = []
