@@ -312,3 +312,14 @@ def test_import_of_a_file_without_line_breaks_is_refused_with_a_row(
     assert [(r["code"], r["details"]) for r in log_rows(sqlite_engine)] == [
         ("file-malformed", {"file": "contacts.csv"})
     ]
+
+
+def test_a_large_file_with_cr_only_line_ends_is_not_one_long_line() -> None:
+    """A binary readline splits at LF only: CR-only files arrive in limit-sized pieces, cut
+    after their last CR, and only a real run without any line end is refused."""
+    data = b"crm_id,first_name\r" + b"S-1,Ada\r" * 5
+    assert b"".join(bounded_lines(io.BytesIO(data), limit=20)) == data
+    rows = list(stream_rows(io.BytesIO(data * 3)))
+    assert len(rows) == 18 and rows[1] == ["S-1", "Ada"]
+    with pytest.raises(FileMalformed, match="line 3 is longer"):
+        list(bounded_lines(io.BytesIO(b"ok\rno\r" + b"x" * 30), limit=20))
