@@ -9,7 +9,7 @@ exchanged values).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from threading import Event
@@ -42,19 +42,7 @@ def pull_cycle(ctx: CycleContext, *, full: bool = False, cancel: Event | None = 
     confirm.require_hub_id(ctx.db, ctx.instance, ctx.connector)
     with ctx.db.connect() as conn:
         cursor = None if full else runs.get_cursor(conn, ctx.instance.name)
-    ingestor = Ingestor(
-        ctx.db,
-        ctx.schema,
-        ctx.sync_context,
-        dry_run=ctx.dry_run,
-        connection=ctx.instance.connection,
-        conflict_policy=ctx.instance.config.conflict,
-        resolve_conflict=ctx.resolve_conflict,
-        match_record=ctx.match_record,
-        match_on=match_keys(ctx),
-        first_sync=ctx.instance.config.first_sync,
-        on_plan=ctx.on_plan,
-    )
+    ingestor = _ingestor(ctx, on_plan=ctx.on_plan)
     with ingestor:
         for page in ctx.connector.pull(cursor):
             if cancel is not None and cancel.is_set():
@@ -65,6 +53,30 @@ def pull_cycle(ctx: CycleContext, *, full: bool = False, cancel: Event | None = 
     if not ctx.dry_run:
         confirm.expire_overdue(ctx, counts)
     return counts
+
+
+def _ingestor(
+    ctx: CycleContext,
+    *,
+    on_plan: Callable[[RecordPlan], None] | None,
+    quiet: Collection[str] = (),
+) -> Ingestor:
+    """The incoming rules as this instance applies them (its connection, conflict policy,
+    match keys, first-exchange policy and the plugins' hooks), for a pull or a push's reads."""
+    return Ingestor(
+        ctx.db,
+        ctx.schema,
+        ctx.sync_context,
+        dry_run=ctx.dry_run,
+        connection=ctx.instance.connection,
+        conflict_policy=ctx.instance.config.conflict,
+        resolve_conflict=ctx.resolve_conflict,
+        match_record=ctx.match_record,
+        match_on=match_keys(ctx),
+        first_sync=ctx.instance.config.first_sync,
+        on_plan=on_plan,
+        quiet=quiet,
+    )
 
 
 def match_keys(ctx: CycleContext) -> tuple[str, ...]:
@@ -83,20 +95,7 @@ def ingest_found(ctx: CycleContext, records: list[RemoteRecord]) -> list[RecordP
     ambiguous record already, so this does not log it again."""
     plans: list[RecordPlan] = []
     quiet = [Code.AMBIGUOUS_MATCH] if ctx.instance.direction.pulls else []
-    ingestor = Ingestor(
-        ctx.db,
-        ctx.schema,
-        ctx.sync_context,
-        dry_run=ctx.dry_run,
-        connection=ctx.instance.connection,
-        conflict_policy=ctx.instance.config.conflict,
-        resolve_conflict=ctx.resolve_conflict,
-        match_record=ctx.match_record,
-        match_on=match_keys(ctx),
-        first_sync=ctx.instance.config.first_sync,
-        on_plan=plans.append,
-        quiet=quiet,
-    )
+    ingestor = _ingestor(ctx, on_plan=plans.append, quiet=quiet)
     with ingestor:
         _page(ctx, ingestor, Page(records, None), Counter(), checkpoint=False)
     return plans
