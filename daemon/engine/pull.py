@@ -128,12 +128,16 @@ def _page(
 
     merges = {r.remote_id: r.merged_from for r in page.records if r.merged_from}
     settled = confirm.Settled()
+    # What the hooks count, for the attempt that commits only: a batch may be tried more
+    # than once (a re-plan, or trials that set a poison record aside), each from ``before``.
+    hooked: Counter[str] = Counter()
 
     def before(conn: Connection, records: list[IncomingRecord]) -> None:
+        hooked.clear()
         now = utcnow()
         lease.renew(conn, connection, ctx.owner, now)
         if merges:
-            counts["merged"] += links.follow_merges(conn, connection, merges, now)
+            hooked["merged"] += links.follow_merges(conn, connection, merges, now)
         known = links.by_remote_ids(conn, connection, [r.remote_id or "" for r in records])
         for item in records:
             link = known.get(item.remote_id or "")
@@ -154,12 +158,13 @@ def _page(
         now = utcnow()
         _save_links(conn, ctx, plans, tagged, now, settled.still_pending)
         if deleted:
-            _tombstone(conn, ctx, deleted, now, counts)
+            _tombstone(conn, ctx, deleted, now, hooked)
         if checkpoint:
             runs.set_cursor(conn, ctx.instance.name, page.cursor, now)
 
     if incoming or deleted:
         ingestor.batch(incoming, before=before, after=after)
+        counts.update(hooked)
         if settled.confirmed:
             counts["confirmed"] += settled.confirmed
     elif not ctx.dry_run and checkpoint:

@@ -43,6 +43,8 @@ class Code(StrEnum):
     UNKNOWN_COLUMN = "unknown-column"
     AMBIGUOUS_MATCH = "ambiguous-match"
     TLS_REFUSED = "tls-refused"
+    CONTROL_CHARACTER = "control-character-in-value"
+    RECORD_NOT_APPLIED = "record-not-applied"
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +246,24 @@ _ENTRIES: tuple[Entry, ...] = (
         "Have the platform's owner fix the certificate, correct the host name in base_url, or "
         "add the issuing CA to the system's trust store (an inspecting proxy's CA, say).",
         "cycle stopped; nothing sent; not retried until the next cycle",
+    ),
+    Entry(
+        Code.CONTROL_CHARACTER,
+        "The value holds a control character: NUL or another C0 control, DEL, or a C1 "
+        "control (U+0080 to U+009F). Tab, line feed and carriage return are allowed only in "
+        "custom text fields. The message names the character, never the value.",
+        "Remove the character from the source record (often a copy-paste from another "
+        "program, or a broken export); it is picked up on the next sync.",
+        "field skipped; the rest of the record applied",
+    ),
+    Entry(
+        Code.RECORD_NOT_APPLIED,
+        "Applying this record failed (the database refused it, or the daemon hit an error "
+        "while preparing or writing it), so it was set aside and the rest of its page or file "
+        "was applied without it. The message names the error class, not the values.",
+        "Look at the record on the source (the row names it); correct it there, or report the "
+        "error class with the run id. It is read again on the next change or full sync.",
+        "record skipped; the rest of the batch applied and the cursor moved on",
     ),
 )
 

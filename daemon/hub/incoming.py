@@ -31,6 +31,7 @@ from daemon.hub.fields import (
     is_blank,
     plan_field,
 )
+from daemon.hub.normalize import InvalidValue, no_controls
 from daemon.hub.store import Contact, CustomValue, Link, RunKey, new_contact_id
 
 
@@ -141,6 +142,13 @@ def prepare(record: IncomingRecord, schema: Schema) -> Prepared:
         if name == HUB_ID:
             if not is_blank(raw):
                 hub_id = str(raw).strip()
+                try:
+                    no_controls(hub_id)
+                except InvalidValue as exc:
+                    # Never looked up (PostgreSQL refuses NUL even in a query): an id no
+                    # contact has, so rule 3 skips the record as it does an unknown id.
+                    problems.append(Problem(exc.code, exc.message, name))
+                    hub_id = ""
             continue
         if name in last and _same_as_exchanged(raw, last[name]):
             # The platform still holds exactly what was exchanged (a canonical value, so

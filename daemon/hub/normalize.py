@@ -25,6 +25,12 @@ _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
 _US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
 _GROUPED = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
+# Control characters a stored value may not hold: every C0 control, DEL and the C1 block.
+# PostgreSQL refuses NUL in text outright; SQLite would keep it, and a terminal or a
+# spreadsheet acts on the rest. One compiled search per value keeps the rule cheap.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Free text (custom text fields) may hold tab, line feed and carriage return.
+_CONTROL_FREE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 class InvalidValue(ValueError):
@@ -85,12 +91,29 @@ def _email_slow(value: str) -> str:
     return result.normalized.lower()
 
 
-def text(value: str, max_length: int, *, code: Code = Code.VALUE_TOO_LONG) -> str:
-    """Strip ``value`` and check its length."""
+def text(
+    value: str, max_length: int, *, code: Code = Code.VALUE_TOO_LONG, free_text: bool = False
+) -> str:
+    """Strip ``value`` and check its length and its characters (:func:`no_controls`)."""
     value = value.strip()
     if len(value) > max_length:
         raise InvalidValue(code, f"value is {len(value)} characters; at most {max_length}")
-    return value
+    return no_controls(value, free_text=free_text)
+
+
+def no_controls(value: str, *, free_text: bool = False) -> str:
+    """Return ``value`` if it holds no control character; tab, LF and CR pass in free text.
+
+    The message names the character's code point and position, never the value (it may be
+    personal data).
+    """
+    found = (_CONTROL_FREE_TEXT if free_text else _CONTROL).search(value)
+    if found is None:
+        return value
+    raise InvalidValue(
+        Code.CONTROL_CHARACTER,
+        f"value holds control character U+{ord(found.group()):04X} at position {found.start() + 1}",
+    )
 
 
 def boolean(value: str | bool, *, code: Code = Code.INVALID_VALUE) -> bool:
@@ -157,4 +180,4 @@ def custom(value: str, field_type: str) -> str:
         return iso_date(value)
     if field_type == "boolean":
         return "true" if boolean(value, code=Code.INVALID_CUSTOM_FIELD_VALUE) else "false"
-    return text(value, CUSTOM_TEXT_MAX)
+    return text(value, CUSTOM_TEXT_MAX, free_text=True)
