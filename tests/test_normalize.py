@@ -262,3 +262,31 @@ def test_email_fast_path_agrees_with_the_full_validator(local, domain):
     except normalize.InvalidValue:
         got = None
     assert got == expected
+
+
+# --- control characters (issue 16 §2) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\x1b", "\x7f", "\x85", "\x9f", "\t", "\n"])
+def test_a_control_character_inside_a_text_value_is_refused_by_code_point(char):
+    from daemon.hub.normalize import text
+
+    with pytest.raises(InvalidValue) as caught:
+        text(f"Ada{char}Lovelace", 64)
+    assert caught.value.code == "control-character-in-value"
+    assert f"U+{ord(char):04X} at position 4" in caught.value.message
+    assert "Ada" not in caught.value.message  # the value itself is personal data
+
+
+def test_free_text_keeps_tab_and_line_ends_but_not_nul():
+    from daemon.hub.normalize import custom
+
+    assert custom("line one\r\nline\ttwo", "text") == "line one\r\nline\ttwo"
+    with pytest.raises(InvalidValue):
+        custom("line\x00two", "text")
+
+
+def test_bidi_and_other_format_characters_are_text_not_controls():
+    from daemon.hub.normalize import text
+
+    assert text("Ada\u202eLovelace\u200d", 64) == "Ada\u202eLovelace\u200d"

@@ -411,12 +411,11 @@ def not_applied_message(error: BaseException) -> str:
     """Why a record was not applied: the error class and, from a database, its SQLSTATE or
     SQLite error name. Never the error's text, which may quote values (personal data or a
     secret)."""
-    name = type(error).__name__
     if isinstance(error, DBAPIError):
         original = error.orig
         detail = getattr(original, "sqlstate", None) or getattr(original, "sqlite_errorname", None)
         reason = f"the database refused it ({type(original).__name__}"
         reason += f", {detail})" if detail else ")"
     else:
-        reason = "applying it raised an error"
-    return f"record not applied: {reason}; {name}; the rest of the batch applied"
+        reason = f"{type(error).__name__} while applying it"
+    return f"record not applied: {reason}; the rest of the batch applied"
