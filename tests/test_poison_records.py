@@ -122,6 +122,25 @@ def test_one_record_refused_by_the_database_is_set_aside_and_the_cursor_moves_on
     assert again.outcome == "ok" and again.counts.get("read", 0) == 0
 
 
+def test_a_csv_row_refused_by_the_database_costs_only_that_row(poison_trigger, tmp_path):
+    engine = poison_trigger
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(
+        csv_text(
+            "crm_id,first_name,last_name,phone",
+            *(f"S{i},{MARKER if i == 1 else 'Ada'},L{i},{phone(i)}" for i in range(4)),
+        )
+    )
+    result = import_csv(engine, path, load_schema(engine), batch_size=2)
+    assert set(names(engine)) == {"S0", "S2", "S3"}
+    (row,) = log_rows(engine)
+    assert (row["code"], row["details"]) == (
+        "record-not-applied",
+        {"file": "contacts.csv", "row": 3},
+    )
+    assert result.report.summary["errors"] == 1 and result.report.summary["skipped"] == 1
+
+
 def test_a_dry_run_sets_the_poison_record_aside_too_and_keeps_nothing(poison_trigger):
     engine = poison_trigger
     with ingestor(engine, dry_run=True) as run:
