@@ -10,7 +10,7 @@ click reads the arguments, so no subcommand may define an option of those names.
 One module per command family: :mod:`~daemon.cli.contacts` (``import``, ``contacts``,
 ``fields``), :mod:`~daemon.cli.synclog` (``log``, ``errors``), :mod:`~daemon.cli.sync`
 (``sync``, ``status``, ``outbox``, ``links``, ``cursor``, ``check``), :mod:`~daemon.cli.run`,
-:mod:`~daemon.cli.messages`, :mod:`~daemon.cli.plugins`, :mod:`~daemon.cli.simulate` and
+:mod:`~daemon.cli.serve` and :mod:`~daemon.cli.tokens` (the HTTP API), :mod:`~daemon.cli.messages`, :mod:`~daemon.cli.plugins`, :mod:`~daemon.cli.simulate` and
 :mod:`~daemon.cli.demo`. They share :class:`~daemon.cli.app.App`; this module only assembles
 the root group.
 """
@@ -22,7 +22,19 @@ import contextlib
 import click
 
 from daemon import __version__
-from daemon.cli import auth, contacts, demo, init, messages, run, simulate, sync, synclog
+from daemon.cli import (
+    auth,
+    contacts,
+    demo,
+    init,
+    messages,
+    run,
+    serve,
+    simulate,
+    sync,
+    synclog,
+    tokens,
+)
 from daemon.cli.app import App
 from daemon.cli.plugins import add_plugin_commands, plugins_command
 from daemon.engine.registry import PluginError
@@ -124,6 +136,8 @@ for _command in (
     plugins_command,
     *sync.COMMANDS,
     run.run_command,
+    serve.serve_command,
+    tokens.tokens_group,
     auth.auth_command,
     simulate.simulate_command,
     demo.demo_command,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 SETTINGS_FILE = "contactsync.toml"
 INSTANCES_DIR = "instances"
@@ -102,6 +102,20 @@ class LogSettings(_Strict):
         return value
 
 
+class HttpSettings(_Strict):
+    """``[http]``: the HTTP API, served by ``contactsync run`` when enabled."""
+
+    enabled: StrictBool = Field(
+        default=False, description="Serve the HTTP API inside the daemon (`contactsync run`)."
+    )
+    bind: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address to listen on; the default keeps it off the public interface.",
+    )
+    port: int = Field(default=8765, ge=0, le=65535, description="TCP port (0: any free one).")
+
+
 class Settings(_Strict):
     """The whole of ``etc/contactsync.toml``."""
 
@@ -112,6 +126,7 @@ class Settings(_Strict):
     hub: HubSettings = HubSettings()
     daemon: DaemonSettings = DaemonSettings()
     log: LogSettings = LogSettings()
+    http: HttpSettings = HttpSettings()
 
     # Not read from the file: where it came from, for resolving relative paths.
     etc_dir: Path = Field(default=Path("etc"), exclude=True)

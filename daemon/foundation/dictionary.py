@@ -45,6 +45,10 @@ class Code(StrEnum):
     TLS_REFUSED = "tls-refused"
     CONTROL_CHARACTER = "control-character-in-value"
     RECORD_NOT_APPLIED = "record-not-applied"
+    API_UNAUTHORIZED = "api-unauthorized"
+    API_FORBIDDEN = "api-forbidden"
+    API_INVALID_REQUEST = "api-invalid-request"
+    API_NOT_FOUND = "api-not-found"
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +268,37 @@ _ENTRIES: tuple[Entry, ...] = (
         "Look at the record on the source (the row names it); correct it there, or report the "
         "error class with the run id. It is read again on the next change or full sync.",
         "record skipped; the rest of the batch applied and the cursor moved on",
+    ),
+    Entry(
+        Code.API_UNAUTHORIZED,
+        "An HTTP API request carried no token, a token the hub does not know, or a revoked "
+        "one (Authorization: Bearer TOKEN).",
+        "Send a current token; an admin makes one with contactsync tokens create NAME --role "
+        "ROLE (contactsync tokens list shows which are revoked).",
+        "request refused (401); nothing read or written",
+    ),
+    Entry(
+        Code.API_FORBIDDEN,
+        "An HTTP API token's role is too low for the route: read views, staff also edits "
+        "contacts, admin also manages instances and tokens.",
+        "Use a token with the role the route names, or ask an admin for one.",
+        "request refused (403); nothing written",
+    ),
+    Entry(
+        Code.API_INVALID_REQUEST,
+        "An HTTP API request the API cannot read: a body that is not the documented JSON, an "
+        "unknown key, a wrong type, a bad cursor or limit, too many records in a batch. The "
+        "message names the place.",
+        "Correct the request as /openapi.json describes it; in a batch, only that record is "
+        "refused.",
+        "request (or batch record) refused (400/422); nothing written",
+    ),
+    Entry(
+        Code.API_NOT_FOUND,
+        "An HTTP API request named a contact (by hub id, CRM id or phone) or a route that "
+        "does not exist.",
+        "Check the id; GET /api/v1/contacts?search=… finds a contact.",
+        "request refused (404); nothing written",
     ),
 )
 

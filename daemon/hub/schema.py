@@ -20,7 +20,10 @@ from sqlalchemy import Column, Connection, Engine, Table, inspect
 from sqlmodel import SQLModel
 
 from daemon.foundation.log import get_logger
-from daemon.hub import store  # noqa: F401  (registers the tables on SQLModel.metadata)
+from daemon.hub import (  # noqa: F401  (registers the tables on SQLModel.metadata)
+    apitokens,
+    store,
+)
 
 log = get_logger(__name__)
 

@@ -1,0 +1,93 @@
+"""The API's app factory: one FastAPI app, one router per resource, one error shape.
+
+A later resource is one more module with an ``APIRouter`` whose routes each name their role
+(:class:`~daemon.api.auth.Require`), added to :data:`ROUTERS`; the auth matrix test then
+covers it without a change. The OpenAPI document is served, unauthenticated, at
+``/openapi.json``; the interactive pages (``/docs``) are off, as they load scripts from a CDN.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import Engine
+
+from daemon import __version__
+from daemon.api import contacts, errors, fields
+from daemon.api.state import Hub
+from daemon.config.settings import Settings
+from daemon.foundation.log import get_logger
+
+log = get_logger("contactsync.api")
+
+ROUTERS: tuple[APIRouter, ...] = (contacts.router, fields.router)
+UNROUTED_PATHS = frozenset({"/openapi.json"})
+"""Paths without parameters that Starlette serves outside the routers: logged as they are."""
+
+
+def app_for(engine: Engine, settings: Settings) -> FastAPI:
+    """The API over the hub ``engine``, with the hub settings of ``settings``."""
+    return create_app(Hub(engine, region=settings.hub.default_region))
+
+
+def create_app(hub: Hub) -> FastAPI:
+    """The API over ``hub``."""
+    app = FastAPI(
+        title="contactsync",
+        version=__version__,
+        description="The hub's contacts and custom fields; every refusal is "
+        '`{"error": {"code", "message"}}` with a code of the error dictionary.',
+        docs_url=None,
+        redoc_url=None,
+        responses=errors.ERROR_RESPONSES,
+    )
+    app.state.hub = hub
+    for router in ROUTERS:
+        app.include_router(router)
+    errors.install(app)
+    app.add_middleware(AccessLog)
+    return app
+
+
+class AccessLog:
+    """One JSON log line per request, in the daemon's log schema.
+
+    It names the route's *template* (``/api/v1/contacts/{contact}``), never the concrete path
+    or the query string: either may hold a phone, an email or a search for a name. The
+    caller is named by its token's name, never the token.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None)
+            if route is None and scope.get("path") in UNROUTED_PATHS:
+                route = scope["path"]
+            state = scope.get("state") or {}
+            log.info(
+                "http_request",
+                method=scope.get("method"),
+                route=route or "(no route)",
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                client=state.get("token_name"),
+                code=state.get("error_code"),
+            )
