@@ -10,7 +10,8 @@ click reads the arguments, so no subcommand may define an option of those names.
 One module per command family: :mod:`~daemon.cli.contacts` (``import``, ``contacts``,
 ``fields``), :mod:`~daemon.cli.synclog` (``log``, ``errors``), :mod:`~daemon.cli.sync`
 (``sync``, ``status``, ``outbox``, ``links``, ``cursor``, ``check``), :mod:`~daemon.cli.run`,
-:mod:`~daemon.cli.serve` and :mod:`~daemon.cli.tokens` (the HTTP API), :mod:`~daemon.cli.messages`, :mod:`~daemon.cli.plugins`, :mod:`~daemon.cli.simulate` and
+:mod:`~daemon.cli.serve` and :mod:`~daemon.cli.tokens` (the HTTP API),
+:mod:`~daemon.cli.messages`, :mod:`~daemon.cli.plugins`, :mod:`~daemon.cli.simulate` and
 :mod:`~daemon.cli.demo`. They share :class:`~daemon.cli.app.App`; this module only assembles
 the root group.
 """

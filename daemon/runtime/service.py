@@ -7,6 +7,8 @@ watchdog is pinged, so a wedged loop stops the pings and systemd restarts the da
 
 - ``SIGHUP`` reloads ``etc/instances`` (``RELOADING=1``, then ``READY=1``); the file watcher
   reloads the same way, without telling systemd.
+- With ``[http] enabled``, the HTTP API is served on a thread (:mod:`daemon.api.server`); it
+  starts before the daemon says READY and drains with the cycles on a stop.
 - ``SIGTERM`` / ``SIGINT`` stop: ``STOPPING=1``, no new cycle starts, every running cycle's
   cancel event is set (the engine checks it between pages and requests: the page in flight
   commits or rolls back, and the run ends ``interrupted``), and the daemon waits for them up
@@ -34,6 +36,8 @@ from typing import Any
 import pluggy
 from sqlalchemy import Engine
 
+from daemon.api.app import app_for
+from daemon.api.server import ApiServer, ApiServerError
 from daemon.config.instances import Instance
 from daemon.config.settings import Settings, load_settings
 from daemon.engine.cycle import SyncEngine
@@ -87,6 +91,7 @@ class Service:
         self.scheduler: Scheduler | None = None
         self.waker: OutboxWaker | None = None
         self.watcher: ConfigWatcher | None = None
+        self.api: ApiServer | None = None
         self._cycles: dict[str, threading.Event] = {}  # job id -> its cancel event
         self._cycles_changed = threading.Condition()
         self._pipe_r, self._pipe_w = os.pipe()
@@ -107,6 +112,9 @@ class Service:
                 self._start()
             except PluginError as exc:
                 log.error("daemon_not_started", code=str(PluginError.code), reason=str(exc))
+                return 2
+            except ApiServerError as exc:
+                log.error("daemon_not_started", code=str(Code.CONFIG_INVALID), reason=str(exc))
                 return 2
             self._loop()
         except Exception:
@@ -153,6 +161,15 @@ class Service:
             stop=self.stop_event,
         )
         self.watcher.start()
+        if settings.http.enabled:
+            # Last, so a port in use stops the start before READY (systemd then says so).
+            self.api = ApiServer(
+                app_for(self.engine, settings),
+                bind=settings.http.bind,
+                port=settings.http.port,
+                grace_seconds=settings.daemon.shutdown_grace_seconds,
+            )
+            self.api.start()
         status = self._status_text()
         self.notifier.ready(status)
         self._last_status = status
@@ -193,6 +210,9 @@ class Service:
         self.stopping.set()
         self.notifier.stopping()
         self.stop_event.set()
+        if self.api is not None:
+            # Stop accepting now; the requests in flight finish while the cycles drain.
+            self.api.request_stop()
         if self.scheduler is not None:
             self.scheduler.shutdown()
         with self._cycles_changed:
@@ -215,6 +235,8 @@ class Service:
             if _TERM in self._wait(0):
                 log.warning("shutdown_hurried", jobs=left)
                 break
+        if self.api is not None:
+            self.api.join(deadline - time.monotonic())
         if self.pm is not None:
             notify(self.pm, "shutdown", reason=reason)
         if left:
@@ -384,6 +406,7 @@ class Service:
             self.scheduler is not None
             and self.scheduler.running
             and all(t.is_alive() for t in threads)
+            and (self.api is None or self.api.running)
         )
 
     def _status_text(self) -> str:
