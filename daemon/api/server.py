@@ -43,11 +43,14 @@ class ApiServer:
         )
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
+        self._port: int | None = None
 
     @property
     def port(self) -> int:
-        """The port listened on (the real one when 0 was asked)."""
-        return int(self.server.servers[0].sockets[0].getsockname()[1])
+        """The port listened on (the real one when 0 was asked); kept after the stop."""
+        if self._port is None:
+            self._port = int(self.server.servers[0].sockets[0].getsockname()[1])
+        return self._port
 
     @property
     def url(self) -> str:
