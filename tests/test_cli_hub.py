@@ -221,7 +221,7 @@ def _uncommented(text: str) -> str:
 def test_the_settings_reference_lists_every_setting_at_its_default():
     text = settings_reference()
 
-    assert tomllib.loads(text) == {k: {} for k in ("database", "hub", "daemon", "log")}
+    assert tomllib.loads(text) == {k: {} for k in ("database", "hub", "daemon", "log", "http")}
     switched_on = tomllib.loads(_uncommented(text))
     defaults = Settings().model_dump(exclude_none=True)
     assert switched_on == defaults
