@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from daemon.cli.app import App, json_option, pass_app
-from daemon.cli.output import cell, console, err_console, fail, print_json, print_table
+from daemon.cli.output import cell, err_console, fail, print_json, print_table, safe_text, say
 from daemon.hub.contacts import (
     HubError,
     add_custom_field,
@@ -96,7 +96,9 @@ def import_cmd(
         on_plan=keep if show_plan else None,
     )
     for column in result.unused_overrides:
-        err_console.print(f"contactsync: --map: {file.name} has no column {column!r}", markup=False)
+        err_console.print(
+            safe_text(f"contactsync: --map: {file.name} has no column {column!r}"), markup=False
+        )
     report = result.report
     problems = [
         {
@@ -188,9 +190,9 @@ def _print_import_report(
         )
         if total > len(shown):
             where = "" if dry_run else f"; all are in `contactsync log --run {run_id}`"
-            console.print(f"{total - len(shown)} more problems{where}")
+            say(f"{total - len(shown)} more problems{where}")
     if dry_run:
-        console.print("Dry run: nothing was written; the counts are what an import would do.")
+        say("Dry run: nothing was written; the counts are what an import would do.")
 
 
 # --- contacts -------------------------------------------------------------------------------
@@ -339,7 +341,7 @@ def contacts_add(app: App, test_user: bool, as_json: bool, **kwargs: Any) -> Non
     if as_json:
         print_json({"id": contact_id})
     else:
-        console.print(f"added {contact_id}")
+        say(f"added {contact_id}")
 
 
 @contacts.command("edit")
@@ -356,7 +358,7 @@ def contacts_edit(
     if as_json:
         print_json({"id": contact_id})
     else:
-        console.print(f"updated {contact_id}")
+        say(f"updated {contact_id}")
 
 
 @contacts.command("archive")
@@ -366,7 +368,7 @@ def contacts_edit(
 def contacts_archive(app: App, contact_id: str, undo: bool) -> None:
     """Archive CONTACT_ID (or un-archive it with --undo)."""
     _save(app, {}, contact_id=contact_id, archived=not undo)
-    console.print(f"{'un-archived' if undo else 'archived'} {contact_id}")
+    say(f"{'un-archived' if undo else 'archived'} {contact_id}")
 
 
 # --- fields ---------------------------------------------------------------------------------
@@ -401,10 +403,10 @@ def fields_add(app: App, name: str, field_type: str, exist_ok: bool) -> None:
     """Define a custom field NAME (its display name, e.g. "Class Year")."""
     existing = load_schema(app.engine).custom_field(name.strip())
     if existing is not None and exist_ok and existing.type == field_type:
-        console.print(f"custom field {existing.name!r} ({existing.type}) already exists")
+        say(f"custom field {existing.name!r} ({existing.type}) already exists")
         return
     try:
         definition = add_custom_field(app.engine, name, field_type)
     except HubError as exc:
         fail(str(exc), str(exc.code))
-    console.print(f"added custom field {definition.name!r} ({definition.type})")
+    say(f"added custom field {definition.name!r} ({definition.type})")

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from daemon.cli.app import App, json_option
-from daemon.cli.output import cell, console, fail, print_json, print_table
+from daemon.cli.output import cell, fail, print_json, print_table, say
 from daemon.engine import export_cycle as exports
 from daemon.hub.messages import (
     CHANNELS,
@@ -60,7 +60,7 @@ def _print_report(report: MessagesReport, title: str, as_json: bool) -> None:
                 ],
                 title=f"Problems ({report.problem_count})",
             )
-            console.print(f"contactsync log --run {report.run_id}", markup=False)
+            say(f"contactsync log --run {report.run_id}")
     if report.file_error is not None or (
         report.skipped and not report.added and not report.already_present
     ):

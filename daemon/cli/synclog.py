@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from daemon.cli.app import App, json_option, pass_app
-from daemon.cli.output import console, fail, print_json, print_table
+from daemon.cli.output import console, fail, print_json, print_table, say
 from daemon.foundation.dictionary import ENTRIES, explain
 from daemon.hub.store import utcnow
 from daemon.hub.synclog import prune_sync_log
@@ -133,7 +133,7 @@ def log_prune(app: App, older_than: str | None, dry_run: bool, as_json: bool) ->
         )
         return
     verb = "would delete" if dry_run else "deleted"
-    console.print(f"{verb} {count} sync-log row(s) older than {cutoff:%Y-%m-%d %H:%M:%S} UTC")
+    say(f"{verb} {count} sync-log row(s) older than {cutoff:%Y-%m-%d %H:%M:%S} UTC")
 
 
 def _where(details: dict[str, Any] | None) -> str:

@@ -16,6 +16,8 @@ from typing import Any
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
+from daemon.foundation.log import redact_text, register_secret
+
 SETTINGS_FILE = "contactsync.toml"
 INSTANCES_DIR = "instances"
 DEFAULT_ETC_DIR = Path("etc")
@@ -151,6 +153,7 @@ class Settings(_Strict):
         """The hub's URL: ``CONTACTSYNC_DATABASE_URL``, then the file, then embedded SQLite."""
         url = os.environ.get("CONTACTSYNC_DATABASE_URL") or self.database.url
         if url:
+            register_url_password(url)  # a driver's error may quote the URL
             return url
         return f"sqlite:///{self.resolved_state_dir / 'contactsync.db'}"
 
@@ -213,15 +216,25 @@ def find_config_folder(
 
 
 def redacted_url(url: str) -> str:
-    """A database URL fit to print: any password replaced by ``***``."""
+    """A URL fit to print: its user-info masked (``postgresql://***@host/db``), the same
+    redaction the JSON log applies to every string (:func:`daemon.foundation.log.redact_text`).
+    A password SQLAlchemy reads out of a URL that is not valid RFC 3986 (a bare ``/`` in it)
+    is registered as a secret first, so it is masked wherever it sits."""
+    register_url_password(url)
+    return redact_text(url)
+
+
+def register_url_password(url: str) -> None:
+    """Register the password of a database URL as a secret, so no message can show it."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        password = make_url(url).password
     except (ArgumentError, ValueError):
-        # Not a URL SQLAlchemy reads: keep only the scheme, a password may hide in the rest.
-        return url.split("://", 1)[0] + "://…" if "://" in url else "(unreadable URL)"
+        return
+    if password:
+        register_secret(str(password))
 
 
 def _describe(loc: tuple[Any, ...]) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import MutableMapping
@@ -38,6 +39,12 @@ PRIORITIES = {
 }
 _SECRET_KEYS = ("password", "passphrase", "secret", "token", "api_key", "apikey", "authorization")
 
+# A URL's user-info (``scheme://user:password@host``), wherever a URL sits in a string: an
+# httpx error, a redirect's Location, a database URL in a message. Greedy up to the last "@"
+# before the path, so a password holding an unescaped "@" goes too; the authority ends at the
+# first "/", "?", "#" or white space, so an email address later in the text is left alone.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#@]*(?:@[^\s/?#@]*)*@")
+
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 
@@ -49,8 +56,16 @@ def register_secret(value: str | None) -> None:
             _secrets.add(value)
 
 
+def strip_userinfo(text: str) -> str:
+    """``text`` with the user-info of every URL in it masked: ``scheme://***@host``."""
+    if "://" not in text:
+        return text
+    return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+
+
 def redact_text(text: str) -> str:
-    """``text`` with every registered secret replaced."""
+    """``text`` with every registered secret replaced and every URL's user-info masked."""
+    text = strip_userinfo(text)
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)

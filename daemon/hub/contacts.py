@@ -128,13 +128,15 @@ def list_contacts(
     if test_users is not None:
         query = query.where(_CONTACT.c.test_user.is_(test_users))
     if search:
-        like = f"%{search.lower()}%"
+        # autoescape: "%", "_" and the escape character in the search are themselves, not
+        # LIKE wildcards ("%" listed every contact), the same on SQLite and PostgreSQL.
+        lowered = search.lower()
         query = query.where(
             or_(
-                func.lower(_CONTACT.c.first_name).like(like),
-                func.lower(_CONTACT.c.last_name).like(like),
-                func.lower(_CONTACT.c.email).like(like),
-                _CONTACT.c.phone.like(f"%{search}%"),
+                func.lower(_CONTACT.c.first_name).contains(lowered, autoescape=True),
+                func.lower(_CONTACT.c.last_name).contains(lowered, autoescape=True),
+                func.lower(_CONTACT.c.email).contains(lowered, autoescape=True),
+                _CONTACT.c.phone.contains(search, autoescape=True),
                 _CONTACT.c.crm_id == search,
                 _CONTACT.c.id == search,
             )
