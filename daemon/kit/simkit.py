@@ -74,10 +74,13 @@ to advance::
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
+import struct
 import threading
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -664,6 +667,10 @@ class HostileAnswer:
     - ``"endless"``: a chunked JSON array that never ends, until the client hangs up;
     - ``"drip"``: the status and headers at once, then one byte of the body every
       ``interval`` seconds, ``size`` bytes in all;
+    - ``"headers"``: the status line, then the *headers* one byte every ``interval`` seconds
+      (``size`` bytes of them), so no body is ever reached;
+    - ``"gzip"``: ``Content-Encoding: gzip`` (``deflate`` with ``encoding="deflate"``), a
+      body of about ``size // 1000`` bytes that inflates to ``size`` zero bytes (a bomb);
     - ``"records"``: ``{"results": [...]}`` with ``count`` small records;
     - ``"deep"``: a JSON array nested ``depth`` levels deep;
     - ``"body"``: ``body`` as it is (a wrongly typed answer, a 5,000-digit id).
@@ -677,6 +684,7 @@ class HostileAnswer:
     lie_length: bool = False
     body: bytes = b"{}"
     status: int = 200
+    encoding: str = "gzip"
 
 
 class HostileServer:
@@ -743,6 +751,9 @@ class HostileServer:
             return None, _endless(self._stop, self.CHUNK)
         if answer.kind == "drip":
             return answer.size, _drip(self._stop, answer.size, answer.interval)
+        if answer.kind == "gzip":
+            pieces = _bomb(answer.size, answer.encoding)
+            return sum(len(piece) for piece in pieces), iter(pieces)
         if answer.kind == "records":
             return None, _records(answer.count)
         if answer.kind == "deep":
@@ -776,6 +787,31 @@ def _drip(stop: threading.Event, size: int, interval: float) -> Any:
         yield b" "
 
 
+@functools.lru_cache(maxsize=4)
+def _bomb(size: int, encoding: str) -> tuple[bytes, ...]:
+    """A gzip (or zlib ``deflate``) body inflating to ``size`` zero bytes (whole MiBs), built
+    without compressing them: each MiB ends in a full flush, so every MiB after the first
+    compresses to the same ~1 KB, which is repeated (the pieces share one bytes object)."""
+    mib = bytes(1 << 20)
+    count = max(1, size >> 20)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    first = packer.compress(mib) + packer.flush(zlib.Z_FULL_FLUSH)
+    repeat = packer.compress(mib) + packer.flush(zlib.Z_FULL_FLUSH)
+    end = packer.flush()
+    if encoding == "deflate":  # RFC 9110's "deflate" is the zlib format
+        adler = 1
+        for _ in range(count):
+            adler = zlib.adler32(mib, adler)
+        head, tail = b"\x78\xda", struct.pack(">I", adler)
+    else:
+        crc = 0
+        for _ in range(count):
+            crc = zlib.crc32(mib, crc)
+        head = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+        tail = struct.pack("<II", crc, (count << 20) & 0xFFFFFFFF)
+    return (head + first, *([repeat] * (count - 1)), end + tail)
+
+
 def _records(count: int) -> Any:
     yield b'{"results": ['
     batch: list[bytes] = []
@@ -800,9 +836,14 @@ def _hostile_handler(server: HostileServer) -> type[BaseHTTPRequestHandler]:
             if length:
                 self.rfile.read(length)
             server.requests += 1
+            if server.answer.kind == "headers":
+                self._drip_headers()
+                return
             size, pieces = server.chunks()
             self.send_response(server.answer.status)
             self.send_header("Content-Type", "application/json")
+            if server.answer.kind == "gzip":
+                self.send_header("Content-Encoding", server.answer.encoding)
             if size is None:
                 self.send_header("Transfer-Encoding", "chunked")
             else:
@@ -819,6 +860,18 @@ def _hostile_handler(server: HostileServer) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(b"0\r\n\r\n")
             except OSError:  # the client gave up on the answer: that is the point
                 self.close_connection = True
+
+        def _drip_headers(self) -> None:
+            answer = server.answer
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+                for byte in _drip(server._stop, answer.size, answer.interval):
+                    self.wfile.write(byte.replace(b" ", b"x"))
+                    self.wfile.flush()
+                self.wfile.write(b"\r\nContent-Length: 2\r\n\r\n{}")
+            except OSError:  # the client gave up waiting for the headers
+                pass
+            self.close_connection = True
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
