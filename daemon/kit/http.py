@@ -19,7 +19,11 @@ Every answer is bounded, so a broken or hostile platform cannot exhaust the daem
 larger than ``max_body_bytes`` (counted as it streams in, so a chunked or endless body is caught
 too) is :class:`MalformedResponse`, and an exchange that runs past ``deadline`` seconds in
 total (a server dripping a byte at a time never trips a per-read timeout) is
-:class:`Unavailable`, not retried in place: the next cycle tries again. A certificate the
+:class:`Unavailable`, not retried in place: the next cycle tries again. The deadline holds in
+every phase, the headers included: each socket read, write and connect of the exchange is
+given only the time left (:class:`_DeadlineBackend`). The cap counts *decoded* bytes: a gzip
+or deflate body is inflated here, a bounded piece at a time, so a small compressed "bomb"
+that inflates to gigabytes is refused after ``max_body_bytes``, never held. A certificate the
 platform's TLS does not verify is :class:`TlsRefused`, never retried: only a person can fix it.
 
 Every wait goes through the injectable clock and stops early when ``cancel`` is set. Header
@@ -37,11 +41,15 @@ import math
 import random
 import ssl
 import threading
+import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpcore
 import httpx
 
 from daemon import __version__
@@ -80,6 +88,11 @@ IDEMPOTENT_RETRYABLE_STATUSES = frozenset({408, 500, 502, 504})
 _SECRET_HEADER_MARKERS = ("auth", "token", "key", "secret", "cookie", "session", "password")
 # Raised before a byte of the request reached the server.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# The encodings inflated here, under the size cap: asked for, and no others (httpx would ask
+# for br and zstd too once their packages are installed, and inflate them uncounted).
+ACCEPT_ENCODING = "gzip, deflate"
+# The most one inflate step may produce: the memory a compressed body can claim at once.
+_INFLATE_PIECE = 64 * 1024
 
 Classifier = Callable[[httpx.Response], ConnectorError | None]
 
@@ -154,7 +167,10 @@ def make_client(
     before the first request. Retries are not the transport's job: use
     :func:`request_with_retries` or :class:`HttpSession`.
     """
-    all_headers = {"User-Agent": user_agent or f"contactsync/{__version__}"}
+    all_headers = {
+        "User-Agent": user_agent or f"contactsync/{__version__}",
+        "Accept-Encoding": ACCEPT_ENCODING,
+    }
     all_headers.update(headers or {})
     register_header_secrets(all_headers)
     if isinstance(auth, tuple):
@@ -162,7 +178,7 @@ def make_client(
         register_secret(password)
         register_secret(base64.b64encode(f"{user}:{password}".encode()).decode())
     # Following redirects silently could resend credentials to another host.
-    return httpx.Client(
+    client = httpx.Client(
         base_url=base_url,
         timeout=timeout,
         headers=all_headers,
@@ -171,6 +187,8 @@ def make_client(
         verify=verify,
         follow_redirects=False,
     )
+    _hold_deadlines(client)
+    return client
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -206,12 +224,161 @@ def safe_url(client: httpx.Client, url: str | httpx.URL) -> str:
     return redact_text(str(full.copy_with(query=None, fragment=None)))
 
 
-class _BoundedStream(httpx.SyncByteStream):
-    """A response's raw byte stream that stops at a size cap and a deadline.
+# The monotonic time (``time.monotonic``: sockets wait in real time) by which the exchange in
+# flight on this thread must be over; ``None``: no deadline. Per thread, as a pooled
+# connection may serve one thread's request and then another's.
+_exchange = threading.local()
 
-    Counted per chunk as the bytes arrive, so neither a lying ``Content-Length``, a chunked
-    body without one, nor a server that never stops can make the daemon hold more than
-    ``max_bytes`` (plus one chunk) or wait past ``deadline_at``.
+
+@contextmanager
+def _until(ends: float | None) -> Iterator[None]:
+    """Hold this thread's socket operations to ``ends`` (see :class:`_DeadlineBackend`)."""
+    before = getattr(_exchange, "ends", None)
+    _exchange.ends = ends
+    try:
+        yield
+    finally:
+        _exchange.ends = before
+
+
+def _time_left(timeout: float | None, late: type[Exception]) -> float | None:
+    """``timeout`` shortened to what is left of this thread's deadline; ``late`` once none is."""
+    ends = getattr(_exchange, "ends", None)
+    if ends is None:
+        return timeout
+    left = ends - time.monotonic()
+    if left <= 0:
+        raise late("the request deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+def _deadline_passed() -> bool:
+    ends = getattr(_exchange, "ends", None)
+    return ends is not None and time.monotonic() >= ends
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write waits only for what is left of the deadline.
+
+    httpx's timeouts are per phase and per read, and a phase reads its timeout once: a server
+    sending its *headers* a byte every few seconds never trips one. Here each ``recv`` gets the
+    time left, so the exchange ends at its deadline whichever phase it is in."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _time_left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        wait = _time_left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, wait))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend with every connection a :class:`_DeadlineStream`."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        wait = _time_left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._inner.connect_tcp(host, port, wait, local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        wait = _time_left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.connect_unix_socket(path, wait, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _hold_deadlines(client: httpx.Client) -> None:
+    """Give every connection pool of ``client`` (its transport and any proxy mounts) the
+    :class:`_DeadlineBackend`. httpx has no public hook for it; a transport passed in (a test's
+    ``MockTransport``) has no pool and is left alone. tests/test_leaks.py proves it holds."""
+    for transport in (client._transport, *client._mounts.values()):
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if backend is not None and not isinstance(backend, _DeadlineBackend):
+            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+
+
+class _Inflater:
+    """One ``Content-Encoding`` undone a bounded piece at a time: ``gzip`` or ``deflate``
+    (the zlib format, or raw deflate as some servers send it, as httpx accepts too)."""
+
+    def __init__(self, encoding: str) -> None:
+        self._gzip = encoding in ("gzip", "x-gzip")
+        wbits = zlib.MAX_WBITS | 16 if self._gzip else zlib.MAX_WBITS
+        self._inflater = zlib.decompressobj(wbits)
+        self._first = True
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        """What ``data`` inflates to, in pieces of at most ``_INFLATE_PIECE`` bytes."""
+        if self._first and not self._gzip and data:
+            self._first = False
+            try:  # a raw deflate stream has no zlib header: the first bytes tell
+                probe = zlib.decompressobj(zlib.MAX_WBITS)
+                probe.decompress(data[:2])
+            except zlib.error:
+                self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        while data:
+            piece = self._inflater.decompress(data, _INFLATE_PIECE)
+            data = self._inflater.unconsumed_tail
+            if piece:
+                yield piece
+            if self._inflater.eof:
+                return
+
+
+def _take_encoding(response: httpx.Response) -> list[_Inflater]:
+    """The inflaters for the response's ``Content-Encoding`` (outermost last), which is then
+    removed so that httpx itself does not inflate the body a second time, uncounted. An
+    encoding not undone here (br, zstd: never asked for) is left to httpx as it was."""
+    values = [
+        value.strip().lower()
+        for value in response.headers.get_list("content-encoding", split_commas=True)
+    ]
+    values = [value for value in values if value and value != "identity"]
+    if not values or any(v not in ("gzip", "x-gzip", "deflate") for v in values):
+        return []
+    del response.headers["content-encoding"]
+    return [_Inflater(value) for value in reversed(values)]
+
+
+class _BoundedStream(httpx.SyncByteStream):
+    """A response's byte stream, inflated, that stops at a size cap and a deadline.
+
+    Counted per piece as the bytes arrive and are inflated, so neither a lying
+    ``Content-Length``, a chunked body without one, a server that never stops nor a small
+    compressed body that inflates to gigabytes can make the daemon hold more than
+    ``max_bytes`` (plus one piece) or wait past the deadline.
     """
 
     def __init__(
@@ -221,22 +388,48 @@ class _BoundedStream(httpx.SyncByteStream):
         max_bytes: int | None,
         deadline: float | None,
         clock: Clock,
+        inflaters: list[_Inflater] | None = None,
     ) -> None:
         self._inner = inner
         self._where = where
         self._max_bytes = max_bytes
         self._deadline = deadline
         self._clock = clock
+        self._inflaters = inflaters or []
         self._started = clock.monotonic()
+        self._ends = None if deadline is None else time.monotonic() + deadline
 
     def __iter__(self) -> Iterator[bytes]:
         read = 0
-        for chunk in self._inner:
-            read += len(chunk)
-            if self._max_bytes is not None and read > self._max_bytes:
-                raise MalformedResponse(body_too_large(self._where, self._max_bytes))
-            check_deadline(self._where, self._started, self._deadline, self._clock)
-            yield chunk
+        raw = iter(self._inner)
+        while True:
+            with _until(self._ends):  # a read of the body, too, waits only the time left
+                try:
+                    chunk = next(raw, None)
+                except httpx.TimeoutException as exc:
+                    if _deadline_passed():
+                        raise self._late() from exc
+                    raise
+            if chunk is None:
+                return
+            for piece in self._inflated(chunk):
+                read += len(piece)
+                if self._max_bytes is not None and read > self._max_bytes:
+                    raise MalformedResponse(body_too_large(self._where, self._max_bytes))
+                check_deadline(self._where, self._started, self._deadline, self._clock)
+                yield piece
+
+    def _inflated(self, chunk: bytes) -> Iterator[bytes]:
+        pieces: Iterator[bytes] = iter((chunk,))
+        try:
+            for inflater in self._inflaters:
+                pieces = (out for piece in pieces for out in inflater.pieces(piece))
+            yield from pieces
+        except zlib.error as exc:
+            raise MalformedResponse(f"{self._where}: undecodable response body") from exc
+
+    def _late(self) -> Unavailable:
+        return Unavailable(past_deadline(self._where, self._deadline))
 
     def close(self) -> None:
         self._inner.close()
@@ -254,10 +447,15 @@ def check_deadline(where: str, started: float, deadline: float | None, clock: Cl
     """:class:`Unavailable` naming the deadline once ``deadline`` seconds have passed since
     ``started`` (on ``clock.monotonic()``)."""
     if deadline is not None and clock.monotonic() - started > deadline:
-        raise Unavailable(
-            f"{where}: no complete answer within {deadline:g} s (the request deadline); "
-            "the platform is too slow or stalled"
-        )
+        raise Unavailable(past_deadline(where, deadline))
+
+
+def past_deadline(where: str, deadline: float | None) -> str:
+    """The message for an exchange that ran past its deadline."""
+    return (
+        f"{where}: no complete answer within {deadline:g} s (the request deadline); "
+        "the platform is too slow or stalled"
+    )
 
 
 def _bounded_timeout(timeout: httpx.Timeout, deadline: float | None) -> httpx.Timeout:
@@ -504,13 +702,22 @@ def _send_bounded(
     timeout = options.pop("timeout", None)
     base = client.timeout if timeout is None else httpx.Timeout(timeout)
     request = client.build_request(method, url, timeout=_bounded_timeout(base, deadline), **options)
-    response = client.send(request, stream=True)
+    ends = None if deadline is None else time.monotonic() + deadline
+    try:
+        with _until(ends):  # connect, send and the headers: each wait is the time left
+            response = client.send(request, stream=True)
+    except httpx.TimeoutException as exc:
+        if ends is not None and time.monotonic() >= ends:
+            raise Unavailable(past_deadline(where, deadline)) from exc
+        raise
     try:
         length = int_header(response.headers, "Content-Length")
         if max_body_bytes is not None and length is not None and length > max_body_bytes:
             raise MalformedResponse(body_too_large(where, max_body_bytes))
         check_deadline(where, started, deadline, clock)
-        response.stream = _BoundedStream(response.stream, where, max_body_bytes, deadline, clock)
+        response.stream = _BoundedStream(
+            response.stream, where, max_body_bytes, deadline, clock, _take_encoding(response)
+        )
         if not stream or response.status_code >= 300:
             response.read()
     except BaseException:

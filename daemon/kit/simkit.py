@@ -860,6 +860,8 @@ def _hostile_handler(server: HostileServer) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(b"0\r\n\r\n")
             except OSError:  # the client gave up on the answer: that is the point
                 self.close_connection = True
+            # A bomb's client hangs up unread (a reset), not waiting for the next request.
+            self.close_connection |= server.answer.kind == "gzip"
 
         def _drip_headers(self) -> None:
             answer = server.answer
