@@ -152,14 +152,33 @@ def test_an_http_failure_naming_a_url_with_userinfo_leaks_nowhere(
 
 @pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["check"], ["log"]])
 def test_a_database_password_never_shows_in_cli_output(command: list[str], password) -> None:
+    """A hub that cannot be reached: the error names no password."""
     for url in (
         f"postgresql://staff:{password}@127.0.0.1:{closed_port()}/hub",
         f"postgresql://staff:{password}/x@127.0.0.1:{closed_port()}/hub",  # not RFC 3986
     ):
         result = CliRunner().invoke(cli, ["--database-url", url, *command])
-        assert result.exit_code != 0  # nothing listens there: the error is printed
-        assert "config-invalid" in result.stderr or "hub" in result.stdout
+        assert result.exit_code == 2 and "config-invalid" in result.stderr
         assert password not in result.stdout + result.stderr, command
+
+
+def test_a_reachable_hubs_password_never_shows(
+    pg_engine: Engine, password, log_stream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test server trusts every login, so any password opens it: status and check name
+    the hub they use, and must show ``postgresql://***@``."""
+    monkeypatch.chdir(tmp_path)  # no config folder: the hub is named by --database-url only
+    url = pg_engine.url.set(username="postgres", password=password)
+    url_text = url.render_as_string(hide_password=False)
+    assert password in url_text
+    outputs = []
+    for command in (["status"], ["status", "--json"], ["check"], ["check", "--json"], ["log"]):
+        result = CliRunner().invoke(cli, ["--database-url", url_text, *command])
+        assert result.exit_code in (0, 1), (command, result.stdout, result.stderr)
+        outputs.append(result.stdout + result.stderr)
+    assert json.loads(outputs[1])["hub"]["url"].startswith("postgresql+psycopg://***@127.0.0.1")
+    leaks = [text for text in [*outputs, log_stream.getvalue()] if password in text]
+    assert leaks == []
 
 
 # --- control characters on the terminal -------------------------------------------------------
