@@ -5,6 +5,8 @@ Cases, each measured in a fresh child process so its peak RSS is its own:
 - ``body``: a 200 MB answer, sent chunked (no ``Content-Length`` to refuse it by);
 - ``records``: 200,000 records when the HubSpot connector asked for 100;
 - ``drip``: an answer whose body arrives one byte every ``--drip-interval`` seconds (5);
+- ``headers``: an answer whose *headers* arrive one byte every ``--drip-interval`` seconds;
+- ``gzip``: a gzip body of about 1 MB that inflates to 1 GiB (a compression bomb);
 - ``csv``: ``contactsync import`` of a 150 MB CSV without a line break.
 
 The hostile server (:class:`daemon.kit.simkit.HostileServer`) runs in a process of its own,
@@ -73,7 +75,7 @@ def child(case: str, url: str, workdir: str) -> None:
 
 
 def _run(case: str, url: str, workdir: Path) -> str:
-    if case in ("body", "drip"):
+    if case in ("body", "drip", "headers", "gzip"):
         from daemon.kit.http import HttpSession, json_body, make_client
 
         with HttpSession(make_client(url)) as http:
@@ -108,6 +110,8 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "body": ("huge", {"size": 200 * MB, "lie_length": True}),
     "records": ("records", {"count": 200_000}),
     "drip": ("drip", {"size": 1000, "interval": 5.0}),
+    "headers": ("headers", {"size": 1000, "interval": 5.0}),
+    "gzip": ("gzip", {"size": 1024 * 1024 * 1024}),
     "csv": ("", {}),
 }
 
@@ -115,7 +119,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
 def measure(case: str, code: str, timeout: float, drip_interval: float) -> dict[str, Any]:
     """One case in fresh processes: the server from this checkout, the client from ``code``."""
     kind, params = CASES[case]
-    if case == "drip":
+    if case in ("drip", "headers"):
         params = dict(params, interval=drip_interval)
     env = dict(os.environ, PYTHONPATH=code)
     with tempfile.TemporaryDirectory() as workdir:

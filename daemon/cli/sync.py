@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from daemon.cli.app import App, json_option
-from daemon.cli.output import cell, console, fail, print_json, print_table
+from daemon.cli.output import cell, console, fail, print_json, print_table, safe_text
 from daemon.config.instances import Instance, LoadResult
 from daemon.config.settings import ConfigError
 from daemon.engine.checks import check_instance
@@ -80,7 +80,7 @@ def _instance(app: App, name: str) -> Instance:
 
 def _say(text: str) -> None:
     """One line for people on stdout, redacted, never read as rich markup."""
-    console.print(redact_text(text), markup=False)
+    console.print(safe_text(text), markup=False)
 
 
 def _busy(app: App, connection: str) -> None:
@@ -409,7 +409,7 @@ def status_command(app: App, wide: bool, as_json: bool) -> None:
 
 def _say_whole(text: str) -> None:
     """One line never wrapped by us: a path or URL split in two is not found by grep."""
-    console.print(redact_text(text), markup=False, soft_wrap=True)
+    console.print(safe_text(text), markup=False, soft_wrap=True)
 
 
 def _status_narrow(rows: list[dict[str, Any]]) -> None:
@@ -434,7 +434,7 @@ def _status_narrow(rows: list[dict[str, Any]]) -> None:
         words = [w for row in cells for w in row[index].split()] + column.split()
         table.add_column(column, min_width=max(map(len, words)), overflow="fold")
     for row in cells:
-        table.add_row(*(Text(redact_text(v)) for v in row))
+        table.add_row(*(Text(safe_text(v, keep_newlines=True)) for v in row))
     console.print(table)
 
 
