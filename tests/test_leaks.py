@@ -30,7 +30,8 @@ from daemon.cli.output import safe_text, visible_controls
 from daemon.config.settings import redacted_url
 from daemon.foundation.log import configure, get_logger, redact_text
 from daemon.hub.contacts import list_contacts, save_contact
-from daemon.hub.store import SyncLog
+from daemon.hub.database import make_engine
+from daemon.hub.store import Contact, SyncLog
 from daemon.hub.synclog import SyncContext, SyncLogBuffer
 from daemon.kit.connector import MalformedResponse, Unavailable
 from daemon.kit.http import HttpSession, RetryPolicy, make_client
@@ -199,9 +200,15 @@ def test_visible_controls_escapes_c0_c1_and_bidi_and_keeps_the_rest() -> None:
 def test_contacts_list_and_show_never_print_control_characters(tmp_path: Path) -> None:
     run = Cli(tmp_path)
     added = run.json(
-        "contacts", "add", "--first-name", HOSTILE_NAME, "--last-name", REVERSED,
+        "contacts", "add", "--first-name", "Eve", "--last-name", REVERSED,
         "--phone", "2025550143", "--email", "eve@example.edu",
     )  # fmt: skip
+    # The incoming rules now refuse C0/C1 controls (control-character-in-value), but a hub
+    # holds rows written before them: one such row, put there directly.
+    engine = make_engine(run.db_url)
+    with engine.begin() as conn:
+        conn.execute(Contact.__table__.update().values(first_name=HOSTILE_NAME))
+    engine.dispose()
     listed = run("contacts", "list").stdout
     shown = run("contacts", "show", added["id"]).stdout
     for output in (listed, shown):
@@ -218,8 +225,6 @@ def test_contacts_list_and_show_never_print_control_characters(tmp_path: Path) -
 def test_the_sync_log_and_errors_never_print_control_characters(tmp_path: Path) -> None:
     run = Cli(tmp_path)
     run("status")  # creates the hub
-    from daemon.hub.database import make_engine
-
     engine = make_engine(run.db_url)
     rows = SyncLogBuffer(SyncContext("csv", "incoming", "run1"))
     rows.add("invalid-email", f"{HOSTILE_NAME} is not an email", remote_id=REVERSED)
