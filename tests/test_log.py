@@ -268,3 +268,18 @@ def test_lines_logged_during_a_cycle_carry_its_instance_and_run_id(tmp_path):
     (fetch,) = [line for line in lines if line["event"] == "fetching page"]
     assert fetch["instance"] == "mem" and fetch["run_id"] == report.run_id
     assert fetch["direction"] == "pull"
+
+
+def test_httpx_request_lines_never_carry_the_query_string(stream):
+    """httpx's own INFO line names the full URL; a phone in a lookup's query must not reach
+    the log (the kit logs exchanges itself, without the query)."""
+    import httpx
+
+    from daemon.kit.simkit import HostileAnswer, HostileServer
+
+    answer = HostileAnswer(kind="body", body=b"{}")
+    with HostileServer(answer) as server, httpx.Client() as client:
+        client.get(f"{server.url}/contacts?phone=%2B16175550123&email=ada%40example.edu")
+    text = stream.getvalue()
+    assert "16175550123" not in text
+    assert "example.edu" not in text

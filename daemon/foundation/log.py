@@ -182,6 +182,10 @@ def configure(level: str = "info", stream: TextIO | None = None, json: bool | No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO as "HTTP Request: GET <full URL>", query string and all:
+    # a lookup by phone or a SOQL filter would put personal data in the log. The kit logs its
+    # own exchange lines, with the query cut (``safe_url``), so httpx speaks only of problems.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
