@@ -17,7 +17,7 @@ import click
 import pluggy
 from pydantic import BaseModel
 
-from daemon.cli.output import console, err_console, fail, print_json, print_table
+from daemon.cli.output import console, err_console, fail, print_json, print_table, safe_text
 from daemon.config.secrets import REFERENCE_KINDS
 from daemon.engine.registry import (
     BLOCK_ENV,
@@ -82,7 +82,7 @@ def plugins_command(ctx: click.Context, as_json: bool, schema_type: str | None) 
         if data["blocked"]:
             console.print(f"blocked ({BLOCK_ENV}): {', '.join(data['blocked'])}", markup=False)
         for problem in problems:
-            console.print(f"problem: {problem}", markup=False)
+            console.print(f"problem: {safe_text(problem)}", markup=False)
     if problems:
         raise SystemExit(2)
 
