@@ -39,6 +39,10 @@ def fuzz_settings(examples: int) -> settings:
 FUZZ = fuzz_settings(40)
 
 
+def _key(key: str) -> str:
+    return json.dumps(key, ensure_ascii=False)
+
+
 def toml_value(value: Any) -> str:
     """``value`` as an inline TOML value (JSON strings are valid TOML basic strings)."""
     if isinstance(value, bool):
@@ -52,22 +56,14 @@ def toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return (
-            "{ "
-            + ", ".join(
-                f"{json.dumps(k, ensure_ascii=False)} = {toml_value(v)}" for k, v in value.items()
-            )
-            + " }"
-        )
+        return "{ " + ", ".join(f"{_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(str(value), ensure_ascii=False)
 
 
 def toml_document(top: dict[str, Any], tables: dict[str, dict[str, Any]]) -> str:
     """A TOML document: ``top`` keys, then one ``[table]`` per entry of ``tables``."""
-    lines = [f"{json.dumps(k, ensure_ascii=False)} = {toml_value(v)}" for k, v in top.items()]
+    lines = [f"{_key(k)} = {toml_value(v)}" for k, v in top.items()]
     for name, table in tables.items():
         lines.append(f"[{name}]")
-        lines += [
-            f"{json.dumps(k, ensure_ascii=False)} = {toml_value(v)}" for k, v in table.items()
-        ]
+        lines += [f"{_key(k)} = {toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import string
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
