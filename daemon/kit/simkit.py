@@ -28,6 +28,8 @@ their own; the server still serves requests concurrently, so latency overlaps as
 - ``error_rate``: the share of requests answered with a random 500, 502 or 503;
 - ``drop_rate``: the share whose connection is closed without an answer;
 - ``malformed_rate``: the share answered 200 with a body that starts like JSON and is not;
+- ``rate_limit_rate``: the share answered 429 with ``Retry-After`` (as a one-shot
+  ``rate_limit``), for chaos runs that mix throttling into the errors;
 - ``retry_after``: the ``Retry-After`` (seconds) a one-shot ``rate_limit`` sends.
 
 ``latency`` and ``error_rate`` are constructor options too (``contactsync simulate --latency
@@ -42,6 +44,12 @@ several). A platform adds its own in ``extra_one_shot_faults`` and either answer
 :meth:`Simulator.take_one_shot` (return a :data:`Reply`) or leaves it queued for a rule to
 spend with :meth:`Simulator.pop_fault` (the example's ``reject`` refuses the next pushed
 record).
+
+**Answers replaced** (for fuzzing a connector's parser through a real simulator): sign-in and
+every other route keep working while :meth:`Simulator.replace_next` hands the next request to
+one path (``"/crm/v3/objects/contacts"``) a body of the test's making, wrongly typed or
+truncated as it may be. **Counts**: :attr:`Simulator.served` counts the statuses answered
+(and ``"dropped"`` connections) since the last reset, so a test can bound the 429s it caused.
 
 **Knobs**: the platform's own settings, declared once as a class attribute,
 ``knob_options = {"page_limit": (int, 100, "records per page")}`` (type, default, help). Each
@@ -81,6 +89,7 @@ import re
 import struct
 import threading
 import zlib
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -179,6 +188,7 @@ class Faults:
     error_rate: float = 0.0  # answer a random 5xx
     drop_rate: float = 0.0  # close the connection without answering
     malformed_rate: float = 0.0  # answer 200 with a body that is not JSON
+    rate_limit_rate: float = 0.0  # answer 429 with Retry-After
     retry_after: float = 1.0  # the Retry-After a one-shot rate_limit sends
     next: list[str] = field(default_factory=list)
     # One-shot faults a platform simulator adds to the kit's (the example's "reject").
@@ -199,7 +209,7 @@ class Faults:
                 self.next.extend(queued)
             elif key == "latency":
                 self.latency = parse_duration(value)
-            elif key in ("error_rate", "drop_rate", "malformed_rate"):
+            elif key in ("error_rate", "drop_rate", "malformed_rate", "rate_limit_rate"):
                 rate = float(value)
                 if not 0.0 <= rate <= 1.0:
                     raise ValueError(f"{key} must be between 0 and 1, not {value!r}")
@@ -295,6 +305,8 @@ class Simulator:
         self.faults = self._fresh_faults()
         self.rng = random.Random(seed)
         self.requests = 0
+        self.served: Counter[int | str] = Counter()
+        self._replacements: list[tuple[str | None, str, Reply, int]] = []
         self._routes: list[_Route] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -379,6 +391,8 @@ class Simulator:
             self.faults = self._fresh_faults()
             self.rng = random.Random(self.seed)
             self.requests = 0
+            self.served = Counter()
+            self._replacements = []
             self.reset_state()
 
     def set_faults(self, **changes: Any) -> None:
@@ -389,6 +403,33 @@ class Simulator:
     def inject(self, fault: str) -> None:
         """Queue a one-shot fault for the next request (``"rate_limit"``, ``"drop"`` …)."""
         self.set_faults(next=fault)
+
+    def replace_next(
+        self, path: str, body: Body, *, status: int = 200, method: str | None = None, times: int = 1
+    ) -> None:
+        """Answer the next ``times`` requests to ``path`` (exactly, no query string; any method
+        unless ``method``) with ``body`` and ``status`` instead of the route's answer. Bytes
+        go out as they are, so a test can send what no platform rule would produce."""
+        with self.lock:
+            upper = method.upper() if method else None
+            reply: Reply = (status, {"Content-Type": "application/json"}, body)
+            self._replacements.append((upper, path, reply, times))
+
+    def _replacement(self, request: Request) -> Reply | None:
+        with self.lock:
+            for index, (method, path, reply, times) in enumerate(self._replacements):
+                if path == request.path and method in (None, request.method):
+                    if times <= 1:
+                        del self._replacements[index]
+                    else:
+                        self._replacements[index] = (method, path, reply, times - 1)
+                    return reply
+        return None
+
+    def count_served(self, status: int | str) -> None:
+        """Count one answer (its status, or ``"dropped"``) in :attr:`served`."""
+        with self.lock:
+            self.served[status] += 1
 
     def describe(self) -> dict[str, Any]:
         """The JSON line ``contactsync simulate`` prints: name, base URL and credentials."""
@@ -498,6 +539,9 @@ class Simulator:
                 return None
             if fault is not None:
                 return fault
+            replaced = self._replacement(request)
+            if replaced is not None:
+                return replaced
         route, params, allowed = self._match(request)
         if route is None:
             if allowed:
@@ -529,6 +573,9 @@ class Simulator:
                 return self.fault_reply(self.rng.choice((500, 502, 503)), "simulated server error")
             if malformed < faults.malformed_rate:
                 return 200, {"Content-Type": "application/json"}, MALFORMED_BODY
+            # Drawn only when set, so the draws of every run without it stay as they were.
+            if faults.rate_limit_rate > 0 and self.rng.random() < faults.rate_limit_rate:
+                return self._one_shot("rate_limit")
             return None
 
     def _one_shot(self, fault: str) -> Reply | str:
@@ -584,9 +631,12 @@ def _make_handler(simulator: Simulator) -> type[BaseHTTPRequestHandler]:
             except Exception as exc:  # a bug in a simulator is a 500, not a hung client
                 reply = error_reply(500, f"simulator bug: {type(exc).__name__}: {exc}")
             if reply is None:
+                simulator.count_served("dropped")
                 self.close_connection = True
                 return
             status, headers, payload = reply
+            if not request.path.startswith(CONTROL_PREFIX):
+                simulator.count_served(status)
             data = _encode(payload)
             self.send_response(status)
             sent = {k.lower() for k in headers}
