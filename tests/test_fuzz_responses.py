@@ -38,7 +38,7 @@ from tests.connectorkit import build
 
 CODES = {str(code) for code in Code}
 # A pull through a simulator costs several requests: fewer examples keep the file quick.
-SIM_FUZZ = fuzz_settings(12)
+SIM_FUZZ = fuzz_settings(30)
 STAMP = "2025-01-06T10:00:00Z"
 
 HUBSPOT_RECORD = {
@@ -213,8 +213,29 @@ def colleague_connector(sim: ColleagueSimulator, clock: FakeClock, reports: list
     return build(ColleagueConnector, settings, {}, _context(reports, "colleague"), clock)
 
 
+REPORTS: list[tuple[Any, ...]] = []
+
+
+@pytest.fixture(scope="module")
+def connectors(
+    hubspot: HubSpotSimulator,
+    salesforce: SalesforceSimulator,
+    colleague: ColleagueSimulator,
+    clock: FakeClock,
+) -> dict[str, Any]:
+    """One connector per platform for the whole module, reporting into :data:`REPORTS`:
+    building one loads the CA bundle into a new TLS context (about 0.12 s), which would be
+    most of each example's time."""
+    return {
+        "hubspot": hubspot_connector(hubspot, clock, REPORTS),
+        "salesforce": salesforce_connector(salesforce, clock, REPORTS),
+        "colleague": colleague_connector(colleague, clock, REPORTS),
+    }
+
+
 def _replace(sim: Simulator, path: str, body: bytes, method: str = "GET") -> None:
     sim.reset()
+    REPORTS.clear()
     sim.replace_next(path, body, method=method)
 
 
@@ -224,49 +245,42 @@ HUBSPOT_LIST = "/crm/v3/objects/contacts"
 @SIM_FUZZ
 @given(answer=mutated(HUBSPOT_PAGE))
 def test_hubspot_list_answers_of_any_shape(
-    hubspot: HubSpotSimulator, clock: FakeClock, answer: Any
+    hubspot: HubSpotSimulator, connectors: dict[str, Any], answer: Any
 ) -> None:
     _replace(hubspot, HUBSPOT_LIST, as_body(answer))
-    reports: list[tuple[Any, ...]] = []
-    check_pull(hubspot_connector(hubspot, clock, reports), None, reports)
+    check_pull(connectors["hubspot"], None, REPORTS)
 
 
 @SIM_FUZZ
 @given(answer=mutated(HUBSPOT_SEARCH))
 def test_hubspot_search_answers_of_any_shape(
-    hubspot: HubSpotSimulator, clock: FakeClock, answer: Any
+    hubspot: HubSpotSimulator, connectors: dict[str, Any], answer: Any
 ) -> None:
-    hubspot.reset()
-    reports: list[tuple[Any, ...]] = []
-    connector = hubspot_connector(hubspot, clock, reports)
+    _replace(hubspot, HUBSPOT_LIST + "/search", as_body(answer), method="POST")
     cursor = None
-    for page in connector.pull(None):
+    for page in connectors["hubspot"].pull(None):  # the list: the search needs its cursor
         cursor = page.cursor or cursor
-    hubspot.replace_next(HUBSPOT_LIST + "/search", as_body(answer), method="POST")
-    check_pull(hubspot_connector(hubspot, clock, reports), cursor, reports)
+    check_pull(connectors["hubspot"], cursor, REPORTS)
 
 
 @SIM_FUZZ
 @given(answer=mutated(SALESFORCE_QUERY))
 def test_salesforce_query_answers_of_any_shape(
-    salesforce: SalesforceSimulator, clock: FakeClock, answer: Any
+    salesforce: SalesforceSimulator, connectors: dict[str, Any], answer: Any
 ) -> None:
-    salesforce.reset()
     # The first query is the pull's; queryAll (deletes) and query both read records.
-    for path in ("query", "queryAll"):
-        salesforce.replace_next(f"/services/data/{API_VERSION}/{path}", as_body(answer))
-    reports: list[tuple[Any, ...]] = []
-    check_pull(salesforce_connector(salesforce, clock, reports), None, reports)
+    _replace(salesforce, f"/services/data/{API_VERSION}/query", as_body(answer))
+    salesforce.replace_next(f"/services/data/{API_VERSION}/queryAll", as_body(answer))
+    check_pull(connectors["salesforce"], None, REPORTS)
 
 
 @SIM_FUZZ
 @given(answer=mutated(COLLEAGUE_PAGE))
 def test_colleague_person_pages_of_any_shape(
-    colleague: ColleagueSimulator, clock: FakeClock, answer: Any
+    colleague: ColleagueSimulator, connectors: dict[str, Any], answer: Any
 ) -> None:
     _replace(colleague, "/api/persons", as_body(answer))
-    reports: list[tuple[Any, ...]] = []
-    check_pull(colleague_connector(colleague, clock, reports), None, reports)
+    check_pull(connectors["colleague"], None, REPORTS)
 
 
 def test_the_replaced_answers_reach_the_connectors(
@@ -284,8 +298,13 @@ def test_the_replaced_answers_reach_the_connectors(
         list(salesforce_connector(salesforce, clock, []).pull(None))
     assert caught.value.code == Code.REMOTE_MALFORMED
     hubspot.reset()
-    records = [r for p in hubspot_connector(hubspot, clock, []).pull(None) for r in p.records]
-    assert len(records) == 3
+    connector = hubspot_connector(hubspot, clock, [])
+    pages = list(connector.pull(None))
+    assert len([r for p in pages for r in p.records]) == 3
+    hubspot.replace_next(HUBSPOT_LIST + "/search", b'{"results": 5}', method="POST")
+    with pytest.raises(ConnectorError) as caught:
+        list(connector.pull(pages[-1].cursor))
+    assert caught.value.code == Code.REMOTE_MALFORMED
 
 
 # --- the hostile server -----------------------------------------------------------------------
