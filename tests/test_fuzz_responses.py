@@ -21,11 +21,20 @@ from typing import Any
 
 import pytest
 from fuzzkit import fuzz_settings
+from hubkit import log_rows, truncate
 from hypothesis import given
 from hypothesis import strategies as st
+from platformkit import hub_contacts
+from sqlalchemy import Engine, update
 
+from daemon.config.instances import Instance
+from daemon.engine.cycle import SyncEngine
+from daemon.engine.registry import Registry, get_plugin_manager
 from daemon.foundation.clock import FakeClock
 from daemon.foundation.dictionary import Code
+from daemon.hub.database import make_engine
+from daemon.hub.mirror import mirror_instances
+from daemon.hub.store import InstanceState
 from daemon.kit.connector import ConnectorContext, ConnectorError, RemoteRecord
 from daemon.kit.simkit import HostileAnswer, HostileServer, Simulator
 from plugins.colleague.connector import ColleagueConnector
@@ -35,6 +44,9 @@ from plugins.hubspot.simulator import HubSpotSimulator
 from plugins.salesforce.connector import SalesforceConnector
 from plugins.salesforce.simulator import API_VERSION, SalesforceSimulator
 from tests.connectorkit import build
+from tests.instancekit import contact_fields, load_written
+
+TRANSFORMS = Registry.from_plugin_manager(get_plugin_manager()).transforms
 
 CODES = {str(code) for code in Code}
 # A pull through a simulator costs several requests: fewer examples keep the file quick.
@@ -319,3 +331,58 @@ def test_hubspot_against_the_hostile_server(answer: Any, status: int) -> None:
         settings = {"base_url": server.url, "access_token": "pat-na1-x", "pull_concurrency": 1}
         connector = build(HubSpotConnector, settings, {}, _context(reports, "hs"), FakeClock())
         check_pull(connector, None, reports)
+
+
+# --- through the engine -----------------------------------------------------------------------
+
+HUBSPOT_INSTANCE = (
+    'type = "hubspot"\nowns_crm_id = true\n[settings]\nbase_url = "{url}"\n'
+    'access_token = {{ env = "FUZZ_HUBSPOT_TOKEN" }}\npull_concurrency = 1\n'
+) + contact_fields("firstname", "lastname", "email", "phone")
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('hub') / 'hub.db'}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def hubspot_instance(
+    hubspot: HubSpotSimulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Instance]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FUZZ_HUBSPOT_TOKEN", hubspot.private_app_token)
+        folder = tmp_path_factory.mktemp("instances")
+        text = HUBSPOT_INSTANCE.format(url=hubspot.url)
+        yield load_written(folder, "hs", text, {"hubspot": HubSpotConnector})
+
+
+def _clear_back_off(engine: Engine) -> None:
+    # A failed cycle backs the instance off for a minute of wall time: the test's next cycle
+    # is "later" by fiat, as the scheduler's would be.
+    with engine.begin() as conn:
+        conn.execute(update(InstanceState.__table__).values(backoff_until=None))
+
+
+@fuzz_settings(8)
+@given(answer=mutated(HUBSPOT_PAGE))
+def test_a_cycle_over_any_answer_is_coded_and_the_next_one_applies_everything(
+    hub: Engine, hubspot: HubSpotSimulator, hubspot_instance: Instance, answer: Any
+) -> None:
+    truncate(hub)
+    _replace(hubspot, HUBSPOT_LIST, as_body(answer))
+    mirror_instances(hub, {"hs": hubspot_instance})
+    engine = SyncEngine(hub, TRANSFORMS)
+    report = engine.run(hubspot_instance, "pull")
+    assert report.outcome in ("ok", "failed"), report
+    assert report.code != str(Code.INTERNAL_ERROR), report
+    assert all(r["code"] in CODES for r in log_rows(hub))
+    _clear_back_off(hub)
+    # The fuzzed answer is spent: the next cycle reads the platform as it is and applies all
+    # of it, whatever the broken one left in the cursor.
+    assert engine.run(hubspot_instance, "pull").outcome == "ok"
+    with hubspot.lock:
+        emails = {r["properties"]["email"] for r in hubspot.records.values()}
+    assert emails <= {c["email"] for c in hub_contacts(hub).values()}

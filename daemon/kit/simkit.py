@@ -49,7 +49,8 @@ record).
 every other route keep working while :meth:`Simulator.replace_next` hands the next request to
 one path (``"/crm/v3/objects/contacts"``) a body of the test's making, wrongly typed or
 truncated as it may be. **Counts**: :attr:`Simulator.served` counts the statuses answered
-(and ``"dropped"`` connections) since the last reset, so a test can bound the 429s it caused.
+(and ``"dropped"`` connections, and ``"injected 429"`` of the ``rate_limit_rate`` ones) since
+the last reset, so a test can bound the 429s a client caused beyond those injected.
 
 **Knobs**: the platform's own settings, declared once as a class attribute,
 ``knob_options = {"page_limit": (int, 100, "records per page")}`` (type, default, help). Each
@@ -575,6 +576,7 @@ class Simulator:
                 return 200, {"Content-Type": "application/json"}, MALFORMED_BODY
             # Drawn only when set, so the draws of every run without it stay as they were.
             if faults.rate_limit_rate > 0 and self.rng.random() < faults.rate_limit_rate:
+                self.served["injected 429"] += 1  # told apart from the platform's own 429s
                 return self._one_shot("rate_limit")
             return None
 
