@@ -135,9 +135,13 @@ def mixed_files(draw: st.DrawFn) -> Built:
 
 
 def _line(cells: list[str], ending: str) -> bytes:
+    # Written with CRLF and then given the file's own ending: the writer quotes a cell holding
+    # any character of its terminator, so with "\r" alone a bare LF would go out unquoted and
+    # split the row, as it would in a spreadsheet too (found by the fuzz profile).
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator=ending).writerow(cells)
-    return buffer.getvalue().encode() if cells else ending.encode()
+    csv.writer(buffer, lineterminator="\r\n").writerow(cells)
+    text = buffer.getvalue().removesuffix("\r\n") + ending
+    return text.encode() if cells else ending.encode()
 
 
 # --- checking an outcome ----------------------------------------------------------------------
