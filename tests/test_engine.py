@@ -421,3 +421,49 @@ def test_a_matched_record_gets_what_only_the_hub_had(engine, tmp_path, remote):
     calls = remote.push_calls
     assert sync.run(instance, "push").outcome == "ok"
     assert remote.push_calls == calls  # sent once; the link remembers it
+
+
+def test_back_off_doubles_with_each_failure_in_a_row_and_resets_after_a_good_cycle(
+    engine, tmp_path, remote
+):
+    from daemon.engine.cycle import MAX_BACKOFF, backoff_after
+    from daemon.hub.store import InstanceState
+    from daemon.kit.connector import Unavailable
+
+    instance = write_instance(tmp_path, "mem")
+    sync = sync_engine(engine, instance)
+    state = InstanceState.__table__
+
+    def waits() -> tuple[float, int]:
+        with engine.connect() as conn:
+            until, failures = conn.execute(select(state.c.backoff_until, state.c.failures)).one()
+        return (until - utcnow()).total_seconds() / 60, failures
+
+    remote.fail_pull = Unavailable("503 from the platform")
+    seen = []
+    for _ in range(4):
+        assert sync.run(instance, "pull", respect_backoff=False).outcome == "failed"
+        seen.append(waits())
+    assert [failures for _, failures in seen] == [1, 2, 3, 4]
+    assert [round(minutes) for minutes, _ in seen] == [1, 2, 4, 8]
+    assert sync.run(instance, "pull").outcome == "backoff"
+    # The documented steps: 1, 2, 4, 8, 16, 32, then the cap of 60 minutes.
+    assert [backoff_after(n) / timedelta(minutes=1) for n in range(1, 9)] == [
+        1,
+        2,
+        4,
+        8,
+        16,
+        32,
+        60,
+        60,
+    ]
+    assert backoff_after(10_000) == MAX_BACKOFF
+
+    remote.fail_pull = None
+    assert sync.run(instance, "pull", respect_backoff=False).outcome == "ok"
+    assert waits()[1] == 0
+    remote.fail_pull = Unavailable("503 again")
+    sync.run(instance, "pull", respect_backoff=False)
+    minutes, failures = waits()
+    assert failures == 1 and round(minutes) == 1

@@ -43,6 +43,19 @@ _INSTANCE = InstanceRow.__table__
 _RUN = SyncRun.__table__
 
 DEFAULT_BACKOFF = timedelta(minutes=1)
+# A failed cycle without the platform's own Retry-After backs the instance off for
+# DEFAULT_BACKOFF, doubled for each failure in a row, up to MAX_BACKOFF: 1, 2, 4, 8, 16, 32,
+# then 60 minutes. A platform that is down for a day is asked 30 times, not 1,440, and one
+# that comes back is tried again within the hour; a cycle that ends well resets the count.
+MAX_BACKOFF = timedelta(hours=1)
+
+
+def backoff_after(failures: int) -> timedelta:
+    """How long an instance waits after its ``failures``-th failed cycle in a row."""
+    # Past 2**6 minutes the cap holds anyway; the bound keeps the power small.
+    return min(DEFAULT_BACKOFF * 2 ** min(max(failures, 1) - 1, 16), MAX_BACKOFF)
+
+
 # The sync log's direction for each kind: a push and an export send, a pull and a deletion
 # scan receive.
 _SYNC_DIRECTION = {
@@ -292,6 +305,8 @@ class SyncEngine:
         )
         if not cycle.dry_run:
             runs.finish(self.db, run_id, report.outcome, report.counts, utcnow(), report.error)
+            if report.outcome == "ok":
+                self._recovered(name)
         log.info(
             "sync_cycle",
             instance=name,
@@ -316,8 +331,26 @@ class SyncEngine:
         return until is not None and until > now
 
     def _back_off(self, name: str, retry_after: float | None) -> None:
-        delay = timedelta(seconds=retry_after) if retry_after else DEFAULT_BACKOFF
-        self._update_state(name, backoff_until=utcnow() + delay)
+        with self.db.begin() as conn:
+            failures = 1 + (
+                conn.execute(select(_STATE.c.failures).where(_STATE.c.instance == name)).scalar()
+                or 0
+            )
+            delay = timedelta(seconds=retry_after) if retry_after else backoff_after(failures)
+            conn.execute(
+                update(_STATE)
+                .where(_STATE.c.instance == name)
+                .values(backoff_until=utcnow() + delay, failures=failures)
+            )
+
+    def _recovered(self, name: str) -> None:
+        """A cycle ended well: the next failure backs off from the first step again."""
+        with self.db.begin() as conn:
+            conn.execute(
+                update(_STATE)
+                .where(_STATE.c.instance == name, _STATE.c.failures > 0)
+                .values(failures=0)
+            )
 
     def _connector_state(self, name: str) -> dict[str, Any]:
         with self.db.connect() as conn:

@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, String, Text, TypeDecorator
+from sqlalchemy import JSON, Column, DateTime, Index, Integer, String, Text, TypeDecorator
 from sqlmodel import Field, SQLModel
 
 
@@ -200,6 +200,9 @@ class InstanceState(SQLModel, table=True):
 
     instance: str = Field(primary_key=True, max_length=64)
     backoff_until: datetime | None = _ts(nullable=True)
+    # Cycles failed in a row (a platform down, a refused login): each doubles the back-off;
+    # the next cycle that ends well sets it back to 0.
+    failures: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     next_pull_at: datetime | None = _ts(nullable=True)
     next_push_at: datetime | None = _ts(nullable=True)
     next_deletes_at: datetime | None = _ts(nullable=True)  # the deletion scan's next run
