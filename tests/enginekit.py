@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -48,11 +50,22 @@ def fresh_remote(name: str = "default") -> MemoryRemote:
     return remote
 
 
+@functools.cache
+def _installed_transforms(
+    blocked: str | None, modules: str | None
+) -> dict[str, Any]:  # the env is the key
+    # Loading every entry point and checking the plugins costs ~0.3 s; the tests that build
+    # an engine per step would pay it dozens of times for the same answer.
+    return Registry.from_plugin_manager(get_plugin_manager()).transforms
+
+
 def sync_engine(engine: Engine, *instances: Instance) -> SyncEngine:
     """A sync engine with the built-in transforms, and the instances mirrored."""
-    registry = Registry.from_plugin_manager(get_plugin_manager())
+    transforms = _installed_transforms(
+        os.environ.get("CONTACTSYNC_BLOCK_PLUGINS"), os.environ.get("CONTACTSYNC_PLUGINS")
+    )
     mirror_instances(engine, {i.name: i for i in instances})
-    return SyncEngine(engine, registry.transforms)
+    return SyncEngine(engine, dict(transforms))
 
 
 def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
