@@ -17,10 +17,7 @@ that existed when the listing began, whatever is written meanwhile. The cursor i
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any
@@ -32,6 +29,7 @@ from sqlalchemy import Connection, Engine, func, or_, select, update
 
 from daemon.api.auth import needs
 from daemon.api.errors import ApiError, validation_message
+from daemon.api.paging import decode_cursor, encode_cursor, text_key
 from daemon.api.state import API_PREFIX, Hub, hub_of
 from daemon.foundation.dictionary import Code
 from daemon.hub import normalize
@@ -171,25 +169,6 @@ class ContactPage(BaseModel):
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _encode_cursor(after: str) -> str:
-    raw = json.dumps({"v": 1, "after": after}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw)
-        after = data["after"]
-        if data.get("v") != 1 or not isinstance(after, str):
-            raise ValueError
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise ApiError(
-            400, Code.API_INVALID_REQUEST, "cursor: not one this API gave; start without it"
-        ) from None
-    return after
-
-
 def _views(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[ContactOut]:
     """Contacts with their custom values, read in one more query for the whole page."""
     custom: dict[str, dict[str, str]] = {r["id"]: {} for r in rows}
@@ -244,7 +223,7 @@ def list_contacts(
     """Contacts in hub-id order, a page at a time (keyset: no repeat or gap under writes)."""
     query = select(_CONTACT).order_by(_CONTACT.c.id).limit(limit + 1)
     if cursor:
-        query = query.where(_CONTACT.c.id > _decode_cursor(cursor))
+        query = query.where(_CONTACT.c.id > decode_cursor(cursor, text_key))
     if archived is not None:
         query = query.where(_CONTACT.c.archived.is_(archived))
     if test_user is not None:
@@ -274,7 +253,7 @@ def list_contacts(
         more = len(rows) > limit
         rows = rows[:limit]
         views = _views(conn, rows)
-    return ContactPage(contacts=views, next_cursor=_encode_cursor(rows[-1]["id"]) if more else None)
+    return ContactPage(contacts=views, next_cursor=encode_cursor(rows[-1]["id"]) if more else None)
 
 
 @router.get("/contacts/{contact}", response_model=ContactOut, **needs(Role.READ))

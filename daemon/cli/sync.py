@@ -24,12 +24,11 @@ from rich.text import Text
 from daemon.cli.app import App, json_option
 from daemon.cli.output import cell, console, fail, print_json, print_table, safe_text
 from daemon.config.instances import Instance, LoadResult
-from daemon.config.settings import ConfigError
 from daemon.engine.checks import check_instance
 from daemon.engine.cycle import CycleReport, SyncEngine
 from daemon.engine.preview import Preview, preview
 from daemon.engine.push import PushPlan
-from daemon.engine.status import instance_status
+from daemon.engine.status import SECRET_UNAVAILABLE, error_dict, instance_status, status_rows
 from daemon.foundation.dictionary import Code
 from daemon.foundation.log import redact, redact_text
 from daemon.hub import lease, links, outbox, runs
@@ -58,10 +57,6 @@ _LINK_COLUMNS = (
 
 
 # --- shared helpers ---------------------------------------------------------------------------
-
-
-def _error_dict(error: ConfigError) -> dict[str, str]:
-    return {"file": error.path, "key": error.key, "reason": error.reason}
 
 
 def _known(loaded: LoadResult) -> str:
@@ -354,12 +349,6 @@ def _exit_for(app: App, instance: Instance, reports: list[CycleReport]) -> None:
 
 # --- status -----------------------------------------------------------------------------------
 
-# An instance's state, first match wins: its file is broken; a secret it references is not
-# available to this shell (fine for the daemon, which has its own); it is switched off; it
-# waits out a back-off; it is fine.
-CONFIG_INVALID = _CONFIG
-SECRET_UNAVAILABLE = "secret-unavailable"
-
 
 @click.command("status")
 @click.option("--wide", is_flag=True, help="Every column (counts of each run, lease, cursor).")
@@ -373,11 +362,7 @@ def status_command(app: App, wide: bool, as_json: bool) -> None:
     secret-unavailable, a broken file config-invalid.
     """
     where = app.whereabouts()
-    loaded = app.instances(secrets=False)
-    connections: dict[str, str | None] = {n: i.connection for n, i in loaded.instances.items()}
-    connections |= dict.fromkeys(loaded.errors)
-    hub = instance_status(app.engine, connections)
-    rows = [_status_row(name, loaded, hub[name]) for name in sorted(connections)]
+    rows = status_rows(app.engine, app.instances(secrets=False))
     if as_json:
         print_json({**where, "instances": rows})
         return
@@ -464,18 +449,6 @@ def _status_wide(rows: list[dict[str, Any]]) -> None:
     )
 
 
-def _state(row: dict[str, Any]) -> str:
-    if row["config_error"]:
-        return CONFIG_INVALID
-    if row["not_in_this_shell"]:
-        return SECRET_UNAVAILABLE
-    if row["enabled"] is False:
-        return "disabled"
-    if row["backoff_until"]:
-        return "backing-off"
-    return "ok"
-
-
 def _short_run(run: dict[str, Any] | None) -> str:
     """A run as ``outcome MM-DD HH:MM`` (UTC); --wide and --json have its counts."""
     if run is None:
@@ -487,31 +460,6 @@ def _short_run(run: dict[str, Any] | None) -> str:
 def _nonzero(counts: dict[str, int]) -> str:
     """``pending 2, parked 1``: the states with rows, or ``0``."""
     return ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "0"
-
-
-def _status_row(name: str, loaded: LoadResult, hub: dict[str, Any]) -> dict[str, Any]:
-    instance = loaded.instances.get(name)
-    error = loaded.errors.get(name)
-    # An invalid file shows the instance as last mirrored: what the daemon still runs.
-    mirrored = hub.pop("mirrored") or {}
-    config = {
-        "type": instance.config.type if instance else mirrored.get("type"),
-        "direction": str(instance.direction) if instance else mirrored.get("direction"),
-        "enabled": instance.config.enabled if instance else mirrored.get("enabled"),
-    }
-    row = {
-        "name": name,
-        **config,
-        **hub,
-        "config_error": _error_dict(error) if error else None,
-        # Each secret this shell could not have, and where it is meant to come from; never a
-        # value. (A list: print_json masks any value under a key such as "settings.api_key".)
-        "not_in_this_shell": [
-            {"setting": key, "reason": reason}
-            for key, reason in (instance.unavailable_secrets if instance else {}).items()
-        ],
-    }
-    return {**row, "state": _state(row)}
 
 
 def _run_cell(run: dict[str, Any] | None) -> str:
@@ -739,7 +687,7 @@ def _check_one(app: App, loaded: LoadResult, name: str) -> dict[str, Any]:
             "ok": False,
             "problems": [{"code": _CONFIG, "message": str(error)}],
             "remote_fields": None,
-            "config_error": _error_dict(error),
+            "config_error": error_dict(error),
         }
     instance = loaded.instances[name]
     result = check_instance(app.engine, instance, app.registry.transforms).as_dict()

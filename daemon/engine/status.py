@@ -13,7 +13,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, select
 
+from daemon.config.instances import LoadResult
+from daemon.config.settings import ConfigError
 from daemon.engine import confirm
+from daemon.foundation.dictionary import Code
 from daemon.hub import lease, links, outbox, runs
 from daemon.hub.database import READ_ONLY
 from daemon.hub.runs import CycleKind
@@ -29,6 +32,67 @@ DIRECTIONS = (CycleKind.PULL, CycleKind.PUSH, CycleKind.EXPORT)
 OUTBOX_STATES = (outbox.PENDING, outbox.PARKED)
 # Always listed; ``unconfirmed`` (pending past the window) shows when there are any.
 LINK_STATES = (links.ACTIVE, links.PENDING, links.DELETED)
+
+# An instance's state, first match wins: its file is broken; a secret it references is not
+# available to this process (fine for the daemon, which has its own); it is switched off; it
+# waits out a back-off; it is fine.
+CONFIG_INVALID = str(Code.CONFIG_INVALID)
+SECRET_UNAVAILABLE = "secret-unavailable"
+
+
+def status_rows(
+    db: Engine, loaded: LoadResult, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Each instance as ``contactsync status --json`` and ``GET /api/v1/instances`` show it,
+    by name: its config (as loaded now, or as last mirrored when its file is broken), its
+    :func:`instance_status`, ``config_error``, ``not_in_this_shell`` and ``state``."""
+    connections: dict[str, str | None] = {n: i.connection for n, i in loaded.instances.items()}
+    connections |= dict.fromkeys(loaded.errors)
+    hub = instance_status(db, connections, now)
+    return [_status_row(name, loaded, hub[name]) for name in sorted(connections)]
+
+
+def _status_row(name: str, loaded: LoadResult, hub: dict[str, Any]) -> dict[str, Any]:
+    instance = loaded.instances.get(name)
+    error = loaded.errors.get(name)
+    # An invalid file shows the instance as last mirrored: what the daemon still runs.
+    mirrored = hub.pop("mirrored") or {}
+    config = {
+        "type": instance.config.type if instance else mirrored.get("type"),
+        "direction": str(instance.direction) if instance else mirrored.get("direction"),
+        "enabled": instance.config.enabled if instance else mirrored.get("enabled"),
+    }
+    row = {
+        "name": name,
+        **config,
+        **hub,
+        "config_error": error_dict(error) if error else None,
+        # Each secret this process could not have, and where it is meant to come from; never
+        # a value. (A list: print_json masks any value under a key such as
+        # "settings.api_key".)
+        "not_in_this_shell": [
+            {"setting": key, "reason": reason}
+            for key, reason in (instance.unavailable_secrets if instance else {}).items()
+        ],
+    }
+    return {**row, "state": _state(row)}
+
+
+def error_dict(error: ConfigError) -> dict[str, str]:
+    """A broken instance file as shown: the file, the key and the reason."""
+    return {"file": error.path, "key": error.key, "reason": error.reason}
+
+
+def _state(row: dict[str, Any]) -> str:
+    if row["config_error"]:
+        return CONFIG_INVALID
+    if row["not_in_this_shell"]:
+        return SECRET_UNAVAILABLE
+    if row["enabled"] is False:
+        return "disabled"
+    if row["backoff_until"]:
+        return "backing-off"
+    return "ok"
 
 
 def instance_status(
