@@ -9,27 +9,49 @@ covers it without a change. The OpenAPI document is served, unauthenticated, at
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
 from daemon import __version__
-from daemon.api import contacts, errors, fields
-from daemon.api.state import Hub
+from daemon.api import contacts, dictionary, errors, fields, health, instances, outbox, synclog
+from daemon.api.state import Cycles, Hub
+from daemon.config.instances import LoadResult
 from daemon.config.settings import Settings
+from daemon.engine.metrics import Metrics
 from daemon.foundation.log import get_logger
 
 log = get_logger("contactsync.api")
 
-ROUTERS: tuple[APIRouter, ...] = (contacts.router, fields.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    contacts.router,
+    fields.router,
+    synclog.router,
+    dictionary.router,
+    instances.router,
+    outbox.router,
+    health.router,
+)
 UNROUTED_PATHS = frozenset({"/openapi.json"})
 """Paths without parameters that Starlette serves outside the routers: logged as they are."""
 
 
-def app_for(engine: Engine, settings: Settings) -> FastAPI:
-    """The API over the hub ``engine``, with the hub settings of ``settings``."""
-    return create_app(Hub(engine, region=settings.hub.default_region))
+def app_for(
+    engine: Engine,
+    settings: Settings,
+    *,
+    instances: Callable[[], LoadResult] | None = None,
+    cycles: Cycles | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """The API over the hub ``engine``, with the hub settings of ``settings``; in the daemon,
+    with its current instances, its scheduler and its metrics (see :class:`Hub`)."""
+    hub = Hub(engine, region=settings.hub.default_region, cycles=cycles, metrics=metrics)
+    if instances is not None:
+        hub.instances = instances
+    return create_app(hub)
 
 
 def create_app(hub: Hub) -> FastAPI:
@@ -37,12 +59,16 @@ def create_app(hub: Hub) -> FastAPI:
     app = FastAPI(
         title="contactsync",
         version=__version__,
-        description="The hub's contacts and custom fields; every refusal is "
+        description="The hub's contacts and custom fields, the sync log, the error "
+        "dictionary, instances and the outbox; every refusal is "
         '`{"error": {"code", "message"}}` with a code of the error dictionary.',
         docs_url=None,
         redoc_url=None,
         responses=errors.ERROR_RESPONSES,
     )
+    if hub.metrics is None:
+        # Under `contactsync serve`: no cycles to count, the hub's gauges still read.
+        hub.metrics = Metrics(hub.engine, hub.instances)
     app.state.hub = hub
     for router in ROUTERS:
         app.include_router(router)

@@ -28,10 +28,12 @@ def serve_command(app: App, bind: str | None, port: int | None) -> None:
 
     settings = app.settings  # exits 2 on a bad contactsync.toml or no config folder
     logging_setup.configure(level=settings.log.level, stream=sys.stdout)
-    # Mirror today's instances, so an edit's outbox rows go to every outgoing connection.
-    app.instances(required=False)
+    # Mirror today's instances, so an edit's outbox rows go to every outgoing connection;
+    # GET /api/v1/instances shows them as read now (no secret resolved), and "sync now" is
+    # refused: there is no scheduler here.
+    loaded = app.instances(required=False)
     server = ApiServer(
-        app_for(app.engine, settings),
+        app_for(app.engine, settings, instances=lambda: loaded),
         bind=bind or settings.http.bind,
         port=settings.http.port if port is None else port,
         grace_seconds=settings.daemon.shutdown_grace_seconds,

@@ -49,6 +49,8 @@ class Code(StrEnum):
     API_FORBIDDEN = "api-forbidden"
     API_INVALID_REQUEST = "api-invalid-request"
     API_NOT_FOUND = "api-not-found"
+    API_NO_SCHEDULER = "api-no-scheduler"
+    API_NOT_READY = "api-not-ready"
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,10 +297,27 @@ _ENTRIES: tuple[Entry, ...] = (
     ),
     Entry(
         Code.API_NOT_FOUND,
-        "An HTTP API request named a contact (by hub id, CRM id or phone) or a route that "
-        "does not exist.",
-        "Check the id; GET /api/v1/contacts?search=… finds a contact.",
+        "An HTTP API request named a contact (by hub id, CRM id or phone), an instance, an "
+        "outbox row, an error code or a route that does not exist.",
+        "Check the id; GET /api/v1/contacts?search=… finds a contact, GET /api/v1/instances "
+        "lists the instances.",
         "request refused (404); nothing written",
+    ),
+    Entry(
+        Code.API_NO_SCHEDULER,
+        "POST /api/v1/instances/NAME/sync asked for a cycle now, but this process serves the "
+        "API without syncing (contactsync serve), so it has no scheduler to wake.",
+        "Send the request to a node running contactsync run with [http] enabled, or run "
+        "contactsync sync NAME on a host with the instance's config.",
+        "request refused (409); nothing run",
+    ),
+    Entry(
+        Code.API_NOT_READY,
+        "GET /readyz found the daemon not ready: the hub did not answer a query, or the "
+        "scheduler that runs the cycles is not running. The message says which.",
+        "Check the database (contactsync status names it) and the daemon's log; a daemon "
+        "that stays unready is restarted by its supervisor.",
+        "the node reports not ready (503); a load balancer sends it no traffic",
     ),
 )
 

@@ -261,12 +261,17 @@ def list_rows(
     *,
     connection: str | None = None,
     state: str | None = None,
+    contact_id: str | None = None,
+    after_id: int = 0,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Outbox rows, oldest first, optionally of one connection or in one state."""
-    query = select(_OUTBOX).order_by(_OUTBOX.c.id).limit(limit)
+    """Outbox rows, oldest first, optionally of one connection, one contact or in one
+    state; ``after_id`` resumes after that row (the API's keyset)."""
+    query = select(_OUTBOX).where(_OUTBOX.c.id > after_id).order_by(_OUTBOX.c.id).limit(limit)
     if connection is not None:
         query = query.where(_OUTBOX.c.connection == connection)
+    if contact_id is not None:
+        query = query.where(_OUTBOX.c.contact_id == contact_id)
     if state is not None:
         query = query.where(_OUTBOX.c.state == state)
     return [dict(r) for r in conn.execute(query).mappings()]

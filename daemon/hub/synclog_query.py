@@ -1,4 +1,4 @@
-"""Reading the sync log back: filters for the CLI (and later the API)."""
+"""Reading the sync log back: filters for the CLI and the HTTP API."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, or_, select
 
 from daemon.hub.database import READ_ONLY
 from daemon.hub.store import SyncLog, utcnow
@@ -53,9 +53,12 @@ def query_log(
     instance: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    before: tuple[datetime, int] | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Sync-log rows, newest first."""
+    """Sync-log rows, newest first; ``before`` (a row's ``(timestamp, id)``) resumes after
+    that row, the keyset of the API's pages: a row written meanwhile is newer, so it never
+    shifts a page as an offset would."""
     table = _SYNC_LOG
     query = select(table).order_by(table.c.timestamp.desc(), table.c.id.desc())
     filters = {
@@ -73,5 +76,10 @@ def query_log(
         query = query.where(table.c.timestamp >= since)
     if until is not None:
         query = query.where(table.c.timestamp < until)
+    if before is not None:
+        at, row_id = before
+        query = query.where(
+            or_(table.c.timestamp < at, (table.c.timestamp == at) & (table.c.id < row_id))
+        )
     with engine.connect().execution_options(**READ_ONLY) as conn:
         return [dict(r) for r in conn.execute(query.limit(limit)).mappings()]

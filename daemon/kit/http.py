@@ -57,6 +57,7 @@ from daemon import __version__
 from daemon.foundation.clock import SYSTEM_CLOCK, Clock, check_cancel
 from daemon.foundation.dictionary import Code
 from daemon.foundation.log import get_logger, redact_text, register_secret
+from daemon.kit import httpobserve
 from daemon.kit.connector import (
     AuthFailed,
     ConnectorError,
@@ -636,6 +637,7 @@ def request_with_retries(
         except httpx.DecodingError as exc:
             raise MalformedResponse(f"{where}: undecodable response body") from exc
         except httpx.TransportError as exc:
+            httpobserve.report("failure", None, quota)
             failure = _certificate_failure(exc)
             if failure is not None:
                 raise TlsRefused(
@@ -651,6 +653,7 @@ def request_with_retries(
             delay = retry.backoff(attempt, rng)
             reason = type(exc).__name__
         else:
+            httpobserve.report("response", response.status_code, quota)
             if on_response is not None:
                 on_response(response)
             if classify is not None:
@@ -678,6 +681,7 @@ def request_with_retries(
                 limiter.pause(delay)  # every thread sharing the limiter holds off, not just us
             reason = f"HTTP {status}"
 
+        httpobserve.report("retry", None, quota)
         log.warning(
             "http_retry",
             method=method,

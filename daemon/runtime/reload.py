@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, SecretBytes, SecretStr
 from sqlalchemy import Engine
 
-from daemon.config.instances import Direction, Instance, load_instances
+from daemon.config.instances import Direction, Instance, LoadResult, load_instances
 from daemon.config.settings import ConfigError, read_toml
 from daemon.foundation.dictionary import Code
 from daemon.foundation.log import get_logger
@@ -107,9 +107,15 @@ class ConfigState:
         self.engine = engine
         self.connectors = connectors
         self.instances: dict[str, Instance] = {}
+        self.invalid: dict[str, ConfigError] = {}  # the files that did not load last time
         # The error last reported for each broken file: the same error is logged once.
         self._reported: dict[str, tuple[str, str, str]] = {}
         self._lock = threading.Lock()
+
+    def loaded(self) -> LoadResult:
+        """The instances running now (a broken file's last good config included) and the
+        errors of the broken files, as ``contactsync status`` and the API show them."""
+        return LoadResult(self.instances, self.invalid)
 
     def reload(self) -> ReloadResult:
         """Re-read ``etc/instances/*.toml``, mirror the result into the hub, and say what
@@ -141,6 +147,7 @@ class ConfigState:
 
             mirror_instances(self.engine, current, keep=result.invalid)
             self.instances = dict(sorted(current.items()))
+            self.invalid = result.invalid
             healthy: list[str] = []
             for name in list(self._reported):
                 if name not in result.invalid:

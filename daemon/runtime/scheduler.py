@@ -257,12 +257,28 @@ class Scheduler:
         job ids. A push running right now runs again as soon as it ends, so a change that
         came in behind its moving lower bound is not left for the next schedule."""
         wanted = set(connections)
+        with self._lock:
+            jobs = [
+                job_id(name, CycleKind.PUSH)
+                for name, instance in self._instances.items()
+                if instance.connection in wanted
+            ]
+        return self._wake_jobs(jobs)
+
+    def run_now(self, name: str) -> list[str]:
+        """Run every cycle of instance ``name`` now (pull, push, or its export; the slower
+        deletion scan keeps its schedule), as :meth:`wake` does a push: one running now runs
+        again when it ends. Returns the job ids; none for an instance without jobs."""
+        kinds = (CycleKind.PULL, CycleKind.PUSH, CycleKind.EXPORT)
+        return self._wake_jobs([job_id(name, kind) for kind in kinds])
+
+    def _wake_jobs(self, jobs: Iterable[str]) -> list[str]:
+        """Mark the scheduled ones of ``jobs`` owed and run the idle ones now."""
         woken: list[str] = []
         idle: list[str] = []
         with self._lock:
-            for name, instance in self._instances.items():
-                jid = job_id(name, CycleKind.PUSH)
-                if instance.connection in wanted and jid in self._specs:
+            for jid in jobs:
+                if jid in self._specs:
                     self._woken.add(jid)
                     woken.append(jid)
                     if jid not in self._running:

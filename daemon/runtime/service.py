@@ -41,7 +41,14 @@ from daemon.api.server import ApiServer, ApiServerError
 from daemon.config.instances import Instance
 from daemon.config.settings import Settings, load_settings
 from daemon.engine.cycle import SyncEngine
-from daemon.engine.registry import PluginError, Registry, get_plugin_manager, notify
+from daemon.engine.metrics import Metrics
+from daemon.engine.registry import (
+    PluginError,
+    Registry,
+    get_plugin_manager,
+    notify,
+    register_plugin,
+)
 from daemon.foundation import log as logging_setup
 from daemon.foundation.dictionary import Code
 from daemon.hub.database import make_engine
@@ -92,6 +99,7 @@ class Service:
         self.waker: OutboxWaker | None = None
         self.watcher: ConfigWatcher | None = None
         self.api: ApiServer | None = None
+        self.metrics: Metrics | None = None
         self._cycles: dict[str, threading.Event] = {}  # job id -> its cancel event
         self._cycles_changed = threading.Condition()
         self._pipe_r, self._pipe_w = os.pipe()
@@ -141,6 +149,10 @@ class Service:
             self.engine, registry.transforms, region=settings.hub.default_region, pm=pm
         )
         self.config = ConfigState(self.etc, self.engine, registry.connectors)
+        # Counting starts before the first cycle can run; the API serves the counts.
+        self.metrics = Metrics(self.engine, self.config.loaded)
+        register_plugin(pm, self.metrics.hooks)
+        self.metrics.start()
         notify(pm, "startup", settings=settings)
         self.scheduler = Scheduler(self.engine, settings.daemon, self._run_cycle)
         self.scheduler.start()
@@ -164,7 +176,13 @@ class Service:
         if settings.http.enabled:
             # Last, so a port in use stops the start before READY (systemd then says so).
             self.api = ApiServer(
-                app_for(self.engine, settings),
+                app_for(
+                    self.engine,
+                    settings,
+                    instances=self.config.loaded,
+                    cycles=self.scheduler,
+                    metrics=self.metrics,
+                ),
                 bind=settings.http.bind,
                 port=settings.http.port,
                 grace_seconds=settings.daemon.shutdown_grace_seconds,
@@ -239,6 +257,10 @@ class Service:
             self.api.join(deadline - time.monotonic())
         if self.pm is not None:
             notify(self.pm, "shutdown", reason=reason)
+        if self.metrics is not None:
+            self.metrics.stop()
+            if self.pm is not None and self.pm.is_registered(self.metrics.hooks):
+                self.pm.unregister(self.metrics.hooks)
         if left:
             # A cycle stuck in a call that ignores cancellation: its transaction is rolled
             # back by the database when the process goes, its lease is taken over by the
