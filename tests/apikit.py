@@ -58,12 +58,13 @@ class RunningApi:
 
 
 @contextmanager
-def running_api(engine: Engine, *, region: str = "US") -> Iterator[RunningApi]:
+def running_api(engine: Engine, *, region: str = "US", **hub: Any) -> Iterator[RunningApi]:
     """The API over ``engine`` on 127.0.0.1, a free port; one token per role; an outgoing
-    connection mirrored, so edits queue the outbox."""
+    connection mirrored, so edits queue the outbox. ``hub``: more :class:`Hub` fields
+    (``instances``, ``cycles``, ``metrics``)."""
     mirror_instances(engine, {CONNECTION: PushingInstance()})
     server = ApiServer(
-        create_app(Hub(engine, region=region)), bind="127.0.0.1", port=0, grace_seconds=5
+        create_app(Hub(engine, region=region, **hub)), bind="127.0.0.1", port=0, grace_seconds=5
     )
     server.start()
     api = RunningApi(engine, server)
