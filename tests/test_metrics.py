@@ -93,7 +93,7 @@ def test_hub_gauges_read_the_outbox_runs_backoff_and_lease(sqlite_engine, tmp_pa
     finish(sqlite_engine, "run-1", "ok", {"created": 2}, now - timedelta(minutes=2))
     assert acquire(sqlite_engine, "crm", "host-1/abc", now)
     found = samples(Metrics(sqlite_engine, lambda: loaded).exposition().decode())
-    crm = {"instance": "crm"}
+    crm = {"sync_instance": "crm"}
     assert total(found, "contactsync_hub_up") == 1
     assert total(found, "contactsync_outbox_rows", state="pending", **crm) == 2
     assert total(found, "contactsync_outbox_rows", state="parked", **crm) == 1
@@ -133,7 +133,7 @@ def test_platform_requests_429s_retries_and_quota_are_counted(sqlite_engine):
         retry=RetryPolicy(attempts=3, backoff_base=0, jitter=False),
         quota=DailyQuota(limit=1000),
     )
-    hs = {"instance": "hs", "platform": "unknown"}  # an instance not configured here
+    hs = {"sync_instance": "hs", "platform": "unknown"}  # an instance not configured here
     metrics.start()
     try:
         with structlog.contextvars.bound_contextvars(instance="hs"):
@@ -218,14 +218,14 @@ def test_the_daemon_syncs_hubspot_while_metrics_move_and_an_api_edit_reaches_it(
             first = wait_until(
                 lambda: (
                     (s := scrape())
-                    and total(s, "contactsync_records_total", instance="hs", outcome="created")
+                    and total(s, "contactsync_records_total", sync_instance="hs", outcome="created")
                     >= 20
                     and s
                 ),
                 30,
                 what="the first pull counted",
             )
-            hs = {"instance": "hs"}
+            hs = {"sync_instance": "hs"}
             assert total(first, "contactsync_platform_requests_total", platform="hubspot", **hs)
             assert total(first, "contactsync_cycle_duration_seconds_count", kind="pull", **hs)
             pulls = total(first, "contactsync_cycles_total", kind="pull", outcome="ok", **hs)

@@ -14,7 +14,9 @@ Two kinds, so that each number comes from where it is true:
   threaded through the engine to keep them: the tables already hold the facts.
 
 Names and labels are listed in the README ("Metrics"); the example alert rules in
-``etc/prometheus/contactsync-alerts.yml`` read them.
+``etc/prometheus/contactsync-alerts.yml`` read them. The instance's name is the label
+``sync_instance``, not ``instance``: Prometheus gives every scraped series an ``instance``
+label of its own (the target's host and port) and would rename ours.
 """
 
 from __future__ import annotations
@@ -64,20 +66,20 @@ class Metrics:
             "contactsync_cycles",
             "Cycles that ran, by instance, kind (pull, push, deletes, export) and outcome "
             "(ok, failed, interrupted).",
-            ("instance", "kind", "outcome"),
+            ("sync_instance", "kind", "outcome"),
             registry=r,
         )
         self.records = Counter(
             "contactsync_records",
             "Records handled by cycles, by instance, kind and outcome (created, updated, "
             "skipped, sent, failed …, as the cycle's counts name them).",
-            ("instance", "kind", "outcome"),
+            ("sync_instance", "kind", "outcome"),
             registry=r,
         )
         self.duration = Histogram(
             "contactsync_cycle_duration_seconds",
             "Wall time of each cycle, by instance and kind.",
-            ("instance", "kind"),
+            ("sync_instance", "kind"),
             buckets=DURATION_BUCKETS,
             registry=r,
         )
@@ -85,31 +87,31 @@ class Metrics:
             "contactsync_platform_requests",
             "Requests to a platform, each attempt once, by platform, instance and status "
             "(the HTTP status, or 'error' when no answer came).",
-            ("platform", "instance", "status"),
+            ("platform", "sync_instance", "status"),
             registry=r,
         )
         self.rate_limited = Counter(
             "contactsync_platform_rate_limited",
             "Answers of HTTP 429 (rate limited) from a platform.",
-            ("platform", "instance"),
+            ("platform", "sync_instance"),
             registry=r,
         )
         self.retries = Counter(
             "contactsync_platform_retries",
             "Requests retried after a transient failure (429, 5xx, a connection error).",
-            ("platform", "instance"),
+            ("platform", "sync_instance"),
             registry=r,
         )
         self.quota_used = Gauge(
             "contactsync_platform_quota_used",
             "Calls of the platform's daily quota used, as last known (HubSpot, Salesforce).",
-            ("platform", "instance"),
+            ("platform", "sync_instance"),
             registry=r,
         )
         self.quota_limit = Gauge(
             "contactsync_platform_quota_limit",
             "The platform's daily quota, as last known.",
-            ("platform", "instance"),
+            ("platform", "sync_instance"),
             registry=r,
         )
         r.register(HubCollector(engine, instances))
@@ -238,45 +240,45 @@ class HubCollector(Collector):
             "contactsync_instance_info",
             "1 per configured instance, with its type, connection, direction and state "
             "(ok, disabled, backing-off, config-invalid …).",
-            ("instance", "type", "connection", "direction", "state"),
+            ("sync_instance", "type", "connection", "direction", "state"),
         )
         depth = family(
             "contactsync_outbox_rows",
             "Outbox rows of the instance's connection, by state (pending, parked).",
-            ("instance", "connection", "state"),
+            ("sync_instance", "connection", "state"),
         )
         age = family(
             "contactsync_outbox_oldest_age_seconds",
             "Age of the oldest pending outbox row of the instance's connection (0: none).",
-            ("instance", "connection"),
+            ("sync_instance", "connection"),
         )
         since = family(
             "contactsync_seconds_since_last_success",
             "Seconds since the last cycle of this kind that ended ok (absent: never).",
-            ("instance", "kind"),
+            ("sync_instance", "kind"),
         )
         last = family(
             "contactsync_last_success_timestamp_seconds",
             "When the last cycle of this kind that ended ok finished (Unix time).",
-            ("instance", "kind"),
+            ("sync_instance", "kind"),
         )
         interval = family(
             "contactsync_schedule_interval_seconds",
             "The instance's schedule for this kind, when it is 'every N<unit>' (absent for "
             "a crontab line).",
-            ("instance", "kind"),
+            ("sync_instance", "kind"),
         )
         backoff = family(
             "contactsync_backoff_remaining_seconds",
             "Seconds until the instance's back-off ends (a quota spent, a platform down); "
             "0 when it is not backing off.",
-            ("instance",),
+            ("sync_instance",),
         )
         leased = family(
             "contactsync_lease_held",
             "1 while a process holds the lease of the instance's connection (owner: host, "
             "pid and run).",
-            ("instance", "connection", "owner"),
+            ("sync_instance", "connection", "owner"),
         )
         for row in rows:
             name, connection = row["name"], row["connection"] or ""
