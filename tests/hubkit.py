@@ -68,8 +68,12 @@ def ingest(
     batch_size: int = 1000,
     dry_run: bool = False,
     integration: str = "test",
+    **options: Any,
 ) -> Run:
-    """Run ``records`` (records, or bare field dicts) through the incoming rules."""
+    """Run ``records`` (records, or bare field dicts) through the incoming rules.
+
+    ``options`` go to :class:`Ingestor` as they are (``connection``, ``conflict_policy`` …), so a
+    test reaches the rules a platform pull uses without the engine around them."""
     context = SyncContext(integration, "incoming", new_run_id(), "test-instance")
     plans: list[RecordPlan] = []
     ingestor = Ingestor(
@@ -79,6 +83,7 @@ def ingest(
         batch_size=batch_size,
         dry_run=dry_run,
         on_plan=plans.append,
+        **options,
     )
     items = (r if isinstance(r, IncomingRecord) else IncomingRecord(dict(r)) for r in records)
     report = ingestor.run(items)
