@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run import-example test lint bench clean
+.PHONY: setup run import-example test lint bench mutation clean
 
 setup: $(STAMP)
 
@@ -40,5 +40,18 @@ test: setup
 bench: setup
 	$(BIN)/python bench/import_csv.py
 
+# Mutation testing of the incoming rules, the push and the outbox (bench/mutation.md): run by
+# hand, never in CI. mutmut copies the tree to ./mutants and checks each mutant with only the
+# tests that reached the mutated function, from the files in [tool.mutmut]; one core, niced,
+# stopped after MUTATION_TIMEOUT. Results are cached in ./mutants: a second run re-checks only
+# what changed. `.venv/bin/mutmut results` lists the survivors, `mutmut show NAME` one diff.
+MUTATION_TIMEOUT ?= 3h
+MUTATION_JOBS ?= 1
+mutation: setup
+	$(BIN)/pip install --quiet -e '.[test,mutation]'
+	-nice -n 19 timeout $(MUTATION_TIMEOUT) $(BIN)/mutmut run --max-children $(MUTATION_JOBS)
+	$(BIN)/mutmut export-cicd-stats
+	$(BIN)/python bench/mutation_score.py
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .hypothesis mutants
