@@ -317,6 +317,28 @@ def test_a_re_armed_row_gets_every_attempt_again(engine, tmp_path, remote, how):
     assert park(engine, sync, instance)["attempts"] == 2
 
 
+def queue_row(
+    engine, connection: str, contact_id: str, now: datetime, state: str = outbox.PENDING
+) -> int:
+    """An outbox row as a failed push leaves it (one attempt made when parked); its id."""
+    with engine.begin() as conn:
+        return conn.execute(
+            Outbox.__table__.insert().values(
+                connection=connection,
+                contact_id=contact_id,
+                fields=[],
+                origin="test",
+                version=1,
+                attempts=1 if state == outbox.PARKED else 0,
+                state=state,
+                last_error="nope" if state == outbox.PARKED else None,
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+        ).inserted_primary_key[0]
+
+
 def _readme_back_off() -> list[timedelta]:
     """The back-off steps README's "How a sync works" states."""
     text = README.read_text()
@@ -339,21 +361,7 @@ def test_the_back_off_steps_are_the_ones_readme_states(engine):
     # And a failed push waits exactly that long: attempt n is retried after step n.
     now = datetime(2026, 1, 1, tzinfo=UTC)
     contact_id = save_contact(engine, {"first_name": "A", "last_name": "B", "phone": "2025550143"})
-    with engine.begin() as conn:
-        conn.execute(
-            Outbox.__table__.insert().values(
-                connection="mem",
-                contact_id=contact_id,
-                fields=[],
-                origin="test",
-                version=1,
-                attempts=0,
-                state=outbox.PENDING,
-                next_attempt_at=now,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+    queue_row(engine, "mem", contact_id, now)
     for n, step in enumerate(steps, start=1):
         with engine.begin() as conn:
             (row,) = [dict(r) for r in conn.execute(select(Outbox.__table__)).mappings()]
@@ -362,3 +370,56 @@ def test_the_back_off_steps_are_the_ones_readme_states(engine):
         assert row["attempts"] == n
         assert as_utc(row["next_attempt_at"]) - now == step
         assert parked is (n == len(steps))
+
+
+def person(engine, first: str, phone: str, **flags) -> str:
+    """A contact staff created in the hub; its id."""
+    return save_contact(engine, {"first_name": first, "last_name": "Hub", "phone": phone}, **flags)
+
+
+def test_the_operator_repairs_touch_exactly_the_rows_they_name(engine):
+    then = datetime(2026, 1, 1, tzinfo=UTC)
+    one = person(engine, "A", "2025550143")
+    two = person(engine, "B", "2025550181")
+    three = person(engine, "C", "4155550199")
+    parked_a = queue_row(engine, "a", one, then, outbox.PARKED)
+    parked_b = queue_row(engine, "b", two, then, outbox.PARKED)
+    pending_a = queue_row(engine, "a", three, then)
+    now = then + timedelta(hours=1)
+
+    with engine.begin() as conn:
+        with pytest.raises(ValueError, match="name the rows"):
+            outbox.rearm(conn, now)
+        with pytest.raises(ValueError, match="name the rows"):
+            outbox.drop(conn, connection="a")
+        assert outbox.rearm(conn, now, ids=[parked_b], connection="a") == []  # ids AND connection
+        assert outbox.rearm(conn, now, connection="a", all_parked=True) == [parked_a]
+        assert outbox.counts(conn) == {"a": {"pending": 2}, "b": {"parked": 1}}
+        assert [r["id"] for r in outbox.list_rows(conn, state=outbox.PARKED)] == [parked_b]
+        assert [r["id"] for r in outbox.list_rows(conn, connection="a", limit=1)] == [parked_a]
+        assert outbox.drop(conn, ids=[pending_a, parked_b], connection="a") == [pending_a]
+        assert outbox.drop(conn, all_parked=True) == [parked_b]
+    (row,) = outbox_rows(engine)
+    assert (row["id"], row["state"], row["attempts"], row["version"]) == (parked_a, "pending", 0, 2)
+    assert as_utc(row["next_attempt_at"]) == as_utc(row["updated_at"]) == now
+
+
+def test_the_first_sync_preview_lists_the_unlinked_contacts_of_its_connection_only(engine):
+    linked = person(engine, "Ada", "2025550143")
+    tester = person(engine, "Test", "2025550181", test_user=True)
+    plain = sorted([person(engine, "Grace", "4155550199"), person(engine, "Kate", "6175550112")])
+    with engine.begin() as conn:
+        links.save(conn, [links.LinkRow("a", "R1", linked, "linked", {})], utcnow())
+
+    with engine.connect() as conn:
+        on_a = outbox.unlinked_rows(conn, "a", set(), limit=10)
+        on_b = outbox.unlinked_rows(conn, "b", {plain[0]}, limit=10)
+        first = outbox.unlinked_rows(conn, "a", set(), limit=1)
+        after = outbox.unlinked_rows(conn, "a", set(), limit=10, after=plain[0])
+
+    assert [r["contact_id"] for r in on_a] == plain  # not the linked one, never a test user
+    assert [r["contact_id"] for r in on_b] == sorted([linked, plain[1]])
+    assert [r["contact_id"] for r in first] == plain[:1]
+    assert [r["contact_id"] for r in after] == plain[1:]
+    assert {(r["connection"], r["state"], len(r["fields"])) for r in on_a} == {("a", "pending", 0)}
+    assert tester not in {r["contact_id"] for r in on_a + on_b}
