@@ -394,6 +394,8 @@ def test_the_operator_repairs_touch_exactly_the_rows_they_name(engine):
             outbox.drop(conn, connection="a")
         assert outbox.rearm(conn, now, ids=[parked_b], connection="a") == []  # ids AND connection
         assert outbox.rearm(conn, now, connection="a", all_parked=True) == [parked_a]
+        # A row backing off (not parked) is made due now too when named.
+        assert outbox.rearm(conn, now, ids=[pending_a]) == [pending_a]
         assert outbox.counts(conn) == {"a": {"pending": 2}, "b": {"parked": 1}}
         assert [r["id"] for r in outbox.list_rows(conn, state=outbox.PARKED)] == [parked_b]
         assert [r["id"] for r in outbox.list_rows(conn, connection="a", limit=1)] == [parked_a]
