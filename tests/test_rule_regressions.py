@@ -407,9 +407,20 @@ def test_the_operator_repairs_touch_exactly_the_rows_they_name(engine):
 
 
 def test_the_first_sync_preview_lists_the_unlinked_contacts_of_its_connection_only(engine):
-    linked = person(engine, "Ada", "2025550143")
-    tester = person(engine, "Test", "2025550181", test_user=True)
-    plain = sorted([person(engine, "Grace", "4155550199"), person(engine, "Kate", "6175550112")])
+    # Ids chosen so that id order is not the order of creation, and one sorts before any
+    # letter: the preview pages by id, from the start.
+    ids = {}
+    for name, phone, wanted in [
+        ("Ada", "2025550143", "c0"),
+        ("Test", "2025550181", "t0"),
+        ("Kate", "6175550112", "b1"),
+        ("Grace", "4155550199", "0a"),
+    ]:
+        made = person(engine, name, phone, test_user=name == "Test" or None)
+        with engine.begin() as conn:
+            conn.execute(update(CONTACT).where(CONTACT.c.id == made).values(id=wanted))
+        ids[name] = wanted
+    linked, tester, plain = ids["Ada"], ids["Test"], [ids["Grace"], ids["Kate"]]
     with engine.begin() as conn:
         links.save(conn, [links.LinkRow("a", "R1", linked, "linked", {})], utcnow())
 
