@@ -361,14 +361,18 @@ def test_the_back_off_steps_are_the_ones_readme_states(engine):
     # And a failed push waits exactly that long: attempt n is retried after step n.
     now = datetime(2026, 1, 1, tzinfo=UTC)
     contact_id = save_contact(engine, {"first_name": "A", "last_name": "B", "phone": "2025550143"})
-    queue_row(engine, "mem", contact_id, now)
+    earlier = now - timedelta(hours=1)  # when the row was queued
+    queue_row(engine, "mem", contact_id, earlier)
+    other = queue_row(engine, "mem", person(engine, "Other", "2025550181"), earlier)
     for n, step in enumerate(steps, start=1):
         with engine.begin() as conn:
-            (row,) = [dict(r) for r in conn.execute(select(Outbox.__table__)).mappings()]
+            query = select(Outbox.__table__).where(Outbox.__table__.c.id != other)
+            (row,) = [dict(r) for r in conn.execute(query).mappings()]
             parked = outbox.failed(conn, row, "nope", now, max_attempts=len(steps))
-        (row,) = outbox_rows(engine)
-        assert row["attempts"] == n
+        row, untouched = sorted(outbox_rows(engine), key=lambda r: r["id"])
+        assert (row["attempts"], row["last_error"], as_utc(row["updated_at"])) == (n, "nope", now)
         assert as_utc(row["next_attempt_at"]) - now == step
+        assert (untouched["id"], untouched["attempts"]) == (other, 0)  # only the row named
         assert parked is (n == len(steps))
 
 
@@ -385,23 +389,25 @@ def test_the_operator_repairs_touch_exactly_the_rows_they_name(engine):
     parked_a = queue_row(engine, "a", one, then, outbox.PARKED)
     parked_b = queue_row(engine, "b", two, then, outbox.PARKED)
     pending_a = queue_row(engine, "a", three, then)
+    pending_b = queue_row(engine, "b", three, then)
     now = then + timedelta(hours=1)
 
     with engine.begin() as conn:
-        with pytest.raises(ValueError, match="name the rows"):
+        with pytest.raises(ValueError, match=r"^name the rows"):
             outbox.rearm(conn, now)
-        with pytest.raises(ValueError, match="name the rows"):
+        with pytest.raises(ValueError, match=r"^name the rows"):
             outbox.drop(conn, connection="a")
         assert outbox.rearm(conn, now, ids=[parked_b], connection="a") == []  # ids AND connection
         assert outbox.rearm(conn, now, connection="a", all_parked=True) == [parked_a]
         # A row backing off (not parked) is made due now too when named.
         assert outbox.rearm(conn, now, ids=[pending_a]) == [pending_a]
-        assert outbox.counts(conn) == {"a": {"pending": 2}, "b": {"parked": 1}}
+        assert outbox.counts(conn) == {"a": {"pending": 2}, "b": {"parked": 1, "pending": 1}}
         assert [r["id"] for r in outbox.list_rows(conn, state=outbox.PARKED)] == [parked_b]
         assert [r["id"] for r in outbox.list_rows(conn, connection="a", limit=1)] == [parked_a]
         assert outbox.drop(conn, ids=[pending_a, parked_b], connection="a") == [pending_a]
         assert outbox.drop(conn, all_parked=True) == [parked_b]
-    (row,) = outbox_rows(engine)
+    row, untouched = sorted(outbox_rows(engine), key=lambda r: r["id"])
+    assert untouched["id"] == pending_b and untouched["version"] == 1
     assert (row["id"], row["state"], row["attempts"], row["version"]) == (parked_a, "pending", 0, 2)
     assert as_utc(row["next_attempt_at"]) == as_utc(row["updated_at"]) == now
 
@@ -436,3 +442,17 @@ def test_the_first_sync_preview_lists_the_unlinked_contacts_of_its_connection_on
     assert [r["contact_id"] for r in after] == plain[1:]
     assert {(r["connection"], r["state"], len(r["fields"])) for r in on_a} == {("a", "pending", 0)}
     assert tester not in {r["contact_id"] for r in on_a + on_b}
+
+
+def test_a_failure_recorded_after_a_newer_write_leaves_the_re_armed_row_alone(engine):
+    # The push read the row, a hub write re-armed it (version bumped), then the push's
+    # failure came back: it must not count against the newer change.
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    contact_id = person(engine, "Ada", "2025550143")
+    queue_row(engine, "mem", contact_id, now)
+    (read,) = outbox_rows(engine)
+    with engine.begin() as conn:
+        outbox.rearm(conn, now, ids=[read["id"]])
+        outbox.failed(conn, read, "too late", now, max_attempts=1)
+    (row,) = outbox_rows(engine)
+    assert (row["state"], row["attempts"], row["last_error"]) == ("pending", 0, None)
