@@ -456,3 +456,19 @@ def test_a_failure_recorded_after_a_newer_write_leaves_the_re_armed_row_alone(en
         outbox.failed(conn, read, "too late", now, max_attempts=1)
     (row,) = outbox_rows(engine)
     assert (row["state"], row["attempts"], row["last_error"]) == ("pending", 0, None)
+
+
+def test_a_push_that_ends_after_a_newer_write_leaves_its_row_queued(engine):
+    # The push read the row, a hub write coalesced into it (version bumped) while the push was
+    # in flight, then the push succeeded: the newer change still has to go.
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    queue_row(engine, "mem", person(engine, "Ada", "2025550143"), now)
+    (read,) = outbox_rows(engine)
+    with engine.begin() as conn:
+        outbox.rearm(conn, now, ids=[read["id"]])
+        outbox.done(conn, [read])
+    (row,) = outbox_rows(engine)
+    assert row["version"] == read["version"] + 1
+    with engine.begin() as conn:
+        outbox.done(conn, [row])
+    assert outbox_rows(engine) == []
