@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -298,3 +299,61 @@ def test_a_restarted_daemon_pushes_at_once_and_keeps_the_pull_schedule(
         assert pull_at is not None and pull_at > utcnow() + timedelta(minutes=30)
     finally:
         restarted.shutdown()
+
+
+class LeaseRunner:
+    """A cycle runner with one connection lease: a push holds it for a while, a pull that
+    finds it held is ``busy``, as the engine answers. Records what happened, in order."""
+
+    def __init__(self, push_seconds: float) -> None:
+        self.lease = threading.Lock()
+        self.push_seconds = push_seconds
+        self.events: list[str] = []
+        self.record = threading.Lock()
+
+    def __call__(self, name: str, direction: str) -> str:
+        if not self.lease.acquire(blocking=False):
+            self._note(f"{direction} busy")
+            return "busy"
+        try:
+            self._note(f"{direction} start")
+            if direction == "push":
+                time.sleep(self.push_seconds)  # a push with work to do, holding the lease
+            return "ok"
+        finally:
+            self.lease.release()
+
+    def _note(self, event: str) -> None:
+        with self.record:
+            self.events.append(event)
+
+
+def test_a_stream_of_woken_pushes_never_starves_the_pull(
+    tmp_path: Path, sqlite_engine: Engine
+) -> None:
+    runner = LeaseRunner(push_seconds=0.3)
+    sched = Scheduler(sqlite_engine, DaemonSettings(workers=2), runner)
+    sched.start()
+    stop = threading.Event()
+
+    def edits() -> None:  # hub edits arriving all the time, each waking the push
+        while not stop.wait(0.02):
+            sched.wake({"busy"})
+
+    waker = threading.Thread(target=edits, daemon=True)
+    try:
+        sched.schedule(load(tmp_path, "busy", pull="every 1h", push="every 1h"))
+        wait_until(lambda: "pull start" in runner.events and "push start" in runner.events)
+        waker.start()
+        wait_until(lambda: runner.events.count("push start") >= 3)
+        sched.run_now("busy")  # the pull is wanted while the pushes keep the lease busy
+        wait_until(lambda: runner.events.count("pull start") >= 2, what="the pull's turn")
+    finally:
+        stop.set()
+        waker.join()
+        sched.shutdown()
+    events = runner.events
+    refused = events.index("pull busy")
+    # Once refused, the pull runs as soon as the push holding the lease ends: no push
+    # starts between its refusal and its run.
+    assert "push start" not in events[refused : events.index("pull start", refused)], events

@@ -275,17 +275,28 @@ class Scheduler:
     def _wake_jobs(self, jobs: Iterable[str]) -> list[str]:
         """Mark the scheduled ones of ``jobs`` owed and run the idle ones now."""
         woken: list[str] = []
-        idle: list[str] = []
+        idle: list[tuple[str, bool]] = []
         with self._lock:
             for jid in jobs:
                 if jid in self._specs:
                     self._woken.add(jid)
                     woken.append(jid)
                     if jid not in self._running:
-                        idle.append(jid)
-        for jid in idle:
-            self._run_soon(jid, timedelta(0))
+                        # A sibling that found the connection busy goes first; this follows.
+                        idle.append((jid, bool(self._waiting_siblings(jid))))
+        for jid, behind in idle:
+            self._run_soon(jid, BUSY_RETRY if behind else timedelta(0))
         return woken
+
+    def _waiting_siblings(self, jid: str) -> list[str]:
+        """The other jobs of ``jid``'s instance that last found the connection busy and are
+        not running: they are owed the connection next. Call with ``_lock`` held."""
+        name = jid.rpartition(":")[0]
+        return [
+            other
+            for other in self._busy
+            if other != jid and other.rpartition(":")[0] == name and other not in self._running
+        ]
 
     # --- running --------------------------------------------------------------------------
 
@@ -330,10 +341,16 @@ class Scheduler:
             retry = jid in self._retry
             again = jid in self._woken
             self._retry.discard(jid)
+            # This run held the connection (it was not refused as busy) and has let it go: a
+            # sibling that found it busy goes first. Otherwise a stream of woken pushes, each
+            # run again the moment the last ends, would starve the pull for good.
+            waiting = [] if jid in self._busy else self._waiting_siblings(jid)
         if not known:
             return
         with self._pending:
-            if retry:
+            for other in waiting:
+                self._follow_ups[other] = timedelta(0)
+            if retry or (again and waiting):
                 self._follow_ups[jid] = BUSY_RETRY
             elif again:
                 self._follow_ups[jid] = timedelta(0)
