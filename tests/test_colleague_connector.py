@@ -389,6 +389,7 @@ def test_the_engine_loses_no_change_when_a_pull_dies_before_its_commit(
     sqlite_engine: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sqlalchemy import select
+    from sqlalchemy.exc import OperationalError
 
     from daemon.engine import pull
     from daemon.hub.store import Contact
@@ -415,8 +416,8 @@ def test_the_engine_loses_no_change_when_a_pull_dies_before_its_commit(
 
         def dies_on_the_second_page(*args: Any, **kwargs: Any) -> None:
             calls["n"] += 1
-            if calls["n"] == 2:
-                raise RuntimeError("the daemon died here")
+            if calls["n"] == 2:  # the daemon dies here: its database connection is gone
+                raise OperationalError("UPDATE sync_cursor", {}, Exception("connection lost"))
             real(*args, **kwargs)
 
         monkeypatch.setattr(pull.runs, "set_cursor", dies_on_the_second_page)

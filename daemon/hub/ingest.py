@@ -176,11 +176,12 @@ class Ingestor:
         links there); ``after(conn, plans)`` runs last, before the commit (links, checkpoint).
 
         A record that cannot be applied (the database refuses it, or preparing, planning or
-        writing it raises) must not hold back the others: the batch is bisected in trial
+        writing it raises) must not hold back the others. The batch is tried once more as it
+        is (a failure that does not come back sets nothing aside), then bisected in trial
         transactions that are rolled back, the first record whose prefix fails is set aside
         with a ``record-not-applied`` row, and the rest is applied in one transaction, so
         ``after`` still runs and the cursor moves on. One poison record in ``n`` costs about
-        ``log2(n) + 2`` transactions. Failures that are not about a record (a lost
+        ``log2(n) + 3`` transactions. Failures that are not about a record (a lost
         connection or lease, a cancelled cycle, memory) are raised, as is a failure of the
         hooks themselves.
         """
@@ -191,6 +192,7 @@ class Ingestor:
         # Records before this index applied together in a trial (0: nothing proven yet).
         proven = 0
         hooks_ok = False
+        retried = False
         while True:
             try:
                 plans, buffer = self._commit(records, poison, before, after)
@@ -198,6 +200,12 @@ class Ingestor:
             except BaseException as exc:
                 if not records or not about_a_record(exc):
                     raise
+                if not retried:
+                    # Once more as it is first: a failure that does not come back was not
+                    # the records' doing, and no good record may be set aside for it.
+                    retried = True
+                    log.info("batch_retried", run_id=self.context.run_id, error=type(exc).__name__)
+                    continue
                 index, cause, hooks_ok = self._bisect(records, proven, exc, hooks_ok, before, after)
                 poison.append((records.pop(index), cause))
                 proven = index
