@@ -453,7 +453,8 @@ def test_a_failure_recorded_after_a_newer_write_leaves_the_re_armed_row_alone(en
     (read,) = outbox_rows(engine)
     with engine.begin() as conn:
         outbox.rearm(conn, now, ids=[read["id"]])
-        outbox.failed(conn, read, "too late", now, max_attempts=1)
+        # Not parked: the push must not log "(parked)" for a row it no longer holds.
+        assert outbox.failed(conn, read, "too late", now, max_attempts=1) is False
     (row,) = outbox_rows(engine)
     assert (row["state"], row["attempts"], row["last_error"]) == ("pending", 0, None)
 

@@ -218,12 +218,13 @@ def failed(
     *,
     park_now: bool = False,
 ) -> bool:
-    """Record a failed attempt; park the row after ``max_attempts``. Returns whether parked."""
+    """Record a failed attempt; park the row after ``max_attempts``. Returns whether it was
+    parked: never when a newer write re-armed the row meanwhile (the failure is not its)."""
     attempts = row["attempts"] + 1
     parked = park_now or attempts >= max_attempts
     # The platform's own words may quote a credential; staff read last_error in the CLI.
     error = redact_text(error)
-    conn.execute(
+    result = conn.execute(
         update(_OUTBOX)
         .where(_OUTBOX.c.id == row["id"], _OUTBOX.c.version == row["version"])
         .values(
@@ -234,7 +235,7 @@ def failed(
             updated_at=now,
         )
     )
-    return parked
+    return parked and result.rowcount == 1
 
 
 # --- operator repairs (``contactsync outbox``) --------------------------------------------------
