@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
-from daemon import __version__
+from daemon import __version__, web
 from daemon.api import contacts, dictionary, errors, fields, health, instances, outbox, synclog
 from daemon.api.state import Cycles, Hub
 from daemon.config.instances import LoadResult
@@ -72,7 +72,10 @@ def create_app(hub: Hub) -> FastAPI:
     app.state.hub = hub
     for router in ROUTERS:
         app.include_router(router)
+    # The staff's pages (daemon/web): same hub, same tokens, HTML; not in the OpenAPI document.
+    app.include_router(web.router)
     errors.install(app)
+    web.install(app)
     app.add_middleware(AccessLog)
     return app
 

@@ -75,7 +75,13 @@ def get_instance(request: Request, name: str) -> JSONResponse:
 )
 def sync_now(request: Request, name: str) -> JSONResponse:
     """Run the instance's cycles now (202: woken, not finished; see ``last_runs``)."""
-    hub = hub_of(request)
+    jobs = wake(hub_of(request), name)
+    return JSONResponse(SyncNowOut(instance=name, jobs=jobs).model_dump(), status_code=202)
+
+
+def wake(hub: Hub, name: str) -> list[str]:
+    """Wake every cycle of instance ``name`` on the daemon's scheduler; the job ids. The
+    API's route and the staff page's "sync now" button both come here."""
     loaded = hub.instances()
     if name not in loaded.instances and name not in loaded.errors:
         raise ApiError(404, Code.API_NOT_FOUND, NO_INSTANCE)
@@ -93,4 +99,4 @@ def sync_now(request: Request, name: str) -> JSONResponse:
             Code.API_INVALID_REQUEST,
             "the instance has no cycles to run: it is disabled, or its file never loaded",
         )
-    return JSONResponse(SyncNowOut(instance=name, jobs=jobs).model_dump(), status_code=202)
+    return jobs

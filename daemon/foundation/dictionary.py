@@ -51,6 +51,7 @@ class Code(StrEnum):
     API_NOT_FOUND = "api-not-found"
     API_NO_SCHEDULER = "api-no-scheduler"
     API_NOT_READY = "api-not-ready"
+    WEB_CSRF_REFUSED = "web-csrf-refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +319,15 @@ _ENTRIES: tuple[Entry, ...] = (
         "Check the database (contactsync status names it) and the daemon's log; a daemon "
         "that stays unready is restarted by its supervisor.",
         "the node reports not ready (503); a load balancer sends it no traffic",
+    ),
+    Entry(
+        Code.WEB_CSRF_REFUSED,
+        "A form of the staff pages was sent without the form token of the session it came "
+        "from (or with another one): a page of another site, an old tab from before a "
+        "sign-in, or a session that ended.",
+        "Reload the page (sign in again if asked) and send the form again; if it was not "
+        "you, tell the operator which page you had open.",
+        "form refused (403); nothing written",
     ),
 )
 

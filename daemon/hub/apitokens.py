@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import Column, Engine, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
 
 from daemon.hub.store import UTCDateTime, utcnow
@@ -140,6 +141,54 @@ def authenticate(engine: Engine, token: str) -> TokenInfo | None:
                 update(_TOKEN).where(_TOKEN.c.name == row["name"]).values(last_used_at=now)
             )
     return _info(row)
+
+
+def live_token(engine: Engine, name: str) -> TokenInfo | None:
+    """The token called ``name`` while it is live, or ``None`` (unknown or revoked): what a
+    staff page's session is re-checked against on every request, so revoking a token ends
+    its sessions at once."""
+    with engine.connect() as conn:
+        row = conn.execute(select(_TOKEN).where(_TOKEN.c.name == name)).mappings().first()
+    if row is None or row["revoked_at"] is not None:
+        return None
+    return _info(row)
+
+
+class SessionKey(SQLModel, table=True):
+    """The hub's key that signs the staff pages' session cookies: one row, made on first
+    use. It lives in the hub (never in config or logs), so every node serving the pages
+    reads the same one and a session survives a restart."""
+
+    __tablename__ = "web_session_key"
+
+    id: int = Field(default=1, primary_key=True)
+    key: str = Field(max_length=128)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+_SESSION_KEY = SessionKey.__table__
+
+
+def session_key(engine: Engine) -> bytes:
+    """The hub's session-signing key, made (32 random bytes) the first time it is asked for.
+    Two nodes racing to make it both end up with the one that was stored first."""
+    with engine.connect() as conn:
+        found = conn.execute(select(_SESSION_KEY.c.key).where(_SESSION_KEY.c.id == 1)).scalar()
+    if found is None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    _SESSION_KEY.insert().values(
+                        id=1, key=secrets.token_hex(32), created_at=utcnow()
+                    )
+                )
+        except IntegrityError:
+            pass  # another node stored its key first: use that one
+        with engine.connect() as conn:
+            found = conn.execute(
+                select(_SESSION_KEY.c.key).where(_SESSION_KEY.c.id == 1)
+            ).scalar_one()
+    return bytes.fromhex(found)
 
 
 def _info(row: object) -> TokenInfo:

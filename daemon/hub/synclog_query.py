@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import ColumnElement, Engine, func, or_, select
 
 from daemon.hub.database import READ_ONLY
 from daemon.hub.store import SyncLog, utcnow
@@ -42,8 +42,7 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     return parsed
 
 
-def query_log(
-    engine: Engine,
+def _where(
     *,
     integration: str | None = None,
     direction: str | None = None,
@@ -53,14 +52,9 @@ def query_log(
     instance: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    before: tuple[datetime, int] | None = None,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """Sync-log rows, newest first; ``before`` (a row's ``(timestamp, id)``) resumes after
-    that row, the keyset of the API's pages: a row written meanwhile is newer, so it never
-    shifts a page as an offset would."""
+) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of a filter: equal columns, and a time range (until exclusive)."""
     table = _SYNC_LOG
-    query = select(table).order_by(table.c.timestamp.desc(), table.c.id.desc())
     filters = {
         table.c.integration: integration,
         table.c.direction: direction,
@@ -69,13 +63,28 @@ def query_log(
         table.c.run_id: run_id,
         table.c.instance: instance,
     }
-    for column, value in filters.items():
-        if value is not None:
-            query = query.where(column == value)
+    where = [column == value for column, value in filters.items() if value is not None]
     if since is not None:
-        query = query.where(table.c.timestamp >= since)
+        where.append(table.c.timestamp >= since)
     if until is not None:
-        query = query.where(table.c.timestamp < until)
+        where.append(table.c.timestamp < until)
+    return where
+
+
+def query_log(
+    engine: Engine,
+    *,
+    before: tuple[datetime, int] | None = None,
+    limit: int = 100,
+    **filters: Any,
+) -> list[dict[str, Any]]:
+    """Sync-log rows, newest first, filtered by ``filters`` (``integration``, ``direction``,
+    ``contact_id``, ``code``, ``run_id``, ``instance``, ``since``, ``until``); ``before`` (a
+    row's ``(timestamp, id)``) resumes after that row, the keyset of the API's pages: a row
+    written meanwhile is newer, so it never shifts a page as an offset would."""
+    table = _SYNC_LOG
+    query = select(table).where(*_where(**filters))
+    query = query.order_by(table.c.timestamp.desc(), table.c.id.desc())
     if before is not None:
         at, row_id = before
         query = query.where(
@@ -83,3 +92,19 @@ def query_log(
         )
     with engine.connect().execution_options(**READ_ONLY) as conn:
         return [dict(r) for r in conn.execute(query.limit(limit)).mappings()]
+
+
+def count_codes(engine: Engine, *, top: int = 50, **filters: Any) -> list[tuple[str, int]]:
+    """How many rows each code has under ``filters`` (as :func:`query_log` takes them), most
+    first: the one problem behind many rows ("412 x blank-required-data-in-record")."""
+    table = _SYNC_LOG
+    counted = func.count().label("rows")
+    query = (
+        select(table.c.code, counted)
+        .where(*_where(**filters))
+        .group_by(table.c.code)
+        .order_by(counted.desc(), table.c.code)
+        .limit(top)
+    )
+    with engine.connect().execution_options(**READ_ONLY) as conn:
+        return [(str(code), int(rows)) for code, rows in conn.execute(query)]
