@@ -186,7 +186,10 @@ def main() -> None:
         results.append(run(f"sqlite:///{Path(tmp) / 'hub.db'}", args.rows, args.requests))
     pg = os.environ.get("CONTACTSYNC_TEST_PG_URL")
     if pg:
-        results.append(run(pg, args.rows, args.requests))
+        from daemon_latency import postgres_hub  # a throw-away database, dropped after
+
+        with postgres_hub(pg) as url:
+            results.append(run(url, args.rows, args.requests))
     if args.json:
         print(json.dumps(results, indent=2))
         return
