@@ -95,11 +95,14 @@ def fill(engine: Engine, rows: int, seed: int = 18) -> dict[str, Any]:
 def plans(engine: Engine, code: str) -> dict[str, list[str]]:
     """The query plans of the page's two queries, filtered by ``code``."""
     rows_sql = "SELECT * FROM sync_log WHERE code = :code ORDER BY timestamp DESC, id DESC LIMIT 51"
-    counts_sql = "SELECT code, count(*) FROM sync_log GROUP BY code ORDER BY 2 DESC LIMIT 50"
+    counts_sql = (
+        "SELECT code, count(*) FROM sync_log WHERE instance = 'banner' GROUP BY code "
+        "ORDER BY 2 DESC LIMIT 50"
+    )
     explain = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
     out = {}
     with engine.connect() as conn:
-        for name, sql in (("rows by code", rows_sql), ("counts", counts_sql)):
+        for name, sql in (("rows by code", rows_sql), ("counts of an instance", counts_sql)):
             found = conn.execute(text(explain + sql), {"code": code}).all()
             out[name] = [" ".join(str(c) for c in r) for r in found]
     return out
