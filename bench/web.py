@@ -45,6 +45,7 @@ from sqlalchemy import Engine, insert, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from daemon import web
 from daemon.api.app import create_app
 from daemon.api.server import ApiServer
 from daemon.api.state import Hub
@@ -135,7 +136,9 @@ def run(url: str, rows: int, requests: int) -> dict[str, Any]:
         with engine.begin() as conn:
             conn.execute(text("ANALYZE"))
     token = create_token(engine, "bench", Role.READ)
-    server = ApiServer(create_app(Hub(engine)), bind="127.0.0.1", port=0, grace_seconds=5)
+    server = ApiServer(
+        create_app(Hub(engine), sites=(web.mount,)), bind="127.0.0.1", port=0, grace_seconds=5
+    )
     server.start()
     try:
         with httpx.Client(base_url=server.url, timeout=120) as client:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine
 
+from daemon import web
 from daemon.api.app import create_app
 from daemon.api.server import ApiServer
 from daemon.api.state import Hub
@@ -64,7 +65,10 @@ def running_api(engine: Engine, *, region: str = "US", **hub: Any) -> Iterator[R
     (``instances``, ``cycles``, ``metrics``)."""
     mirror_instances(engine, {CONNECTION: PushingInstance()})
     server = ApiServer(
-        create_app(Hub(engine, region=region, **hub)), bind="127.0.0.1", port=0, grace_seconds=5
+        create_app(Hub(engine, region=region, **hub), sites=(web.mount,)),
+        bind="127.0.0.1",
+        port=0,
+        grace_seconds=5,
     )
     server.start()
     api = RunningApi(engine, server)

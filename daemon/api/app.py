@@ -9,13 +9,13 @@ covers it without a change. The OpenAPI document is served, unauthenticated, at
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
-from daemon import __version__, web
+from daemon import __version__
 from daemon.api import contacts, dictionary, errors, fields, health, instances, outbox, synclog
 from daemon.api.state import Cycles, Hub
 from daemon.config.instances import LoadResult
@@ -34,6 +34,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     outbox.router,
     health.router,
 )
+Site = Callable[[FastAPI], None]
+"""Something served beside the API on its app (the staff's pages, :func:`daemon.web.mount`):
+it adds its routes and handlers. The API knows no site; the layer above hands them in."""
 UNROUTED_PATHS = frozenset({"/openapi.json"})
 """Paths without parameters that Starlette serves outside the routers: logged as they are."""
 
@@ -45,17 +48,19 @@ def app_for(
     instances: Callable[[], LoadResult] | None = None,
     cycles: Cycles | None = None,
     metrics: Metrics | None = None,
+    sites: Iterable[Site] = (),
 ) -> FastAPI:
     """The API over the hub ``engine``, with the hub settings of ``settings``; in the daemon,
-    with its current instances, its scheduler and its metrics (see :class:`Hub`)."""
+    with its current instances, its scheduler and its metrics (see :class:`Hub`), and
+    ``sites`` served beside it."""
     hub = Hub(engine, region=settings.hub.default_region, cycles=cycles, metrics=metrics)
     if instances is not None:
         hub.instances = instances
-    return create_app(hub)
+    return create_app(hub, sites=sites)
 
 
-def create_app(hub: Hub) -> FastAPI:
-    """The API over ``hub``."""
+def create_app(hub: Hub, *, sites: Iterable[Site] = ()) -> FastAPI:
+    """The API over ``hub``, and ``sites`` beside it."""
     app = FastAPI(
         title="contactsync",
         version=__version__,
@@ -72,10 +77,9 @@ def create_app(hub: Hub) -> FastAPI:
     app.state.hub = hub
     for router in ROUTERS:
         app.include_router(router)
-    # The staff's pages (daemon/web): same hub, same tokens, HTML; not in the OpenAPI document.
-    app.include_router(web.router)
     errors.install(app)
-    web.install(app)
+    for site in sites:  # after the API's error handlers: a site may wrap them for its pages
+        site(app)
     app.add_middleware(AccessLog)
     return app
 

@@ -23,6 +23,7 @@ def serve_command(app: App, bind: str | None, port: int | None) -> None:
     Logs go to stdout as JSON lines, as the daemon's do; `api_serving` names the URL.
     `contactsync run` serves the same API when [http] enabled = true.
     """
+    from daemon import web
     from daemon.api.app import app_for
     from daemon.api.server import ApiServer
 
@@ -33,7 +34,7 @@ def serve_command(app: App, bind: str | None, port: int | None) -> None:
     # refused: there is no scheduler here.
     loaded = app.instances(required=False)
     server = ApiServer(
-        app_for(app.engine, settings, instances=lambda: loaded),
+        app_for(app.engine, settings, instances=lambda: loaded, sites=(web.mount,)),
         bind=bind or settings.http.bind,
         port=settings.http.port if port is None else port,
         grace_seconds=settings.daemon.shutdown_grace_seconds,

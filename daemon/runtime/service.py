@@ -36,6 +36,7 @@ from typing import Any
 import pluggy
 from sqlalchemy import Engine
 
+from daemon import web
 from daemon.api.app import app_for
 from daemon.api.server import ApiServer, ApiServerError
 from daemon.config.instances import Instance
@@ -182,6 +183,7 @@ class Service:
                     instances=self.config.loaded,
                     cycles=self.scheduler,
                     metrics=self.metrics,
+                    sites=(web.mount,),  # the staff's pages
                 ),
                 bind=settings.http.bind,
                 port=settings.http.port,

@@ -8,13 +8,13 @@ role's, every change is ``staff``'s and carries the session's form token.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from daemon.web import contacts, dictionary, instances, signin, synclog
 from daemon.web.render import STATIC, install
 
-__all__ = ["install", "router"]
+__all__ = ["install", "mount", "router"]
 
 
 def _mark_page(request: Request) -> None:
@@ -35,3 +35,10 @@ def static(name: str) -> Response:
         return Response(status_code=404)
     body, kind = found
     return Response(body, media_type=kind, headers={"Cache-Control": "public, max-age=86400"})
+
+
+def mount(app: FastAPI) -> None:
+    """Serve the staff's pages on the API's ``app`` (a :data:`daemon.api.app.Site`): same hub,
+    same tokens, HTML; not in the OpenAPI document."""
+    app.include_router(router)
+    install(app)
