@@ -179,7 +179,7 @@ def test_sync_log_filters_counts_by_code_and_keyset_pages(api, monkeypatch) -> N
             "duplicate-contact": 7,
             "blank-required-data-in-record": 1,
         }
-        assert f'href="/contacts/{cid}"' in everything
+        assert f'href="/contacts/{cid}">Ada Lovelace</a>' in everything  # as staff know her
 
         # One code, paged by its cursor: every row once, newest first, then no more pages.
         seen: list[int] = []

@@ -6,7 +6,7 @@ as ``previous_phone`` (design §2, rule 6), and every change stamps the field's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -110,6 +110,25 @@ def get_contact(engine: Engine, contact_id: str) -> ContactView | None:
             )
         }
     return ContactView(dict(row), custom)
+
+
+def contact_names(engine: Engine, ids: Iterable[str]) -> dict[str, str]:
+    """The display name ("First Last") of each of ``ids`` that is a contact, in one query:
+    how staff know a contact, where a page lists rows that name it by hub id."""
+    wanted = {i for i in ids if i}
+    if not wanted:
+        return {}
+    table = Contact.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(table.c.id, table.c.first_name, table.c.last_name).where(
+                table.c.id.in_(sorted(wanted))
+            )
+        ).all()
+    return {
+        row.id: " ".join(part for part in (row.first_name, row.last_name) if part) or row.id
+        for row in rows
+    }
 
 
 def list_contacts(

@@ -28,6 +28,7 @@ from daemon.api.paging import decode_cursor, encode_cursor
 from daemon.api.state import Hub, hub_of
 from daemon.api.synclog import _row_key
 from daemon.foundation.dictionary import ENTRIES, Code
+from daemon.hub.contacts import contact_names
 from daemon.hub.database import READ_ONLY
 from daemon.hub.store import Contact, InstanceRow
 from daemon.hub.synclog_query import count_codes, parse_when, query_log
@@ -156,6 +157,7 @@ def _render(request: Request, session: Session, filters: Filters, cursor: str | 
         codes=sorted(ENTRIES),
         counts=count_codes(hub.engine, **query),
         rows=rows,
+        names=contact_names(hub.engine, (r["contact_id"] for r in rows)),
         next_cursor=next_cursor,
         first_page=cursor is None,
     )
