@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run import-example test lint bench mutation clean
+.PHONY: setup run import-example test lint bench mutation screenshots clean
 
 setup: $(STAMP)
 
@@ -52,6 +52,11 @@ mutation: setup
 	-nice -n 19 timeout $(MUTATION_TIMEOUT) $(BIN)/mutmut run --max-children $(MUTATION_JOBS)
 	$(BIN)/mutmut export-cicd-stats
 	$(BIN)/python bench/mutation_score.py
+
+# The README's pictures of the staff's pages, taken by the browser tests in Debian's Chromium
+# and written over docs/screenshots/ (a plain test run keeps its own copies elsewhere).
+screenshots: setup
+	CONTACTSYNC_SCREENSHOTS=1 $(BIN)/pytest -q tests/test_web_browser.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis mutants

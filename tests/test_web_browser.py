@@ -36,6 +36,9 @@ playwright = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = os.environ.get("CONTACTSYNC_TEST_CHROMIUM", "/usr/bin/chromium")
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+# The README's pictures: every run takes them (a page that cannot be shot fails the test); they
+# are written over docs/screenshots/ when CONTACTSYNC_SCREENSHOTS=1 (`make screenshots`), else
+# into a folder of the test session's, so a test run leaves the working tree as it found it.
 SCREENSHOTS = Path(__file__).parent.parent / "docs" / "screenshots"
 WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
 CONTACT = Contact.__table__
@@ -54,6 +57,14 @@ class Site:
     engine: Engine
     sim: HubSpotSimulator
     tokens: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where this run's screenshots go (see SCREENSHOTS)."""
+    if os.environ.get("CONTACTSYNC_SCREENSHOTS") == "1":
+        return SCREENSHOTS
+    return tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +176,7 @@ def logged(site: Site) -> str:
 
 
 def test_staff_filter_to_one_code_follow_the_contact_and_edit_it_into_hubspot(
-    chromium: Any, site: Site, logged: str
+    chromium: Any, site: Site, logged: str, shots: Path
 ) -> None:
     page = signed_in_page(chromium, site, "staff")
     counts = page.locator(".counts")
@@ -177,7 +188,7 @@ def test_staff_filter_to_one_code_follow_the_contact_and_edit_it_into_hubspot(
     assert codes == ["blank-required-data-in-record"] * 12
     assert page.locator("td[data-label=Integration]").first.inner_text().startswith("recruit")
     assert axe_problems(page) == []
-    page.screenshot(path=str(SCREENSHOTS / "sync-log-desktop.png"), full_page=True)
+    page.screenshot(path=str(shots / "sync-log-desktop.png"), full_page=True)
 
     # The code links to its dictionary entry.
     page.locator("td[data-label=Code] a.code").first.click()
@@ -200,7 +211,7 @@ def test_staff_filter_to_one_code_follow_the_contact_and_edit_it_into_hubspot(
     wait_until(lambda: in_hubspot("Augusta"), 30, what="the page's edit in HubSpot")
     page.reload()
     assert page.get_by_label("First name", exact=True).input_value() == "Augusta"
-    page.screenshot(path=str(SCREENSHOTS / "contact-desktop.png"), full_page=True)
+    page.screenshot(path=str(shots / "contact-desktop.png"), full_page=True)
     page.context.close()
 
 
@@ -257,7 +268,7 @@ def test_read_only_token_and_forged_posts_are_refused(chromium: Any, site: Site)
 
 
 def test_every_page_passes_axe_fits_a_phone_and_is_photographed(
-    chromium: Any, site: Site, logged: str
+    chromium: Any, site: Site, logged: str, shots: Path
 ) -> None:
     for width in WIDTHS:
         page = signed_in_page(chromium, site, "staff", width)
@@ -271,7 +282,7 @@ def test_every_page_passes_axe_fits_a_phone_and_is_photographed(
             assert axe_problems(page) == [], (name, width)
             assert no_sideways_scroll(page), (name, width)
             if name != "errors" and not (width == "desktop" and name in ("sync-log", "contact")):
-                page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
+                page.screenshot(path=str(shots / f"{name}-{width}.png"), full_page=True)
         # The skip link is the first stop of the keyboard, and it moves focus to the content.
         page.keyboard.press("Tab")
         assert page.evaluate("document.activeElement.textContent") == "Skip to content"
