@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from daemon import __version__
 from daemon.api import contacts, dictionary, errors, fields, health, instances, outbox, synclog
+from daemon.api.limits import RequestLimits
 from daemon.api.state import Cycles, Hub
 from daemon.config.instances import LoadResult
 from daemon.config.settings import Settings
@@ -80,6 +81,7 @@ def create_app(hub: Hub, *, sites: Iterable[Site] = ()) -> FastAPI:
     errors.install(app)
     for site in sites:  # after the API's error handlers: a site may wrap them for its pages
         site(app)
+    app.add_middleware(RequestLimits)  # inside the access log, so its refusals are logged
     app.add_middleware(AccessLog)
     return app
 

@@ -112,6 +112,14 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return refuse(request, 404, Code.API_NOT_FOUND, "no such route")
+        if exc.status_code in (408, 413):  # raised by daemon.api.limits
+            return refuse(
+                request,
+                exc.status_code,
+                Code.API_BODY_TOO_LARGE,
+                str(exc.detail),
+                {"Connection": "close"},
+            )
         if exc.status_code == 405:
             return refuse(
                 request, 405, Code.API_INVALID_REQUEST, "method not allowed here", exc.headers

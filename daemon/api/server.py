@@ -20,6 +20,13 @@ from daemon.foundation.log import get_logger
 
 log = get_logger("contactsync.api")
 START_TIMEOUT = 15.0
+MAX_CONNECTIONS = 100
+"""Connections and requests served at once; past it uvicorn answers 503 at once, so a flood
+of connections (or of slow ones) cannot take every file descriptor and worker thread."""
+KEEP_ALIVE_SECONDS = 5
+"""An idle keep-alive connection is closed after this."""
+MAX_HEADER_BYTES = 64 * 1024
+"""The request line and headers together; a longer head is refused (400) unparsed."""
 
 
 class ApiServerError(RuntimeError):
@@ -40,6 +47,12 @@ class ApiServer:
             server_header=False,
             lifespan="off",
             timeout_graceful_shutdown=max(1, round(grace_seconds)),
+            # Bounds against hostile clients (the body's are daemon.api.limits'); h11 is
+            # named, as httptools has no header bound of its own to set.
+            http="h11",
+            limit_concurrency=MAX_CONNECTIONS,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         )
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

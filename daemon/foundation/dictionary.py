@@ -52,6 +52,7 @@ class Code(StrEnum):
     API_NO_SCHEDULER = "api-no-scheduler"
     API_NOT_READY = "api-not-ready"
     WEB_CSRF_REFUSED = "web-csrf-refused"
+    API_BODY_TOO_LARGE = "api-body-too-large"
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +329,14 @@ _ENTRIES: tuple[Entry, ...] = (
         "Reload the page (sign in again if asked) and send the form again; if it was not "
         "you, tell the operator which page you had open.",
         "form refused (403); nothing written",
+    ),
+    Entry(
+        Code.API_BODY_TOO_LARGE,
+        "An HTTP API request's body was larger than the API reads (4 MiB), or it came in too "
+        "slowly (over 60 seconds from its first byte).",
+        "Send fewer records per request (a batch holds at most 1,000), or split the import; "
+        "a body that trickles in points at a broken or hostile client.",
+        "request refused (413, or 408 for a slow body); nothing read or written",
     ),
 )
 
