@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, func, or_, select, update
 from daemon.api.auth import needs
 from daemon.api.errors import ApiError, validation_message
 from daemon.api.paging import decode_cursor, encode_cursor, text_key
+from daemon.api.params import utc
 from daemon.api.state import API_PREFIX, Hub, hub_of
 from daemon.foundation.dictionary import Code
 from daemon.hub import normalize
@@ -216,7 +217,9 @@ def list_contacts(
     test_user: Annotated[bool | None, Query(description="Only test users (or not).")] = None,
     crm_id: Annotated[str | None, Query(max_length=255)] = None,
     email: Annotated[str | None, Query(max_length=320)] = None,
-    updated_since: Annotated[datetime | None, Query(description="RFC 3339.")] = None,
+    updated_since: Annotated[
+        datetime | None, Query(description="RFC 3339 (UTC without a zone).")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> ContactPage:
@@ -233,7 +236,7 @@ def list_contacts(
     if email is not None:
         query = query.where(_CONTACT.c.email == email.strip().lower())
     if updated_since is not None:
-        query = query.where(_CONTACT.c.updated_at >= updated_since)
+        query = query.where(_CONTACT.c.updated_at >= utc("updated_since", updated_since))
     if search:
         like = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         like += "%"

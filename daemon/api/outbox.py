@@ -22,7 +22,8 @@ from daemon.api.auth import needs
 from daemon.api.contacts import resolve
 from daemon.api.errors import ApiError
 from daemon.api.instances import NO_INSTANCE
-from daemon.api.paging import decode_cursor, encode_cursor
+from daemon.api.paging import decode_cursor, encode_cursor, int_key
+from daemon.api.params import RowId
 from daemon.api.state import API_PREFIX, Hub, hub_of
 from daemon.foundation.dictionary import Code
 from daemon.foundation.log import redact
@@ -99,12 +100,6 @@ def _connection_of(hub: Hub, instance: str) -> str:
     return str(found)
 
 
-def _int_key(after: Any) -> int:
-    if not isinstance(after, int) or isinstance(after, bool):
-        raise TypeError
-    return after
-
-
 @router.get("/outbox", response_model=OutboxPage, **needs(Role.READ))
 def list_outbox(
     request: Request,
@@ -135,7 +130,7 @@ def list_outbox(
             connection=connection,
             state=state,
             contact_id=contact_id,
-            after_id=decode_cursor(cursor, _int_key) if cursor else 0,
+            after_id=decode_cursor(cursor, int_key) if cursor else 0,
             limit=limit + 1,
         )
     more = len(rows) > limit
@@ -147,7 +142,7 @@ def list_outbox(
 
 
 @router.post("/outbox/{row}/retry", response_model=Acted, **needs(Role.STAFF))
-def retry_row(request: Request, row: int) -> Acted:
+def retry_row(request: Request, row: RowId) -> Acted:
     """Re-arm one row: pending, no attempts, due now (the daemon's next push sends it)."""
     with hub_of(request).engine.begin() as conn:
         found = outbox.rearm(conn, utcnow(), ids=[row])
@@ -165,7 +160,7 @@ def retry_parked(request: Request, body: RetryParkedIn) -> Acted:
 
 
 @router.delete("/outbox/{row}", response_model=Acted, **needs(Role.STAFF))
-def drop_row(request: Request, row: int) -> Acted:
+def drop_row(request: Request, row: RowId) -> Acted:
     """Drop one row: its change is not pushed (a later edit of the contact queues it again)."""
     with hub_of(request).engine.begin() as conn:
         found = outbox.drop(conn, ids=[row])

@@ -11,9 +11,11 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from daemon.api.errors import ApiError
+from daemon.api.params import MAX_ROW_ID
 from daemon.foundation.dictionary import Code
 
 _T = TypeVar("_T")
@@ -34,10 +36,28 @@ def decode_cursor(cursor: str, read: Callable[[Any], _T]) -> _T:
         if not isinstance(data, dict) or data.get("v") != 1:
             raise ValueError
         return read(data["after"])
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError):
         raise ApiError(
             400, Code.API_INVALID_REQUEST, "cursor: not one this API gave; start without it"
         ) from None
+
+
+def int_key(after: Any) -> int:
+    """A cursor key that is a row id (of a 64-bit integer key)."""
+    if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_ROW_ID:
+        raise TypeError
+    return after
+
+
+def time_key(after: Any) -> tuple[datetime, int]:
+    """A cursor key ``[timestamp, row id]``; the time in UTC, as the API wrote it."""
+    at, row_id = after
+    if not isinstance(at, str):
+        raise TypeError
+    when = datetime.fromisoformat(at)
+    if when.tzinfo is None:
+        raise ValueError
+    return when.astimezone(UTC), int_key(row_id)
 
 
 def text_key(after: Any) -> str:

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from daemon.api.auth import needs
 from daemon.api.contacts import resolve
 from daemon.api.errors import ApiError
-from daemon.api.paging import decode_cursor, encode_cursor
+from daemon.api.paging import decode_cursor, encode_cursor, time_key
 from daemon.api.state import API_PREFIX, hub_of
 from daemon.foundation.dictionary import Code
 from daemon.hub.apitokens import Role
@@ -60,13 +60,6 @@ def _when(name: str, text: str | None) -> datetime | None:
         raise ApiError(422, Code.API_INVALID_REQUEST, f"{name}: {exc}") from None
 
 
-def _row_key(after: Any) -> tuple[datetime, int]:
-    at, row_id = after
-    if not isinstance(at, str) or not isinstance(row_id, int):
-        raise TypeError
-    return datetime.fromisoformat(at), row_id
-
-
 @router.get("/sync-log", response_model=SyncLogPage, **needs(Role.READ))
 def list_sync_log(
     request: Request,
@@ -103,7 +96,7 @@ def list_sync_log(
         run_id=run,
         since=_when("since", since),
         until=_when("until", until),
-        before=decode_cursor(cursor, _row_key) if cursor else None,
+        before=decode_cursor(cursor, time_key) if cursor else None,
         limit=limit + 1,
     )
     more = len(rows) > limit

@@ -32,14 +32,23 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     """An ISO 8601 time (UTC when no zone is given) or an age such as ``90m``, ``2d``."""
     text = text.strip()
     if _RELATIVE.match(text):
-        return (now or utcnow()) - parse_age(text)
+        age = parse_age(text)
+        try:
+            return (now or utcnow()) - age
+        except OverflowError:  # an age past year 1
+            raise ValueError(f"{text!r} is too long ago") from None
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{text!r} is neither an ISO time nor an age like 2h or 7d") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed
+    try:
+        # In UTC now: a time near year 1 or 9999 whose zone moves it past the calendar would
+        # otherwise overflow later, in the query.
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is before year 1 or after year 9999 in UTC") from None
 
 
 def _where(
