@@ -7,6 +7,7 @@ validate, an unknown route, a wrong method) are mapped to the same shape here, i
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -74,11 +75,21 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# A key named in a message: a field name, or a custom field's display name. Any other key is
+# the client's (an object keyed by phone or by email, sent by mistake) and is not repeated:
+# the message goes to the sync log and the daemon's log.
+_KEY_SHOWN = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]{0,63}")
+
+
 def _where(loc: tuple[Any, ...] | list[Any]) -> str:
     # ("body", "records", 3, "phone") -> "body.records[3].phone"
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = str(part) if _KEY_SHOWN.fullmatch(str(part)) else "(a key)"
+        out += f".{name}" if out else name
     return out
 
 
