@@ -20,10 +20,12 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event
 
 from daemon.api import limits
 from daemon.api.server import MAX_CONNECTIONS
 from daemon.foundation.dictionary import ENTRIES
+from daemon.hub.apitokens import Role, TokenError, create_token, list_tokens, revoke_token
 from tests.apikit import RunningApi, running_api
 from tests.hubkit import ADA_E164, contact_count, log_rows, seed
 
@@ -362,3 +364,36 @@ def test_fuzz_writing_never_fails(api: RunningApi, key: str, row: str, body: Any
     assert_answered(client.patch("/api/v1/contacts/" + segment(key), json=body))
     assert_answered(client.post("/api/v1/contacts", json=body))
     assert_answered(client.post("/api/v1/contacts:batch", json={"records": [body, body]}))
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+def test_two_creates_of_one_name_at_once_end_as_one_token(pg_engine) -> None:
+    # PostgreSQL's race (on SQLite, BEGIN IMMEDIATE queues writers), made deterministic:
+    # the other `tokens create` inserts the name just before this one does. Before the fix
+    # the look-then-insert let the second through to the database's IntegrityError: a
+    # traceback instead of the refusal.
+    raced = False
+
+    def other_create_first(conn, cursor, statement, *_: Any) -> None:
+        nonlocal raced
+        if not raced and statement.lstrip().upper().startswith("INSERT INTO API_TOKENS"):
+            raced = True
+            create_token(pg_engine, "portal", Role.READ)
+
+    event.listen(pg_engine, "before_cursor_execute", other_create_first)
+    try:
+        with pytest.raises(TokenError, match="exists"):
+            create_token(pg_engine, "portal", Role.STAFF)
+    finally:
+        event.remove(pg_engine, "before_cursor_execute", other_create_first)
+    (token,) = list_tokens(pg_engine)
+    assert (token.name, token.role) == ("portal", Role.READ)
+
+
+def test_a_token_is_revoked_by_the_name_it_was_created_with(sqlite_engine) -> None:
+    # create_token strips the name; revoke used to look the padded one up and find nothing.
+    create_token(sqlite_engine, "  portal ", Role.READ)
+    assert revoke_token(sqlite_engine, " portal").revoked
+    assert [t.name for t in list_tokens(sqlite_engine)] == ["portal"]

@@ -91,15 +91,20 @@ def create_token(engine: Engine, name: str, role: Role) -> str:
     if not name or len(name) > MAX_NAME or not name.isprintable():
         raise TokenError(f"a token name has 1 to {MAX_NAME} printable characters")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    with engine.begin() as conn:
-        if conn.execute(select(_TOKEN.c.name).where(_TOKEN.c.name == name)).first():
-            # A revoked token keeps its name, so the list still says who had access.
-            raise TokenError(f"a token named {name!r} exists (revoked ones too); pick another")
-        conn.execute(
-            _TOKEN.insert().values(
-                name=name, role=str(role), token_hash=hash_token(token), created_at=utcnow()
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                _TOKEN.insert().values(
+                    name=name, role=str(role), token_hash=hash_token(token), created_at=utcnow()
+                )
             )
-        )
+    except IntegrityError:
+        # The name is the key, so the database decides: two `tokens create` of one name at
+        # once (a look first, then an insert, would let both look) end as one token and this
+        # refusal. A revoked token keeps its name, so the list still says who had access.
+        raise TokenError(
+            f"a token named {name!r} exists (revoked ones too); pick another"
+        ) from None
     return token
 
 
@@ -112,6 +117,7 @@ def list_tokens(engine: Engine) -> list[TokenInfo]:
 
 def revoke_token(engine: Engine, name: str) -> TokenInfo:
     """Revoke ``name`` at once (a second revoke keeps the first time); return it."""
+    name = name.strip()  # as create_token stored it
     with engine.begin() as conn:
         row = conn.execute(select(_TOKEN).where(_TOKEN.c.name == name)).mappings().first()
         if row is None:
