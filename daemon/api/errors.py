@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from daemon.foundation.dictionary import Code
@@ -140,6 +141,28 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        # The request fails, the server carries on; the traceback goes to the log, redacted.
+        # The request fails, the server carries on; the traceback goes to the log, redacted,
+        # and without the failed statement's parameters (a searched email, a phone).
+        _hide_parameters(exc)
         log.error("api_internal_error", code=str(Code.INTERNAL_ERROR), exc_info=exc)
-        return refuse(request, 500, Code.INTERNAL_ERROR, "internal error; see the daemon's log")
+        # Starlette raises the exception again once this answer is sent, and uvicorn then
+        # drops the connection: "close" tells the client not to send its next request on it.
+        return refuse(
+            request,
+            500,
+            Code.INTERNAL_ERROR,
+            "internal error; see the daemon's log",
+            {"Connection": "close"},
+        )
+
+
+def _hide_parameters(exc: BaseException) -> None:
+    """Mark every SQLAlchemy error in ``exc``'s chain to print its SQL without the values
+    bound to it (``[SQL parameters hidden …]``): those are the request's personal data."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StatementError):
+            current.hide_parameters = True
+        current = current.__cause__ or current.__context__
