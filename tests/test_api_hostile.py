@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from sqlalchemy import event, text
 
 from daemon.api import limits
+from daemon.api.contacts import MAX_CUSTOM_KEYS
 from daemon.api.server import MAX_CONNECTIONS
 from daemon.foundation import log as logging_setup
 from daemon.foundation.dictionary import ENTRIES
@@ -239,6 +240,21 @@ def test_updated_since_without_a_zone_is_utc(any_api: RunningApi) -> None:
     assert late.json()["contacts"] == []
     past = {"updated_since": "0001-01-01T00:00:00+01:00"}
     assert_refusal(client.get("/api/v1/contacts", params=past), 422, "api-invalid-request")
+
+
+def test_a_record_with_too_many_custom_names_is_refused_not_a_sync_log_flood(
+    api: RunningApi,
+) -> None:
+    ada = seed(api.engine, ADA)
+    made_up = {"custom": {f"k{i}": "v" for i in range(MAX_CUSTOM_KEYS + 1)}}
+    client = api.client("staff")
+    assert_refusal(
+        client.patch(f"/api/v1/contacts/{ada}", json=made_up), 422, "api-invalid-request"
+    )
+    batch = client.post("/api/v1/contacts:batch", json={"records": [made_up] * 3})
+    assert batch.json()["summary"]["skipped"] == 3
+    # One row per refused record, not one per name.
+    assert len(log_rows(api.engine)) == 3
 
 
 # --- personal data in refusals ---------------------------------------------------------------
