@@ -24,9 +24,8 @@ from sqlalchemy import select
 
 from daemon.api.contacts import resolve
 from daemon.api.errors import ApiError
-from daemon.api.paging import decode_cursor, encode_cursor
+from daemon.api.paging import decode_cursor, encode_cursor, time_key
 from daemon.api.state import Hub, hub_of
-from daemon.api.synclog import _row_key
 from daemon.foundation.dictionary import ENTRIES, Code
 from daemon.hub.contacts import contact_names
 from daemon.hub.database import READ_ONLY
@@ -141,7 +140,7 @@ def _render(request: Request, session: Session, filters: Filters, cursor: str | 
     hub = hub_of(request)
     choices = _integrations(hub)
     query = _query(hub, filters)
-    before = decode_cursor(cursor, _row_key) if cursor else None
+    before = decode_cursor(cursor, time_key) if cursor else None
     rows = query_log(hub.engine, before=before, limit=PAGE + 1, **query)
     more = len(rows) > PAGE
     rows = rows[:PAGE]
