@@ -333,7 +333,7 @@ JSON = st.recursive(
     max_leaves=8,
 )
 FUZZ = settings(
-    max_examples=40,
+    max_examples=30,
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
