@@ -345,3 +345,35 @@ def test_nul_in_a_hubspot_name_refuses_that_field_and_applies_the_rest(
     refused = {(r["code"], r["details"].get("field")) for r in log_rows(engine)}
     assert ("control-character-in-value", "first_name") in refused
     assert ("control-character-in-value", "last_name") in refused
+
+
+def test_a_database_error_logged_never_quotes_the_values_it_refused(engine):
+    """Neither the values bound to the statement (hide_parameters) nor PostgreSQL's DETAIL
+    line ("Failing row contains …", "Key (phone)=(…)") reach a log line."""
+    import io
+    import logging
+
+    from sqlalchemy.exc import IntegrityError
+
+    from daemon.foundation import log as logs
+
+    save_contact(engine, {"first_name": "Ada", "last_name": "L", "phone": phone(1)})
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logs.configure(level="info", stream=out, json=True)
+    try:
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    Contact.__table__.insert().values(
+                        id="x1", first_name="Eve", last_name="Secret-Surname", phone=phone(1)
+                    )
+                )
+        except IntegrityError:
+            logs.get_logger("contactsync.test").exception("write_failed")
+    finally:
+        root.handlers[:], root.level = handlers, level
+    text = out.getvalue()
+    assert "write_failed" in text and "IntegrityError" in text
+    assert "Secret-Surname" not in text and phone(1) not in text

@@ -45,6 +45,12 @@ _SECRET_KEYS = ("password", "passphrase", "secret", "token", "api_key", "apikey"
 # first "/", "?", "#" or white space, so an email address later in the text is left alone.
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#@]*(?:@[^\s/?#@]*)*@")
 
+# PostgreSQL's own error text carries a DETAIL line that quotes the row or key it refused
+# ("Key (phone)=(+16175550123) already exists", "Failing row contains (…)"): personal data, in
+# any traceback or message that names the error. The values bound to a statement are hidden by
+# the engine (hide_parameters); the server's words are hidden here.
+_PG_DETAIL = re.compile(r"(?m)^(DETAIL:)[^\n]*")
+
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 
@@ -66,6 +72,8 @@ def strip_userinfo(text: str) -> str:
 def redact_text(text: str) -> str:
     """``text`` with every registered secret replaced and every URL's user-info masked."""
     text = strip_userinfo(text)
+    if "DETAIL:" in text:
+        text = _PG_DETAIL.sub(r"\1 (the values are not logged)", text)
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)

@@ -52,6 +52,7 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
                 # memory climb with the first few hundred batches of a large import.
                 "cached_statements": SQLITE_STATEMENT_CACHE,
             },
+            hide_parameters=True,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN until the first write, which lets
@@ -59,7 +60,9 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
         event.listen(engine, "connect", _disable_pysqlite_begin)
         event.listen(engine, "begin", _sqlite_begin)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    # hide_parameters: a database error's text names its statement, never the values bound to
+    # it (a phone, an email, a token's hash), wherever that text is logged or shown.
     if create:
         ensure_schema(engine)
     return engine
