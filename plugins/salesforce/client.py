@@ -183,6 +183,7 @@ class SalesforceClient(PlatformClient):
         self.version = api_version if api_version.startswith("v") else f"v{api_version}"
         self.limit_backoff_seconds = limit_backoff_seconds
         self.instance_url: str | None = None
+        self.org_id: str | None = None  # the Pub/Sub API's ``tenantid`` (change events)
         self.tokens = TokenCache(
             self._grant,
             clock=self.clock,
@@ -252,6 +253,10 @@ class SalesforceClient(PlatformClient):
         if urlsplit(instance).scheme not in ("http", "https"):
             raise MalformedResponse(f"instance_url {instance!r} is not a URL")
         self.instance_url = instance.rstrip("/")
+        # The identity URL ends ``/id/<org id>/<user id>``.
+        identity = body.get("id")
+        parts = identity.rstrip("/").split("/") if isinstance(identity, str) else []
+        self.org_id = parts[-2] if len(parts) >= 2 and parts[-3:-2] == ["id"] else None
         return token
 
     # --- limits -----------------------------------------------------------------------------

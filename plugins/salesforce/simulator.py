@@ -51,6 +51,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote
 
+import fastavro
+import grpc
+
 from daemon.sdk import (
     AuthorizationCodes,
     IssuedTokens,
@@ -61,6 +64,8 @@ from daemon.sdk import (
     json_reply,
     redirect_allowed,
 )
+from plugins.salesforce.pubsub import changeevent
+from plugins.salesforce.pubsub.service import EventBus, PubSubService, serve
 from plugins.salesforce.soql import SoqlError, parse, parse_datetime
 
 API_VERSION = "v62.0"
@@ -183,6 +188,16 @@ class _RecordError(Exception):
 
 
 AUTH_CODE_SECONDS = 900.0  # Salesforce's authorization codes last 15 minutes
+_PARSED: dict[str, Any] = {}  # schema id -> fastavro's parsed schema (parsing costs ~1 ms)
+
+
+def _avro_value(value: Any) -> Any:
+    """A stored value as a change event carries it (datetimes as epoch milliseconds)."""
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return value
+
+
 _RSA_KEYS: dict[int, Any] = {}  # seed -> private key: generating one costs ~50 ms, so once
 
 
@@ -192,6 +207,7 @@ class SalesforceSimulator(Simulator):
     ``contactsync simulate salesforce`` flag)."""
 
     name = "salesforce"
+    _pubsub: tuple[grpc.Server, str] | None = None  # the Pub/Sub API, once started
     knob_options: ClassVar[dict[str, tuple[type, Any, str]]] = {
         "leads": (int, 0, "Seeded Lead records (contacts seeds Contact records)."),
         "daily_limit": (int, 100_000, "API calls per rolling 24 h (DailyApiRequests)."),
@@ -204,6 +220,8 @@ class SalesforceSimulator(Simulator):
         "bulk_page_size": (int, BULK_DEFAULT_PAGE, "Bulk results per page without maxRecords."),
         "authorize_answer": (str, "allow", "The login page: allow, deny or consent (a page)."),
         "redirect_uri": (str, "", "The connected app's callback URL ('': any loopback URL)."),
+        "cdc_retention_seconds": (float, 3 * DAY, "Change events kept for replay (72 h)."),
+        "cdc_keepalive_seconds": (float, 270.0, "A Subscribe with nothing to send answers empty."),
     }
 
     def set_knob(self, name: str, value: object) -> None:
@@ -277,6 +295,12 @@ class SalesforceSimulator(Simulator):
         self._calls: deque[float] = deque()  # monotonic times of counted calls (rolling 24 h)
         self._cursors: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
+        # Change Data Capture: every change below is also an event on this bus (not the seed:
+        # those records predate any subscriber). Replaced on reset, so replay ids restart.
+        self.bus = EventBus(lambda: self.clock.now().timestamp(), self.cdc_retention_seconds)
+        self._cdc_schemas = self._change_event_schemas()
+        self._publishing = False
+        self._commits = 0
         self.counters = {
             "token_grants": 0,
             "queries": 0,
@@ -286,8 +310,14 @@ class SalesforceSimulator(Simulator):
             "bulk_jobs": 0,
             "limit_refused": 0,
             "invalid_session": 0,
+            "pubsub_subscribes": 0,
+            "pubsub_events_sent": 0,
+            "pubsub_schema_reads": 0,
+            "pubsub_auth_refused": 0,
+            "pubsub_replay_refused": 0,
         }
         self._seed_records()
+        self._publishing = True
 
     def _seed_records(self) -> None:
         rng = random.Random(self.seed)  # its own RNG: faults drawn later never shift the data
@@ -344,6 +374,17 @@ class SalesforceSimulator(Simulator):
         with self.lock:
             self._delete(self._find(record_id))
 
+    def undelete_record(self, record_id: str) -> None:
+        """Restore a deleted record from the recycle bin (an ``UNDELETE`` change event)."""
+        with self.lock:
+            record = self._find(record_id)
+            if not record["IsDeleted"]:
+                raise ValueError(f"{record_id} is not deleted")
+            record["IsDeleted"] = False
+            self._index_unique(self._object_of(record_id), record, add=True)
+            self._touch(record)
+            self._change(record, "UNDELETE", record)
+
     def share_modstamp(self, ids: Iterable[str], stamp: datetime | None = None) -> datetime:
         """Give the records ``ids`` one ``SystemModstamp`` (now by default); return it."""
         with self.lock:
@@ -399,20 +440,24 @@ class SalesforceSimulator(Simulator):
         record.update({k: v for k, v in values.items() if k in record})
         self.records[obj][record_id] = record
         self._index_unique(obj, record, add=True)
+        self._change(record, "CREATE", record)
         return record
 
     def _apply(self, record: dict[str, Any], values: Mapping[str, Any]) -> None:
         obj = self._object_of(record["Id"])
         self._index_unique(obj, record, add=False)
+        changed = [k for k, v in values.items() if k in record and record[k] != v]
         for key, value in values.items():
             record[key] = value
         self._index_unique(obj, record, add=True)
         self._touch(record)
+        self._change(record, "UPDATE", [*changed, "LastModifiedDate", "SystemModstamp"])
 
     def _delete(self, record: dict[str, Any]) -> None:
         self._index_unique(self._object_of(record["Id"]), record, add=False)
         record["IsDeleted"] = True
         self._touch(record)
+        self._change(record, "DELETE", [])
 
     def _unique_fields(self, obj: str) -> list[str]:
         return [n for n, spec in self.catalogue[obj].items() if spec["unique"]]
@@ -433,6 +478,110 @@ class SalesforceSimulator(Simulator):
 
     def _touch(self, record: dict[str, Any]) -> None:
         record["LastModifiedDate"] = record["SystemModstamp"] = self._now_stamp()
+
+    # --- Change Data Capture (the Pub/Sub API) ----------------------------------------------
+
+    def _change_event_schemas(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Topic -> (schema id, Avro schema) of each object's change events."""
+        out = {}
+        for obj, fields in self.catalogue.items():
+            schema = changeevent.change_event_schema(
+                obj, {name: spec["type"] for name, spec in fields.items()}
+            )
+            out[changeevent.topic_name(obj)] = (changeevent.schema_id(schema), schema)
+        return out
+
+    def _change(self, record: Mapping[str, Any], kind: str, fields: Iterable[str]) -> None:
+        """Publish the change event of ``record``: for a create or undelete, ``fields`` is the
+        whole record and the event carries every non-null value and no changed fields; for
+        an update, the changed fields' values, bitmaps of them and of the fields nulled."""
+        if not self._publishing:
+            return
+        obj = self._object_of(record["Id"])
+        schema_id, schema = self._cdc_schemas[changeevent.topic_name(obj)]
+        names = [n for n in fields if record.get(n) is not None or kind == "UPDATE"]
+        values = {n: _avro_value(record.get(n)) for n in names}
+        changed = changeevent.field_bitmaps(schema, names) if kind == "UPDATE" else []
+        nulled = [n for n in names if record.get(n) is None] if kind == "UPDATE" else []
+        stamp = record["SystemModstamp"] or self.clock.now()
+        self._commits += 1
+        header = {
+            "entityName": obj,
+            "recordIds": [record["Id"]],
+            "changeType": kind,
+            "changeOrigin": "com/salesforce/api/rest/" + API_VERSION[1:],
+            "transactionKey": f"{self._commits:020x}",
+            "sequenceNumber": 1,
+            "commitTimestamp": int(stamp.timestamp() * 1000),
+            "commitNumber": self._commits,
+            "commitUser": "005SIM000000001",
+            "nulledFields": changeevent.field_bitmaps(schema, nulled),
+            "diffFields": [],
+            "changedFields": changed,
+        }
+        body = io.BytesIO()
+        fastavro.schemaless_writer(
+            body,
+            self._parsed_schema(schema_id, schema),
+            changeevent.payload(schema, header, values),
+        )
+        self.bus.publish(changeevent.topic_name(obj), schema_id, body.getvalue())
+
+    def _parsed_schema(self, schema_id: str, schema: dict[str, Any]) -> Any:
+        parsed = _PARSED.get(schema_id)
+        if parsed is None:
+            parsed = _PARSED[schema_id] = fastavro.parse_schema(schema)
+        return parsed
+
+    @property
+    def tenant_id(self) -> str:
+        """The org id (``tenantid`` in Pub/Sub API metadata; also in the token's ``id``)."""
+        return f"00DSIM{self.seed:09d}"
+
+    def _pubsub_authorized(self, metadata: Mapping[str, str]) -> bool:
+        with self.lock:
+            left = self.sessions.seconds_left(metadata.get("accesstoken"))
+            return (
+                left is not None
+                and left > 0
+                and metadata.get("instanceurl", "").rstrip("/") == self.url
+                and metadata.get("tenantid") == self.tenant_id
+            )
+
+    def start_pubsub(self, port: int = 0) -> str:
+        """Serve the Pub/Sub API (gRPC, no TLS) on ``127.0.0.1:port``; return ``host:port``.
+        Started on demand: most tests of the REST side never need it."""
+        if self._pubsub is None:
+            service = PubSubService(
+                lambda: self.bus,
+                lambda: {t: (i, json.dumps(s)) for t, (i, s) in self._cdc_schemas.items()},
+                self._pubsub_authorized,
+                tenant=self.tenant_id,
+                keepalive_seconds=lambda: self.cdc_keepalive_seconds,
+                latency=lambda: self.faults.latency,
+                sleep=self.clock.sleep,
+                counters=lambda: self.counters,
+            )
+            self._pubsub = serve(service, port)
+        return self._pubsub[1]
+
+    @property
+    def pubsub_address(self) -> str:
+        """``host:port`` of the Pub/Sub API (started by :meth:`start_pubsub`)."""
+        if self._pubsub is None:
+            raise RuntimeError("the Pub/Sub API is not started (start_pubsub())")
+        return self._pubsub[1]
+
+    def stop_pubsub(self) -> None:
+        """Stop serving the Pub/Sub API: open Subscribe calls end at once (as when Salesforce
+        drops a stream); :meth:`start_pubsub` with the same port serves it again."""
+        if self._pubsub is not None:
+            self._pubsub[0].stop(grace=0).wait(5)
+            self._pubsub = None
+
+    def stop(self) -> None:
+        self.stop_pubsub()
+        super().stop()
 
     def _find(self, record_id: str) -> dict[str, Any]:
         for obj, prefix in PREFIX.items():
