@@ -8,7 +8,9 @@ a blocking read with a deadline, and retention is aged with the fake clock.
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import queue
 import signal
@@ -22,9 +24,11 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
+from daemon.foundation import log as logging_setup
 from daemon.foundation.clock import FakeClock
 from daemon.sdk import AuthFailed
 from plugins.salesforce.pubsub import (
@@ -301,16 +305,47 @@ def test_a_bad_session_is_refused(sim, spoil: str) -> None:
         channel.close()
 
 
-def test_the_stream_renews_a_refused_session_then_gives_up(sim, capsys) -> None:
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Every log line, structlog's and the standard library's, as JSON at DEBUG."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    lines = io.StringIO()
+    logging_setup.configure(level="debug", stream=lines, json=True)
+    yield lines
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+    structlog.reset_defaults()
+
+
+def test_the_stream_renews_a_refused_session_then_gives_up(sim, captured_logs, capfd) -> None:
     secret = "00DSIM000000000!expired-token-value"
     bad = StaticAuth(secret, sim.url, sim.tenant_id)
     change_stream = stream(sim, auth=bad, max_auth_refusals=2)
-    with pytest.raises(AuthFailed):
+    with pytest.raises(AuthFailed) as failed:
         for _ in change_stream:
             pass
     assert sim.counters["pubsub_auth_refused"] == 3  # the first try and two renewals
-    out = capsys.readouterr()
-    assert secret not in out.out + out.err  # the token is never logged
+    logged = captured_logs.getvalue()
+    assert logged.count('"cdc_auth_refused"') == 3 and "remote-auth-failed" in logged
+    out = capfd.readouterr()  # gRPC's own C core writes to the process's stderr
+    for text in (logged, out.out, out.err, str(failed.value)):
+        assert secret not in text  # the token is never logged nor put in a message
+
+
+def test_the_replay_id_moves_only_when_the_caller_asks_for_more(sim) -> None:
+    first, second = sim.add_contact(LastName="One"), sim.add_contact(LastName="Two")
+    change_stream = stream(sim)
+    events = iter(change_stream)
+    try:
+        one = next(events)
+        # Handling the first: a crash now must replay it, so the position is still before it.
+        assert one.record_ids == (first,) and change_stream.replay_id is None
+        two = next(events)
+        assert two.record_ids == (second,) and change_stream.replay_id == one.replay_id
+    finally:
+        change_stream.close()
+        events.close()
 
 
 def test_an_unknown_topic_is_not_found(sim) -> None:

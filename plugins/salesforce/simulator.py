@@ -222,6 +222,7 @@ class SalesforceSimulator(Simulator):
         "redirect_uri": (str, "", "The connected app's callback URL ('': any loopback URL)."),
         "cdc_retention_seconds": (float, 3 * DAY, "Change events kept for replay (72 h)."),
         "cdc_keepalive_seconds": (float, 270.0, "A Subscribe with nothing to send answers empty."),
+        "pubsub_port": (int, -1, "Serve the Pub/Sub API (gRPC) here too (0: any port; -1: no)."),
     }
 
     def set_knob(self, name: str, value: object) -> None:
@@ -571,6 +572,12 @@ class SalesforceSimulator(Simulator):
         if self._pubsub is None:
             raise RuntimeError("the Pub/Sub API is not started (start_pubsub())")
         return self._pubsub[1]
+
+    def start(self, port: int = 0) -> SalesforceSimulator:
+        super().start(port)
+        if self.pubsub_port >= 0:
+            self.start_pubsub(self.pubsub_port)
+        return self
 
     def stop_pubsub(self) -> None:
         """Stop serving the Pub/Sub API: open Subscribe calls end at once (as when Salesforce
