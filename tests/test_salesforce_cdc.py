@@ -30,10 +30,12 @@ from hypothesis import strategies as st
 
 from daemon.foundation import log as logging_setup
 from daemon.foundation.clock import FakeClock
-from daemon.sdk import AuthFailed
+from daemon.sdk import AuthFailed, ConnectorContext
+from plugins.salesforce.connector import SalesforceConnector
 from plugins.salesforce.pubsub import (
     RESYNC,
     ChangeEvent,
+    ClientAuth,
     ReplayCheckpoint,
     SalesforceChangeStream,
     StaticAuth,
@@ -43,6 +45,7 @@ from plugins.salesforce.pubsub import eventbus_pb2 as pb
 from plugins.salesforce.pubsub import eventbus_pb2_grpc as pb_grpc
 from plugins.salesforce.pubsub.service import AUTH_ERROR, REPLAY_CORRUPTED
 from plugins.salesforce.simulator import SalesforceSimulator
+from tests.connectorkit import build
 
 CONTACTS = "/data/ContactChangeEvent"
 LEADS = "/data/LeadChangeEvent"
@@ -346,6 +349,31 @@ def test_the_replay_id_moves_only_when_the_caller_asks_for_more(sim) -> None:
     finally:
         change_stream.close()
         events.close()
+
+
+def test_the_connectors_own_session_is_used_and_renewed(sim, clock, consume) -> None:
+    """ClientAuth: the token, instance URL and org id come from the connector's client (its
+    grant); a session that expires mid-stream is renewed like a REST 401."""
+    connector = build(
+        SalesforceConnector,
+        {"login_url": sim.url, "client_id": sim.client_id, "client_secret": sim.client_secret},
+        {},
+        ConnectorContext("sf"),
+        clock,
+    )
+    client = connector.client
+    contacts = consume(stream(sim, auth=ClientAuth(client)))
+    first = sim.add_contact(LastName="Before")
+    assert contacts.take(1)[0].record_ids == (first,)
+    assert client.org_id == sim.tenant_id
+    port = int(sim.pubsub_address.rsplit(":", 1)[1])
+    sim.expire_sessions()
+    sim.stop_pubsub()  # the call is dropped; the resubscribe finds the session expired
+    sim.start_pubsub(port)
+    second = sim.add_contact(LastName="After")
+    assert contacts.take(1)[0].record_ids == (second,)
+    assert sim.counters["pubsub_auth_refused"] == 1 and sim.counters["token_grants"] == 2
+    connector.close()
 
 
 def test_an_unknown_topic_is_not_found(sim) -> None:
