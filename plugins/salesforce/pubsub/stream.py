@@ -156,7 +156,8 @@ class SalesforceChangeStream:
     """Iterate to receive :class:`ChangeEvent`s of ``topic`` (``/data/ContactChangeEvent``)
     until ``stop`` is set. ``replay_id`` (bytes, from the checkpoint) resumes after that
     event; ``None`` starts at ``start`` (``LATEST``: only what happens from now on).
-    ``secure=False`` (no TLS) is allowed to a loopback target only (the simulator)."""
+    ``secure=False`` (no TLS) is allowed to a loopback target only (the simulator). A stream
+    is iterated once: its channel closes when the iteration ends."""
 
     def __init__(
         self,
