@@ -9,17 +9,20 @@ the mutants each one kills. Every test runs on SQLite and PostgreSQL (the ``engi
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from daemon.hub import links
 from daemon.hub.contacts import save_contact
 from daemon.hub.store import Link
-from daemon.kit.connector import PushItem
+from daemon.kit.connector import Capabilities, PushItem, PushStatus
 from tests.enginekit import fresh_remote, sync_engine, write_instance
 from tests.hubkit import log_rows, outbox_rows
 from tests.instancekit import contact_fields
+from tests.memremote import MemoryConnector
 
 OUTGOING = 'direction = "outgoing"\n'
 
@@ -56,6 +59,20 @@ def record_sent(remote) -> list[dict[str, Any]]:
     return sent
 
 
+def answer_as(monkeypatch, **changes: Any) -> None:
+    """Make the memory platform's accepted answers say ``changes`` too (``existed``, or a
+    ``PENDING`` status): the records are still written, as a platform doing so would."""
+    push = MemoryConnector.push
+
+    def answered(self, batch):
+        return [
+            dataclasses.replace(r, **changes) if r.status is PushStatus.OK else r
+            for r in push(self, batch)
+        ]
+
+    monkeypatch.setattr(MemoryConnector, "push", answered)
+
+
 # --- rows with nothing sent: skipped, or parked at once with their code ----------------------
 
 
@@ -84,3 +101,97 @@ def test_unsent_rows_are_counted_once_each_and_a_refusal_is_parked_and_logged_fo
     assert set(rows) == set(refused)  # the test users' rows are done with
     assert {(r["state"], r["attempts"]) for r in rows.values()} == {("parked", 1)}
     assert not set(testers) & set(link_rows(engine, "mem"))
+
+
+# --- accepted records: the link each one leaves, and how it is counted -------------------------
+
+
+def test_an_update_keeps_what_was_exchanged_before_so_the_next_one_sends_only_its_change(
+    engine, tmp_path, remote
+):
+    # An outgoing-only instance: no pull in between refreshes the link, so only the push
+    # keeps its values whole. If an update's link held only that update's fields, the next
+    # push would send every other field again.
+    instance = write_instance(tmp_path, "mem", extra=OUTGOING)
+    sync = sync_engine(engine, instance)
+    ada = person(engine, "Ada", "2025550143", email="ada@example.edu")
+    assert sync.run(instance, "push").counts.get("created") == 1
+    sent = record_sent(remote)
+
+    save_contact(engine, {"last_name": "King"}, contact_id=ada)
+    assert sync.run(instance, "push").counts.get("updated") == 1
+    save_contact(engine, {"phone": "2025550181"}, contact_id=ada)
+    assert sync.run(instance, "push").counts.get("updated") == 1
+
+    assert sent == [{"LastName": "King"}, {"Phone": "+12025550181"}]
+    link = link_rows(engine, "mem")[ada]
+    assert (link["state"], link["values"]) == (
+        links.ACTIVE,
+        {
+            "first_name": "Ada",
+            "last_name": "King",
+            "email": "ada@example.edu",
+            "phone": "+12025550181",
+        },
+    )
+
+
+def test_an_update_keeps_the_platform_time_the_link_last_saw_and_counts_each_record(
+    engine, tmp_path, remote
+):
+    ids = [
+        remote.add(FirstName=n, LastName="Lovelace", Phone=p, StudentId=s)
+        for n, p, s in [("Ada", "2025550143", "S1"), ("Kate", "6175550112", "S2")]
+    ]
+    instance = write_instance(tmp_path, "mem")
+    sync = sync_engine(engine, instance)
+    assert sync.run(instance, "pull").counts.get("created") == 2
+    pulled = link_rows(engine, "mem")
+    assert all(link["remote_modified_at"] is not None for link in pulled.values())
+
+    for contact_id in pulled:
+        save_contact(engine, {"last_name": "King"}, contact_id=contact_id)
+    report = sync.run(instance, "push")
+
+    assert report.counts.get("updated") == 2  # one batch, two records
+    assert "created" not in report.counts
+    assert all(remote.rows[rid].fields["LastName"] == "King" for rid in ids)
+    pushed = link_rows(engine, "mem")
+    # The push does not learn when the platform changed the record: the link keeps the time
+    # the pull saw (`contactsync links show`), not none at all.
+    assert {c: link["remote_modified_at"] for c, link in pushed.items()} == {
+        c: link["remote_modified_at"] for c, link in pulled.items()
+    }
+    assert {c: link["state"] for c, link in pushed.items()} == dict.fromkeys(pulled, links.ACTIVE)
+
+
+def test_a_write_the_platform_confirms_later_leaves_a_pending_link(
+    engine, tmp_path, remote, monkeypatch
+):
+    monkeypatch.setattr(MemoryConnector, "capabilities", Capabilities(confirms_later=True))
+    answer_as(monkeypatch, status=PushStatus.PENDING)
+    instance = write_instance(tmp_path, "mem", extra=OUTGOING)
+    sync = sync_engine(engine, instance)
+    ada = person(engine, "Ada", "2025550143")
+
+    report = sync.run(instance, "push")
+
+    assert report.counts.get("created") == 1
+    (link,) = link_rows(engine, "mem").values()
+    # Pending until a pull confirms it: `contactsync status` counts it as waiting.
+    assert (link["contact_id"], link["state"]) == (ada, links.PENDING)
+    assert outbox_rows(engine) == []
+
+
+def test_an_upsert_that_found_the_record_counts_as_linked_not_created(
+    engine, tmp_path, remote, monkeypatch
+):
+    answer_as(monkeypatch, existed=True)
+    instance = write_instance(tmp_path, "mem", extra=OUTGOING)
+    sync = sync_engine(engine, instance)
+    ada = person(engine, "Ada", "2025550143")
+
+    report = sync.run(instance, "push")
+
+    assert (report.counts.get("linked"), report.counts.get("created")) == (1, None)
+    assert link_rows(engine, "mem")[ada]["state"] == links.ACTIVE
