@@ -20,8 +20,8 @@ from daemon.hub.contacts import save_contact
 from daemon.hub.store import Link
 from daemon.kit.connector import Capabilities, PushItem, PushStatus
 from tests.enginekit import fresh_remote, sync_engine, write_instance
-from tests.hubkit import log_rows, outbox_rows
-from tests.instancekit import contact_fields
+from tests.hubkit import contact, log_rows, outbox_rows
+from tests.instancekit import contact_fields, memory_fields
 from tests.memremote import MemoryConnector
 
 OUTGOING = 'direction = "outgoing"\n'
@@ -195,3 +195,75 @@ def test_an_upsert_that_found_the_record_counts_as_linked_not_created(
 
     assert (report.counts.get("linked"), report.counts.get("created")) == (1, None)
     assert link_rows(engine, "mem")[ada]["state"] == links.ACTIVE
+
+
+# --- what the dry run shows (`contactsync sync --dry-run --json`'s push plans) -------------------
+
+
+def test_the_dry_run_shows_each_push_plan_with_its_action_and_reason(engine, tmp_path, remote):
+    fields = contact_fields("FirstName", "Status", "LastName", "Phone")  # LastName from email
+    instance = write_instance(tmp_path, "mem", extra=OUTGOING, fields=fields)
+    sync = sync_engine(engine, instance)
+    linked = person(engine, "Ada", "2025550143", email="ada@example.edu")
+    assert sync.run(instance, "push").counts.get("created") == 1
+    save_contact(engine, {"last_name": "King"}, contact_id=linked)  # an update of Status
+    new = person(engine, "Grace", "2025550181", email="grace@example.edu")
+    refused = person(engine, "Kate", "6175550112")  # no email: no LastName
+    tester = person(engine, "Test", "4155550199", test_user=True)
+    plans: list[dict[str, Any]] = []
+
+    report = sync.run(instance, "push", dry_run=True, on_plan=lambda p: plans.append(p.as_dict()))
+
+    assert report.counts.get("would_send") == 2
+    rid = link_rows(engine, "mem")[linked]["remote_id"]
+    by_contact = {p.pop("contact_id"): p for p in plans}
+    assert by_contact == {
+        linked: {"action": "update", "remote_id": rid, "fields": {"Status": "King"}},
+        new: {
+            "action": "create",
+            "remote_id": None,
+            "fields": {
+                "FirstName": "Grace",
+                "Status": "Hub",
+                "LastName": "grace@example.edu",
+                "Phone": "+12025550181",
+            },
+        },
+        refused: {"action": "skip", "reason": "the platform needs email to create a record"},
+        tester: {"action": "skip", "reason": "test user"},
+    }
+
+
+# --- the CRM id a connection owns ---------------------------------------------------------------
+
+
+def test_a_connection_that_owns_the_crm_id_writes_it_back_once_and_never_a_taken_one(
+    engine, tmp_path, remote
+):
+    # The platform's record id is the hub's CRM id: a contact created there gets it back,
+    # unless it has one already (set by staff or another source: never rewritten).
+    instance = write_instance(
+        tmp_path, "mem", extra=OUTGOING + "owns_crm_id = true", fields=memory_fields(crm_id=False)
+    )
+    sync = sync_engine(engine, instance)
+    ada = person(engine, "Ada", "2025550143")
+    kate = person(engine, "Kate", "6175550112", crm_id="S-7")
+    assert sync.run(instance, "push").counts.get("created") == 2
+    made = {c: link["remote_id"] for c, link in link_rows(engine, "mem").items()}
+    assert {c: contact(engine, c)["crm_id"] for c in (ada, kate)} == {ada: made[ada], kate: "S-7"}
+    assert log_rows(engine) == []
+
+    # A contact whose new record id another contact already holds as CRM id gets none, with
+    # a row saying why; and an update never rewrites a CRM id already set.
+    holder = person(engine, "Test", "4155550199", crm_id="R000003", test_user=True)
+    grace = person(engine, "Grace", "2025550181")  # its record will be R000003
+    save_contact(engine, {"last_name": "King"}, contact_id=ada)
+    report = sync.run(instance, "push")
+
+    assert (report.counts.get("created"), report.counts.get("updated")) == (1, 1)
+    assert link_rows(engine, "mem")[grace]["remote_id"] == "R000003"
+    assert [(r["code"], r["contact_id"], r["remote_id"]) for r in log_rows(engine)] == [
+        ("duplicate-unique-id-crmId", grace, "R000003")
+    ]
+    crm_ids = {c: contact(engine, c)["crm_id"] for c in (ada, kate, grace, holder)}
+    assert crm_ids == {ada: made[ada], kate: "S-7", grace: None, holder: "R000003"}
