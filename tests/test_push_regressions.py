@@ -17,10 +17,10 @@ from sqlalchemy import select
 
 from daemon.hub import links
 from daemon.hub.contacts import save_contact
-from daemon.hub.store import Link
+from daemon.hub.store import Link, utcnow
 from daemon.kit.connector import Capabilities, PushItem, PushStatus
 from tests.enginekit import fresh_remote, sync_engine, write_instance
-from tests.hubkit import contact, log_rows, outbox_rows
+from tests.hubkit import OUTBOX, contact, log_rows, outbox_rows
 from tests.instancekit import contact_fields, memory_fields
 from tests.memremote import MemoryConnector
 
@@ -267,3 +267,75 @@ def test_a_connection_that_owns_the_crm_id_writes_it_back_once_and_never_a_taken
     ]
     crm_ids = {c: contact(engine, c)["crm_id"] for c in (ada, kate, grace, holder)}
     assert crm_ids == {ada: made[ada], kate: "S-7", grace: None, holder: "R000003"}
+
+
+# --- the platform's answer to a sent record ----------------------------------------------------
+
+
+def test_a_refused_update_is_logged_against_its_contact_and_record_then_parked(
+    engine, tmp_path, remote
+):
+    instance = write_instance(tmp_path, "mem", extra=OUTGOING + "max_attempts = 2")
+    sync = sync_engine(engine, instance)
+    ada = person(engine, "Ada", "2025550143")
+    assert sync.run(instance, "push").counts.get("created") == 1
+    rid = link_rows(engine, "mem")[ada]["remote_id"]
+    remote.reject = lambda item: "FIELD_CUSTOM_VALIDATION_EXCEPTION: nope"
+    save_contact(engine, {"last_name": "King"}, contact_id=ada)
+
+    first = sync.run(instance, "push")
+    (row,) = outbox_rows(engine)
+    assert (row["state"], row["attempts"]) == ("pending", 1)  # retried later
+    with engine.begin() as conn:  # the back-off passed
+        conn.execute(OUTBOX.update().values(next_attempt_at=utcnow()))
+    second = sync.run(instance, "push")
+
+    assert (first.counts.get("failed"), second.counts.get("failed")) == (1, 1)
+    assert [
+        (r["code"], r["contact_id"], r["remote_id"], r["message"]) for r in log_rows(engine)
+    ] == [
+        ("remote-rejected", ada, rid, "FIELD_CUSTOM_VALIDATION_EXCEPTION: nope"),
+        ("remote-rejected", ada, rid, "FIELD_CUSTOM_VALIDATION_EXCEPTION: nope (parked)"),
+    ]
+    (row,) = outbox_rows(engine)
+    assert (row["state"], row["attempts"]) == ("parked", 2)
+
+
+def test_an_accepted_answer_links_by_the_record_id_else_the_updated_one_else_the_handle(
+    engine, tmp_path, remote, monkeypatch
+):
+    # Platforms differ in what an accepted answer carries: an update's may give no id (the
+    # record updated is the one), a write confirmed later only a handle.
+    instance = write_instance(tmp_path, "mem", extra=OUTGOING)
+    sync = sync_engine(engine, instance)
+    ada = person(engine, "Ada", "2025550143")
+    assert sync.run(instance, "push").counts.get("created") == 1
+    rid = link_rows(engine, "mem")[ada]["remote_id"]
+
+    with monkeypatch.context() as patched:
+        answer_as(patched, remote_id=None, handle="H-ada")
+        save_contact(engine, {"last_name": "King"}, contact_id=ada)
+        assert sync.run(instance, "push").counts.get("updated") == 1
+        assert link_rows(engine, "mem")[ada]["remote_id"] == rid
+
+        answer_as(patched, remote_id=None, handle="H-grace", status=PushStatus.PENDING)
+        patched.setattr(MemoryConnector, "capabilities", Capabilities(confirms_later=True))
+        grace = person(engine, "Grace", "2025550181")
+        assert sync.run(instance, "push").counts.get("created") == 1
+        assert (link_rows(engine, "mem")[grace]["remote_id"], outbox_rows(engine)) == (
+            "H-grace",
+            [],
+        )
+
+    # An accepted answer with no id at all cannot be linked: tried again, not lost.
+    answer_as(monkeypatch, remote_id=None)
+    kate = person(engine, "Kate", "6175550112")
+    report = sync.run(instance, "push")
+    assert (report.counts.get("failed"), report.counts.get("created")) == (1, None)
+    (row,) = outbox_rows(engine)
+    assert (row["contact_id"], row["state"], row["last_error"]) == (
+        kate,
+        "pending",
+        "the connector returned no record id",
+    )
+    assert kate not in link_rows(engine, "mem")
