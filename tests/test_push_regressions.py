@@ -18,7 +18,7 @@ from sqlalchemy import select
 from daemon.hub import links
 from daemon.hub.contacts import save_contact
 from daemon.hub.store import Link, utcnow
-from daemon.kit.connector import Capabilities, PushItem, PushStatus
+from daemon.kit.connector import Capabilities, PushItem, PushStatus, RemoteRecord
 from tests.enginekit import fresh_remote, sync_engine, write_instance
 from tests.hubkit import OUTBOX, contact, log_rows, outbox_rows
 from tests.instancekit import contact_fields, memory_fields
@@ -339,3 +339,36 @@ def test_an_accepted_answer_links_by_the_record_id_else_the_updated_one_else_the
         "the connector returned no record id",
     )
     assert kate not in link_rows(engine, "mem")
+
+
+def test_the_dry_run_says_link_for_a_contact_the_platform_already_holds(
+    engine, tmp_path, remote, monkeypatch
+):
+    # A platform that looks records up by email before creating (as HubSpot and Salesforce
+    # do): the memory platform, answering from its own rows.
+    def lookup(self, batch):
+        wanted = {item.fields.get("Email") for item in batch} - {None}
+        return [
+            RemoteRecord(r.id, dict(r.fields))
+            for r in remote.live()
+            if r.fields.get("Email") in wanted
+        ]
+
+    monkeypatch.setattr(MemoryConnector, "capabilities", Capabilities(looks_up=True))
+    monkeypatch.setattr(MemoryConnector, "lookup", lookup, raising=False)
+    rid = remote.add(FirstName="Ada", LastName="Hub", Email="ada@example.edu", Phone="2025550143")
+    instance = write_instance(tmp_path, "mem")  # never pulled: only the lookup finds it
+    sync = sync_engine(engine, instance)
+    ada = person(engine, "Ada", "2025550143", email="ada@example.edu")
+    plans: list[dict[str, Any]] = []
+
+    sync.run(instance, "push", dry_run=True, on_plan=lambda p: plans.append(p.as_dict()))
+
+    assert plans == [
+        {
+            "contact_id": ada,
+            "action": "link",
+            "reason": "linked to the record the platform already holds",
+        }
+    ]
+    assert list(remote.rows) == [rid] and link_rows(engine, "mem") == {}
