@@ -60,15 +60,12 @@ def record_sent(remote) -> list[dict[str, Any]]:
 
 
 def answer_as(monkeypatch, **changes: Any) -> None:
-    """Make the memory platform's accepted answers say ``changes`` too (``existed``, or a
-    ``PENDING`` status): the records are still written, as a platform doing so would."""
+    """Make the memory platform's answers say ``changes`` too (``existed``, a ``PENDING``
+    status, no record id): the records are still written, as a platform doing so would."""
     push = MemoryConnector.push
 
     def answered(self, batch):
-        return [
-            dataclasses.replace(r, **changes) if r.status is PushStatus.OK else r
-            for r in push(self, batch)
-        ]
+        return [dataclasses.replace(r, **changes) for r in push(self, batch)]
 
     monkeypatch.setattr(MemoryConnector, "push", answered)
 
@@ -372,3 +369,18 @@ def test_the_dry_run_says_link_for_a_contact_the_platform_already_holds(
         }
     ]
     assert list(remote.rows) == [rid] and link_rows(engine, "mem") == {}
+
+
+def test_an_answer_without_words_is_retried_with_its_status_as_the_error(
+    engine, tmp_path, remote, monkeypatch
+):
+    answer_as(monkeypatch, status=PushStatus.TRANSIENT, remote_id=None)  # a lock, say
+    instance = write_instance(tmp_path, "mem", extra=OUTGOING)
+    sync = sync_engine(engine, instance)
+    ada = person(engine, "Ada", "2025550143")
+
+    assert sync.run(instance, "push").counts.get("failed") == 1
+
+    (row,) = outbox_rows(engine)
+    assert (row["contact_id"], row["state"], row["last_error"]) == (ada, "pending", "transient")
+    assert log_rows(engine) == []  # a transient failure is logged only when it parks
