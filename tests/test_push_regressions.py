@@ -384,3 +384,34 @@ def test_an_answer_without_words_is_retried_with_its_status_as_the_error(
     (row,) = outbox_rows(engine)
     assert (row["contact_id"], row["state"], row["last_error"]) == (ada, "pending", "transient")
     assert log_rows(engine) == []  # a transient failure is logged only when it parks
+
+
+def test_an_instance_that_only_sends_links_the_record_the_platform_already_holds(
+    engine, tmp_path, remote, monkeypatch
+):
+    """Its fields map outgoing only, so a looked-up record is read for its match keys alone:
+    the push links it and updates it, never creating the person twice on the platform, and
+    the platform's other values never reach the hub."""
+
+    def lookup(self, batch):
+        wanted = {item.fields.get("Email") for item in batch} - {None}
+        return [
+            RemoteRecord(r.id, dict(r.fields))
+            for r in remote.live()
+            if r.fields.get("Email") in wanted
+        ]
+
+    monkeypatch.setattr(MemoryConnector, "capabilities", Capabilities(looks_up=True))
+    monkeypatch.setattr(MemoryConnector, "lookup", lookup, raising=False)
+    rid = remote.add(FirstName="Ada", LastName="Platform", Email="ada@example.edu")
+    instance = write_instance(tmp_path, "mem", extra=OUTGOING)
+    sync = sync_engine(engine, instance)
+    ada = person(engine, "Ada", "2025550143", email="ada@example.edu")
+
+    report = sync.run(instance, "push")
+
+    assert report.outcome == "ok", report.error
+    assert list(remote.rows) == [rid]  # linked and updated, not created again
+    assert remote.rows[rid].fields["LastName"] == "Hub"
+    assert link_rows(engine, "mem")[ada]["remote_id"] == rid
+    assert contact(engine, ada)["last_name"] == "Hub"  # nothing came in

@@ -7,7 +7,7 @@ transform's failure rejects that one field, never the record.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,14 +60,20 @@ class Mapper:
         """The hub fields this instance sends."""
         return [r.field.hub for r in self.outgoing]
 
-    def to_hub(self, record: RemoteRecord) -> tuple[dict[str, Any], list[Problem]]:
+    def to_hub(
+        self, record: RemoteRecord, *, keys: Collection[str] = ()
+    ) -> tuple[dict[str, Any], list[Problem]]:
         """The hub-named raw values of a remote record, and the fields that failed to convert.
 
         A remote field absent from the record is absent here too: "not sent" never clears.
+        ``keys`` are hub fields read even where they are mapped outgoing only: the match keys
+        by which a push's lookup finds the contact a platform record already is.
         """
         values: dict[str, Any] = {}
         problems: list[Problem] = []
-        for rule in self.incoming:
+        incoming = {r.field.hub for r in self.incoming}
+        also = [r for r in self.outgoing if r.field.hub in keys and r.field.hub not in incoming]
+        for rule in (*self.incoming, *also):
             remote = rule.field.remote
             if remote not in record.fields:
                 continue

@@ -94,15 +94,26 @@ def ingest_found(ctx: CycleContext, records: list[RemoteRecord]) -> list[RecordP
     In a dry run nothing is kept. Where the instance pulls, the pull has logged an
     ambiguous record already, so this does not log it again."""
     plans: list[RecordPlan] = []
-    quiet = [Code.AMBIGUOUS_MATCH] if ctx.instance.direction.pulls else []
+    pulls = ctx.instance.direction.pulls
+    quiet = [Code.AMBIGUOUS_MATCH] if pulls else []
+    # An instance that only sends maps nothing in: its records are read for their match keys
+    # alone, so the lookup still finds the contact (and links it, never creating a second
+    # record on the platform). Their other fields never reach the hub.
+    keys = () if pulls else match_keys(ctx)
     ingestor = _ingestor(ctx, on_plan=plans.append, quiet=quiet)
     with ingestor:
-        _page(ctx, ingestor, Page(records, None), Counter(), checkpoint=False)
+        _page(ctx, ingestor, Page(records, None), Counter(), checkpoint=False, keys=keys)
     return plans
 
 
 def _page(
-    ctx: CycleContext, ingestor: Ingestor, page: Page, counts: Counter, *, checkpoint: bool = True
+    ctx: CycleContext,
+    ingestor: Ingestor,
+    page: Page,
+    counts: Counter,
+    *,
+    checkpoint: bool = True,
+    keys: Collection[str] = (),
 ) -> None:
     connection = ctx.instance.connection
     counts["read"] += len(page.records)
@@ -113,7 +124,7 @@ def _page(
         if record.deleted:
             deleted.append(record)
             continue
-        values, problems = ctx.mapper.to_hub(record)
+        values, problems = ctx.mapper.to_hub(record, keys=keys)
         incoming.append(
             IncomingRecord(
                 values,
