@@ -29,6 +29,7 @@ from daemon.foundation.dictionary import Code
 from daemon.foundation.log import get_logger, register_secret
 from daemon.hookspecs import HOOKSPEC_VERSION, NO_MATCH, CycleKind, NoMatch, Winner, hookimpl
 from daemon.hub import normalize
+from daemon.kit.changes import ChangeHint, WebhookDelivery, WebhookRefused, WebhookRequest
 from daemon.kit.client import ClientSeams, PlatformClient
 from daemon.kit.connector import (
     AuthFailed,
@@ -131,7 +132,9 @@ from daemon.kit.tokens import Token, TokenCache, grant_answer
 # 1.2 also added RequiredMappings (what an instance must map for records to be created, which
 # `contactsync check` holds instances to) and PlatformUrl (the type of a URL setting), and
 # RelativePath and FileNamePart (the types of a folder setting and a file-name setting).
-SDK_VERSION: Final = "1.2"
+# 1.3 added change hints (daemon.kit.changes): ChangeHint, WebhookRequest, WebhookDelivery,
+# WebhookRefused, with Capabilities.webhooks/streams, Connector.receive_webhook and .stream.
+SDK_VERSION: Final = "1.3"
 """The version of this surface: the major number changes only when a name is removed or
 changes meaning."""
 
@@ -145,6 +148,7 @@ __all__ = [
     "AuthorizationFailed",
     "BatchInfo",
     "Capabilities",
+    "ChangeHint",
     "ClientConnector",
     "ClientSeams",
     "Clock",
@@ -198,6 +202,9 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UploadRejected",
+    "WebhookDelivery",
+    "WebhookRefused",
+    "WebhookRequest",
     "Winner",
     "authorize",
     "check_header",

@@ -16,9 +16,19 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
 from daemon import __version__
-from daemon.api import contacts, dictionary, errors, fields, health, instances, outbox, synclog
+from daemon.api import (
+    contacts,
+    dictionary,
+    errors,
+    fields,
+    health,
+    instances,
+    outbox,
+    synclog,
+    webhooks,
+)
 from daemon.api.limits import RequestLimits
-from daemon.api.state import Cycles, Hub
+from daemon.api.state import Cycles, Hub, Intake
 from daemon.config.instances import LoadResult
 from daemon.config.settings import Settings
 from daemon.engine.metrics import Metrics
@@ -34,6 +44,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     instances.router,
     outbox.router,
     health.router,
+    webhooks.router,
 )
 Site = Callable[[FastAPI], None]
 """Something served beside the API on its app (the staff's pages, :func:`daemon.web.mount`):
@@ -50,11 +61,19 @@ def app_for(
     cycles: Cycles | None = None,
     metrics: Metrics | None = None,
     sites: Iterable[Site] = (),
+    intake: Intake | None = None,
 ) -> FastAPI:
     """The API over the hub ``engine``, with the hub settings of ``settings``; in the daemon,
-    with its current instances, its scheduler and its metrics (see :class:`Hub`), and
+    with its current instances, its scheduler, its metrics and its hint intake (see
+    :class:`Hub`), and
     ``sites`` served beside it."""
-    hub = Hub(engine, region=settings.hub.default_region, cycles=cycles, metrics=metrics)
+    hub = Hub(
+        engine,
+        region=settings.hub.default_region,
+        cycles=cycles,
+        metrics=metrics,
+        intake=intake,
+    )
     if instances is not None:
         hub.instances = instances
     return create_app(hub, sites=sites)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from fastapi import Request
 from sqlalchemy import Engine
 
 from daemon.config.instances import LoadResult
+from daemon.kit.changes import WebhookDelivery
 
 if TYPE_CHECKING:
     from daemon.engine.metrics import Metrics
@@ -33,6 +35,17 @@ class Cycles(Protocol):
         ...
 
 
+class Intake(Protocol):
+    """The daemon's hint intake, as the webhook route hands it a verified delivery (the
+    runtime layer implements it: :class:`daemon.runtime.intake.Intake`)."""
+
+    def accept(
+        self, instance: str, delivery: WebhookDelivery, now: datetime, max_age: timedelta
+    ) -> None:
+        """Queue the delivery's hints; raise ``WebhookRefused`` if stale or a replay."""
+        ...
+
+
 def _no_instances() -> LoadResult:
     return LoadResult({}, {})
 
@@ -45,7 +58,8 @@ class Hub:
     ``instances`` gives the instance files as loaded now (the daemon's current good
     config; under ``contactsync serve``, the folder as read at start). ``cycles`` is the
     daemon's scheduler, ``None`` under ``contactsync serve``. ``metrics`` holds the
-    process's counters; ``None``: the hub-derived gauges only.
+    process's counters; ``None``: the hub-derived gauges only. ``intake`` takes verified
+    webhooks (``POST /webhooks/{instance}``); ``None`` under ``contactsync serve``.
     """
 
     engine: Engine
@@ -53,6 +67,7 @@ class Hub:
     instances: Callable[[], LoadResult] = field(default=_no_instances)
     cycles: Cycles | None = None
     metrics: Metrics | None = None
+    intake: Intake | None = None  # None under contactsync serve: webhooks answer 503
 
 
 def hub_of(request: Request) -> Hub:

@@ -9,7 +9,7 @@ back. A plugin's exception ends its own cycle and nothing else.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from threading import Event
@@ -23,7 +23,7 @@ from daemon.config.instances import Instance
 from daemon.engine.context import CycleContext
 from daemon.engine.export_cycle import export_cycle
 from daemon.engine.mapping import Mapper, MappingError, Transform
-from daemon.engine.pull import deletes_cycle, pull_cycle
+from daemon.engine.pull import deletes_cycle, hinted_pull, pull_cycle
 from daemon.engine.push import push_cycle
 from daemon.engine.registry import notify
 from daemon.foundation.clock import Cancelled
@@ -97,6 +97,7 @@ class _Cycle:
     cancel: Event | None
     on_plan: Callable[[Any], None] | None
     preview_exclude: frozenset[str] | None = None
+    remote_ids: tuple[str, ...] | None = None  # a targeted pull of these records
 
 
 class SyncEngine:
@@ -129,12 +130,17 @@ class SyncEngine:
         on_plan: Callable[[Any], None] | None = None,
         respect_backoff: bool = True,
         preview_exclude: frozenset[str] | None = None,
+        remote_ids: Sequence[str] | None = None,
     ) -> CycleReport:
         """Run one cycle of ``direction`` (a :class:`CycleKind` or its value); never raises
         for a platform or plugin failure. An unknown kind is a ``ValueError``.
 
         ``preview_exclude`` (a dry-run push only) previews the push of a first sync: the
-        contacts its seed would queue are planned too, except these."""
+        contacts its seed would queue are planned too, except these. ``remote_ids`` (a pull
+        only) makes it a targeted pull of those records (:func:`~daemon.engine.pull.
+        hinted_pull`), what a webhook or a change stream wakes."""
+        if remote_ids is not None and CycleKind(direction) != CycleKind.PULL:
+            raise ValueError("remote_ids is for a pull")
         kind = CycleKind(direction)
         run_id = new_run_id()
         # Every log line of the cycle, a connector's or httpx's included, carries these.
@@ -155,6 +161,7 @@ class SyncEngine:
                 cancel=cancel,
                 on_plan=on_plan,
                 preview_exclude=preview_exclude if dry_run else None,
+                remote_ids=tuple(remote_ids) if remote_ids is not None else None,
             )
             return self._run(cycle, respect_backoff=respect_backoff)
 
@@ -262,7 +269,9 @@ class SyncEngine:
     def _work(self, cycle: _Cycle, ctx: CycleContext, counts: Counter[str]) -> None:
         """Run the kind's work, adding its totals to ``counts``; a push first seeds, once,
         the contacts the connection has no link for (counted even if the push then fails)."""
-        if cycle.kind == CycleKind.PULL:
+        if cycle.kind == CycleKind.PULL and cycle.remote_ids is not None:
+            counts.update(hinted_pull(ctx, cycle.remote_ids, cancel=cycle.cancel))
+        elif cycle.kind == CycleKind.PULL:
             counts.update(pull_cycle(ctx, full=cycle.full, cancel=cycle.cancel))
         elif cycle.kind == CycleKind.EXPORT:
             counts.update(export_cycle(ctx, cancel=cycle.cancel))

@@ -114,6 +114,13 @@ class Metrics:
             ("platform", "sync_instance"),
             registry=r,
         )
+        self.webhooks = Counter(
+            "contactsync_webhooks",
+            "Webhooks received at /webhooks/{instance}, by instance and outcome: accepted, or "
+            "the reason it was refused (signature, stale, replay, malformed, not-enabled).",
+            ("sync_instance", "outcome"),
+            registry=r,
+        )
         r.register(HubCollector(engine, instances))
         self.hooks = _CycleHooks(self)
         self._types: dict[str, str] = {}

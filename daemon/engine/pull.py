@@ -9,7 +9,7 @@ exchanged values).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from threading import Event
@@ -53,6 +53,45 @@ def pull_cycle(ctx: CycleContext, *, full: bool = False, cancel: Event | None = 
     if not ctx.dry_run:
         confirm.expire_overdue(ctx, counts)
     return counts
+
+
+def hinted_pull(
+    ctx: CycleContext, remote_ids: Sequence[str], *, cancel: Event | None = None
+) -> Counter:
+    """A targeted pull: the records a webhook or a change stream named, read by id
+    (:meth:`~daemon.kit.connector.Connector.read`) and run through the very page path of
+    :func:`pull_cycle` (rules, conflict policy, merges, links, echo suppression), without
+    moving the pull's checkpoint: the scheduled pull still reads everything since it.
+
+    A record the read does not return (deleted, merged away) is left to the scheduled pull
+    and the deletion scan, which know what became of it."""
+    with ctx.db.connect() as conn:
+        first = runs.get_cursor(conn, ctx.instance.name) is None
+    if first:
+        # The first pull has not finished: it links what both sides hold (first_sync) before
+        # anything is read by id, and a hint must not let the push seed before that.
+        counts = pull_cycle(ctx, cancel=cancel)
+        counts["hinted"] += len(remote_ids)
+        return counts
+    counts: Counter[str] = Counter()
+    confirm.require_hub_id(ctx.db, ctx.instance, ctx.connector)
+    ids = list(dict.fromkeys(remote_ids))
+    ingestor = _ingestor(ctx, on_plan=ctx.on_plan)
+    with ingestor:
+        for start in range(0, len(ids), HINTED_CHUNK):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled
+            records = ctx.connector.read(ids[start : start + HINTED_CHUNK])
+            _page(ctx, ingestor, Page(records, None), counts, checkpoint=False)
+    counts["hinted"] += len(ids)
+    counts.update(ingestor.report.counts)
+    counts["errors"] += ingestor.report.problem_count
+    return counts
+
+
+HINTED_CHUNK = 500
+"""Ids read and committed per page of a targeted pull (a connector splits them into its
+platform's batch size: five HubSpot batch reads)."""
 
 
 def _ingestor(

@@ -7,6 +7,7 @@ every instance at once; the cost does not grow with the number of instances.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,10 @@ LINK_STATES = (links.ACTIVE, links.PENDING, links.DELETED)
 # available to this process (fine for the daemon, which has its own); it is switched off; it
 # waits out a back-off; it is fine.
 CONFIG_INVALID = str(Code.CONFIG_INVALID)
+# Streams of the sync_cursor table besides the pull's: a change stream's checkpoint (its
+# replay id, daemon.runtime.intake), and what status shows of webhooks and streams.
+CHANGES_STREAM = "changes"
+EVENTS_STREAM = "events"
 SECRET_UNAVAILABLE = "secret-unavailable"
 
 
@@ -109,7 +114,9 @@ def instance_status(
     ``pending`` writes wait for a pull to confirm them, ``unconfirmed`` ones waited past the
     window),
     ``pending_since`` (when the oldest pending write was sent) and ``cursor_updated_at``
-    (the last checkpoint of the contacts stream).
+    (the last checkpoint of the contacts stream), and ``events``: the last webhook or stream
+    event received (``last_event_at``, ``source``) and whether a stream is connected
+    (``stream_connected``), or ``None`` when the instance has had neither.
     """
     now = now or utcnow()
     names = list(connections)
@@ -118,6 +125,7 @@ def instance_status(
         last = _last_runs(conn, names)
         states = _states(conn, names)
         cursors = _cursor_times(conn, names)
+        events = _events(conn, names)
         resolved = {
             name: connection or (mirrored.get(name) or {}).get("connection")
             for name, connection in connections.items()
@@ -145,6 +153,7 @@ def instance_status(
             "links": _counts(linked.get(connection or "", {}), LINK_STATES),
             "pending_since": waiting.get(connection or ""),
             "cursor_updated_at": cursors.get(name),
+            "events": events.get(name),
         }
     return out
 
@@ -206,3 +215,18 @@ def _cursor_times(conn: Connection, names: list[str]) -> dict[str, datetime]:
         _CURSOR.c.instance.in_(names), _CURSOR.c.stream == runs.CONTACTS_STREAM
     )
     return {instance: updated for instance, updated in conn.execute(query)}
+
+
+def _events(conn: Connection, names: list[str]) -> dict[str, dict[str, Any]]:
+    query = select(_CURSOR.c.instance, _CURSOR.c.value).where(
+        _CURSOR.c.instance.in_(names), _CURSOR.c.stream == EVENTS_STREAM
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for instance, value in conn.execute(query):
+        try:
+            found = json.loads(value or "{}")
+        except ValueError:  # written by this module only; a broken one shows as none
+            continue
+        if isinstance(found, dict):
+            out[instance] = found
+    return out

@@ -53,6 +53,7 @@ class Code(StrEnum):
     API_NOT_READY = "api-not-ready"
     WEB_CSRF_REFUSED = "web-csrf-refused"
     API_BODY_TOO_LARGE = "api-body-too-large"
+    WEBHOOK_REFUSED = "webhook-refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +338,18 @@ _ENTRIES: tuple[Entry, ...] = (
         "Send fewer records per request (a batch holds at most 1,000), or split the import; "
         "a body that trickles in points at a broken or hostile client.",
         "request refused (413, or 408 for a slow body); nothing read or written",
+    ),
+    Entry(
+        Code.WEBHOOK_REFUSED,
+        "A platform's webhook to POST /webhooks/INSTANCE was refused: its signature does not "
+        "match the app's secret, its timestamp is older than the platform allows (HubSpot: 5 "
+        "minutes), it replays a request already received, it is not the platform's event "
+        "format, or the instance takes no webhooks. The row's details name the reason.",
+        "Check that the app's client secret in the instance file is the app's current one and "
+        "that the registered URL is the one contactsync webhooks INSTANCE prints; a stray "
+        "replay or a bad signature from elsewhere needs nothing. The scheduled pull still "
+        "catches every change.",
+        "request refused (401, or 404 for an unknown instance); nothing pulled for it",
     ),
 )
 

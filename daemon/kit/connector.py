@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
+from threading import Event
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from daemon.foundation.clock import Clock, SystemClock
 from daemon.foundation.dictionary import Code
+from daemon.kit.changes import DEFAULT_MAX_AGE, ChangeHint, WebhookDelivery, WebhookRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,12 @@ class Capabilities:
     # read() returns linked records by id, so a push first applies the conflict policy to
     # what changed on the platform since the last exchange, whatever the order of cycles.
     reads_before_write: bool = False
+    # receive_webhook() verifies the platform's signed webhooks and names the records that
+    # changed; the daemon serves POST /webhooks/<instance> for the instance (daemon.kit.changes).
+    webhooks: bool = False
+    # stream() holds a change stream open (Salesforce CDC) and emits a hint per event, with
+    # a position the daemon checkpoints once the pull it woke has committed.
+    streams: bool = False
 
 
 FieldGroup = str | tuple[str, ...]
@@ -270,6 +278,10 @@ class Connector:
     # The hub fields an unlinked record is matched on, in order, when the instance file sets
     # no ``match_on``: the keys this platform's records carry reliably.
     match_on: ClassVar[tuple[str, ...]] = ("crm_id", "email", "phone")
+    # With ``capabilities.webhooks``: how old a signed request may be, and what the operator
+    # subscribes to on the platform (``contactsync webhooks INSTANCE`` prints it).
+    webhook_max_age: ClassVar[timedelta] = DEFAULT_MAX_AGE
+    webhook_subscriptions: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ConnectorConfig, context: ConnectorContext) -> None:
         self.config = config
@@ -334,6 +346,43 @@ class Connector:
         platform edit. One request per batch is the expected cost.
         """
         raise NotImplementedError(f"{type(self).__name__} does not read records by id")
+
+    @classmethod
+    def receive_webhook(cls, settings: Any, request: WebhookRequest) -> WebhookDelivery:
+        """Verify one webhook of the platform and say what changed (``capabilities.webhooks``).
+
+        :param settings: the instance's validated ``[settings]`` (the app's secret is there);
+            a classmethod, so no client is built per request.
+        :param request: the request as received, raw body included.
+        :returns: a :class:`~daemon.kit.changes.WebhookDelivery`: the hints, the time the
+            platform signed the request and a key unique to this request. The daemon refuses
+            one older than :attr:`webhook_max_age` and a key it has seen; the connector checks
+            only what is the platform's own (the signature, the body's shape).
+        :raises WebhookRefused: a signature that does not match, a body that is not the
+            platform's event format. Never quote the secret or the body in the message.
+
+        A delivery is a hint, never data: the daemon reads the named records with
+        :meth:`read` and pulls them through the engine like any pull, so nothing in a
+        webhook's body is written to the hub. Duplicate and out-of-order events are harmless.
+        """
+        raise NotImplementedError(f"{cls.__name__} takes no webhooks")
+
+    def stream(self, position: str | None, emit: Callable[[ChangeHint], None], stop: Event) -> None:
+        """Hold the platform's change stream open (``capabilities.streams``) until ``stop``.
+
+        :param position: the last checkpointed position (a replay id), ``None`` at first: the
+            stream resumes after it, so nothing between a stop and a restart is missed.
+        :param emit: call with one :class:`~daemon.kit.changes.ChangeHint` per event (or per
+            batch of events), its ``position`` being the stream's position after them. The
+            daemon checkpoints a position only after the targeted pull serving every hint up
+            to it has committed.
+        :param stop: set when the daemon stops or the instance changes: return soon.
+
+        Raise :class:`ConnectorError` when the stream breaks; the daemon calls ``stream``
+        again, on a fresh connector, after a back-off, from the last checkpoint. The
+        connector is built for the stream alone, as for a cycle, and closed after it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} holds no change stream")
 
     def close(self) -> None:
         """Release connections; called once when the instance stops."""

@@ -55,8 +55,9 @@ from daemon.foundation.dictionary import Code
 from daemon.hub.database import make_engine
 from daemon.hub.store import utcnow
 from daemon.hub.synclog import prune_sync_log
+from daemon.runtime.intake import Intake
 from daemon.runtime.reload import ConfigState, ReloadResult
-from daemon.runtime.scheduler import Scheduler, job_id
+from daemon.runtime.scheduler import Scheduler, has_deletion_scan, job_id
 from daemon.runtime.systemd import Notifier, watchdog_interval
 from daemon.runtime.wakeup import OutboxWaker
 from daemon.runtime.watcher import ConfigWatcher
@@ -101,6 +102,7 @@ class Service:
         self.watcher: ConfigWatcher | None = None
         self.api: ApiServer | None = None
         self.metrics: Metrics | None = None
+        self.intake: Intake | None = None
         self._cycles: dict[str, threading.Event] = {}  # job id -> its cancel event
         self._cycles_changed = threading.Condition()
         self._pipe_r, self._pipe_w = os.pipe()
@@ -157,6 +159,14 @@ class Service:
         notify(pm, "startup", settings=settings)
         self.scheduler = Scheduler(self.engine, settings.daemon, self._run_cycle)
         self.scheduler.start()
+        # Webhooks and change streams: their hints become targeted pulls (runtime.intake).
+        self.intake = Intake(
+            self.engine,
+            lambda: self.config.instances if self.config is not None else {},
+            self._run_hinted,
+            has_deletion_scan=has_deletion_scan,
+        )
+        self.intake.start()
         self._apply(self.config.reload(), previous={})
         self.scheduler.add_periodic("prune-sync-log", self._prune, PRUNE_EVERY, PRUNE_FIRST)
         self.waker = OutboxWaker(
@@ -184,6 +194,7 @@ class Service:
                     cycles=self.scheduler,
                     metrics=self.metrics,
                     sites=(web.mount,),  # the staff's pages
+                    intake=self.intake,
                 ),
                 bind=settings.http.bind,
                 port=settings.http.port,
@@ -235,6 +246,9 @@ class Service:
             self.api.request_stop()
         if self.scheduler is not None:
             self.scheduler.shutdown()
+        if self.intake is not None:
+            # Queued hints are not kept: the next daemon's scheduled pull reads those changes.
+            self.intake.shutdown(timeout=0)
         with self._cycles_changed:
             running = sorted(self._cycles)
             for cancel in self._cycles.values():
@@ -306,6 +320,25 @@ class Service:
                 self._cycles.pop(key, None)
                 self._cycles_changed.notify_all()
 
+    def _run_hinted(self, instance: Instance, direction: str, remote_ids: list[str] | None) -> str:
+        """A cycle the intake asks for (a targeted pull, or the pull or deletion scan a hint
+        calls for), on the intake's thread; cancelled with the others on a stop."""
+        if self.stopping.is_set() or self.sync is None:
+            return "interrupted"
+        key = f"{instance.name}:hinted-{direction}"
+        cancel = threading.Event()
+        with self._cycles_changed:
+            self._cycles[key] = cancel
+        try:
+            return self.sync.run(instance, direction, cancel=cancel, remote_ids=remote_ids).outcome
+        except Exception:
+            log.exception("cycle_crashed", instance=instance.name, code=str(Code.INTERNAL_ERROR))
+            return "failed"
+        finally:
+            with self._cycles_changed:
+                self._cycles.pop(key, None)
+                self._cycles_changed.notify_all()
+
     def _cancel(self, name: str) -> None:
         """Cancel the running cycles of instance ``name`` (disabled or removed)."""
         with self._cycles_changed:
@@ -370,6 +403,8 @@ class Service:
                 connector_type=instance.config.type,
                 new=name in result.added,
             )
+        if self.intake is not None:
+            self.intake.follow(current.values())
         for name in result.removed:
             self.scheduler.unschedule(name)
             self._cancel(name)
@@ -429,6 +464,7 @@ class Service:
         return (
             self.scheduler is not None
             and self.scheduler.running
+            and (self.intake is None or self.intake.running)
             and all(t.is_alive() for t in threads)
             and (self.api is None or self.api.running)
         )

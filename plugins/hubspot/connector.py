@@ -25,6 +25,9 @@ so every result and every 207 error is attributed to its own record.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -34,6 +37,7 @@ from pydantic import Field, field_validator, model_validator
 
 from daemon.sdk import (
     Capabilities,
+    ChangeHint,
     ClientConnector,
     Code,
     ConnectorConfig,
@@ -51,6 +55,9 @@ from daemon.sdk import (
     RetryPolicy,
     SecretStr,
     Unavailable,
+    WebhookDelivery,
+    WebhookRefused,
+    WebhookRequest,
     interleave,
     json_cursor,
     prefetch,
@@ -84,6 +91,28 @@ _MS = timedelta(milliseconds=1)
 RETRY = RetryPolicy(attempts=5, backoff_base=0.5, backoff_max=10.0, max_retry_after=60.0)
 
 
+# The contact events a webhook names records for; propertyChange is one subscription per
+# property (HubSpot has no wildcard): subscribe to each property the instance reads.
+WEBHOOK_SUBSCRIPTIONS = (
+    "contact.creation",
+    "contact.propertyChange",
+    "contact.deletion",
+    "contact.merge",
+    "contact.restore",
+)
+MAX_WEBHOOK_EVENTS = 100  # HubSpot batches at most 100 events in one request
+SIGNATURE = "x-hubspot-signature-v3"
+TIMESTAMP = "x-hubspot-request-timestamp"
+
+
+def webhook_signature(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
+    """HubSpot's v3 request signature: base64 of HMAC-SHA256, keyed with the app's client
+    secret, over method + URI + body + timestamp (ms), as HubSpot's own client computes it."""
+    message = method.encode() + uri.encode() + body + timestamp.encode()
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
 class HubSpotConfig(ConnectorConfig):
     """The ``[settings]`` of a ``hubspot`` instance file."""
 
@@ -107,6 +136,11 @@ class HubSpotConfig(ConnectorConfig):
     upsert_by_email: bool = True
     daily_share: float = Field(default=0.9, gt=0, le=1)
     account_timezone: str = "UTC"  # HubSpot resets the daily limit at the account's midnight
+    # Webhooks (POST /webhooks/<instance>): the secret HubSpot signs them with (the app's
+    # client secret; None: client_secret) and the target URL registered in the app, exactly
+    # as HubSpot calls it (None: the URL the daemon sees; set it behind a proxy).
+    webhook_secret: SecretStr | None = None
+    webhook_url: str | None = None
 
     @field_validator("properties")
     @classmethod
@@ -214,7 +248,9 @@ class HubSpotConnector(ClientConnector):
         concurrent_push=True,
         looks_up=True,
         reads_before_write=True,
+        webhooks=True,
     )
+    webhook_subscriptions: ClassVar[tuple[str, ...]] = WEBHOOK_SUBSCRIPTIONS
     # A contact is upserted by its email (upsert_by_email, the default); a plain create needs
     # one of email, firstname or lastname (see required_mappings_for).
     required_mappings: ClassVar[RequiredMappings] = RequiredMappings(outgoing=(EMAIL,))
@@ -270,6 +306,33 @@ class HubSpotConnector(ClientConnector):
             state_key=STATE_REFRESH_TOKEN,
             scopes=tuple(config.scopes),
             error_text=error_message,
+        )
+
+    # --- webhooks -----------------------------------------------------------------------------
+
+    @classmethod
+    def receive_webhook(cls, settings: HubSpotConfig, request: WebhookRequest) -> WebhookDelivery:
+        """A HubSpot webhook, signed v3: the records its events name. The daemon refuses one
+        signed over 5 minutes ago (``webhook_max_age``) or received before (the key is the
+        signature, which covers the timestamp)."""
+        secret = reveal(settings.webhook_secret) or reveal(settings.client_secret)
+        if not secret:
+            raise WebhookRefused(
+                "not-enabled", "set webhook_secret (or client_secret): the app's client secret"
+            )
+        signature = request.headers.get(SIGNATURE, "")
+        stamp = request.headers.get(TIMESTAMP, "")
+        # Thirteen digits of milliseconds reach the year 2286; more is no timestamp.
+        if not signature or not stamp.isdigit() or len(stamp) > 13:
+            raise WebhookRefused("signature", f"no {SIGNATURE} or {TIMESTAMP} header")
+        uri = settings.webhook_url or request.url
+        expected = webhook_signature(secret, request.method, uri, request.body, stamp)
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
+            raise WebhookRefused("signature", "the v3 signature does not match the app's secret")
+        return WebhookDelivery(
+            tuple(_hints(request.body)),
+            signed_at=_EPOCH + int(stamp) * _MS,
+            key=signature,
         )
 
     # --- check and describe -------------------------------------------------------------------
@@ -755,3 +818,33 @@ def _id_number(value: Any) -> int | None:
     fail the page at the same place every cycle."""
     text = str(value or "")
     return int(text) if text.isdigit() and len(text) <= MAX_ID_DIGITS else None
+
+
+def _hints(body: bytes) -> Iterator[ChangeHint]:
+    """The hints of a webhook's events (a JSON array of up to 100): each contact event names
+    its record; a merge names the survivor (whose read moves the merged ids' links); a
+    deletion asks for the deletion scan too. Other objects' events are ignored."""
+    try:
+        events = json.loads(body)
+    except ValueError:
+        raise WebhookRefused("malformed", "the body is not JSON") from None
+    if not isinstance(events, list) or len(events) > MAX_WEBHOOK_EVENTS:
+        raise WebhookRefused(
+            "malformed", f"the body is not an array of up to {MAX_WEBHOOK_EVENTS} events"
+        )
+    for event in events:
+        if not isinstance(event, dict):
+            raise WebhookRefused("malformed", "an event is not an object")
+        kind = str(event.get("subscriptionType") or "")
+        if not kind.startswith("contact.") and event.get("objectTypeId") != "0-1":
+            continue
+        occurred = event.get("occurredAt")
+        stamped = isinstance(occurred, int) and 0 < occurred < 10**13
+        at = _EPOCH + occurred * _MS if stamped else None
+        ids = [event.get("primaryObjectId") if kind.endswith(".merge") else event.get("objectId")]
+        if kind.endswith(".merge"):
+            ids += list(event.get("mergedObjectIds") or [])
+        wanted = tuple(str(i) for i in ids if _id_number(i) is not None)
+        deleted = kind.endswith((".deletion", ".privacyDeletion"))
+        if wanted or deleted:
+            yield ChangeHint(wanted, deletes=deleted, occurred_at=at)

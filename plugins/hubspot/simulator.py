@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import random
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
@@ -52,6 +53,7 @@ from daemon.sdk import (
     json_reply,
     redirect_allowed,
 )
+from plugins.hubspot.webhooks import WebhookSender
 
 MAX_BATCH = 100
 LIST_MAX_LIMIT = 100
@@ -279,7 +281,36 @@ class HubSpotSimulator(Simulator):
         "rotate_refresh_tokens": (bool, False, "Each refresh grant returns a new refresh token."),
         "authorize_answer": (str, "allow", "The sign-in page: allow, deny or consent (a page)."),
         "redirect_uri": (str, "", "The app's registered redirect URL ('': any loopback URL)."),
+        "webhook_url": (str, "", "Target URL of the app's webhooks ('': none are sent)."),
+        "webhook_bad_signature_rate": (float, 0.0, "Share of webhook attempts signed wrongly."),
+        "webhook_duplicate_rate": (float, 0.0, "Share of webhook events sent twice."),
+        "webhook_retry_seconds": (float, 1.0, "First webhook retry delay (doubled each time)."),
     }
+
+    # --- webhooks -----------------------------------------------------------------------------
+
+    @property
+    def webhooks(self) -> WebhookSender:
+        """The webhook sender (plugins/hubspot/webhooks.py), made on first use."""
+        sender = self.__dict__.get("_webhooks")
+        if sender is None:
+            sender = self.__dict__["_webhooks"] = WebhookSender(self.client_secret, seed=self.seed)
+        sender.url = self.webhook_url
+        sender.bad_signature_rate = self.webhook_bad_signature_rate
+        sender.duplicate_rate = self.webhook_duplicate_rate
+        sender.retry_seconds = self.webhook_retry_seconds
+        return sender
+
+    def _event(self, kind: str, object_id: str, **more: Any) -> None:
+        if self.webhook_url and not getattr(self, "_seeding", False):
+            source = getattr(self, "_change_source", "INTEGRATION")
+            self.webhooks.event(kind, object_id, source, **more)
+
+    def stop(self) -> None:
+        sender = self.__dict__.pop("_webhooks", None)
+        if sender is not None:
+            sender.stop()
+        super().stop()
 
     # --- credentials --------------------------------------------------------------------------
 
@@ -332,6 +363,13 @@ class HubSpotSimulator(Simulator):
         self._seed_contacts()
 
     def _seed_contacts(self) -> None:
+        self._seeding = True  # seeded contacts existed before: no webhooks for them
+        try:
+            self._seed_records()
+        finally:
+            self._seeding = False
+
+    def _seed_records(self) -> None:
         rng = random.Random(self.seed)  # its own RNG: faults drawn later never shift the data
         shared = iso_ms(self.clock.now() - timedelta(days=1))
         for i in range(self.contacts):
@@ -360,23 +398,32 @@ class HubSpotSimulator(Simulator):
 
     def add_contact(self, **properties: Any) -> str:
         """Create a contact as a HubSpot user would (no duplicate check); return its id."""
-        with self.lock:
+        with self.lock, self._by_user():
             return self._create(self._strings(properties))["id"]
 
     def edit_contact(self, contact_id: str, **properties: Any) -> None:
         """Change a contact as a user would; ``""`` or ``None`` clears a property."""
-        with self.lock:
+        with self.lock, self._by_user():
             self._update(self.records[contact_id], self._strings(properties))
 
     def delete_contact(self, contact_id: str) -> None:
         """Archive a contact (HubSpot's delete): gone from search, listed with archived=true."""
-        with self.lock:
+        with self.lock, self._by_user():
             self._archive(self.records[contact_id])
 
     def merge(self, primary: str, secondary: str) -> str:
         """Merge ``secondary`` into ``primary``; return the survivor's id (``primary``)."""
-        with self.lock:
+        with self.lock, self._by_user():
             return self._merge(primary, secondary)["id"]
+
+    @contextlib.contextmanager
+    def _by_user(self) -> Iterator[None]:
+        """Changes made inside are a HubSpot user's (``changeSource: CRM``), not the API's."""
+        self._change_source = "CRM"
+        try:
+            yield
+        finally:
+            self._change_source = "INTEGRATION"
 
     def share_lastmodified(self, ids: Iterable[str], stamp: str | None = None) -> str:
         """Give the contacts ``ids`` one ``lastmodifieddate`` (now by default); return it."""
@@ -420,9 +467,11 @@ class HubSpotSimulator(Simulator):
         else:
             bisect.insort(self._order, int(contact_id))
         self._reindex(record, lag=lag)
+        self._event("contact.creation", contact_id, changeFlag="NEW")
         return record
 
     def _update(self, record: dict[str, Any], props: dict[str, str]) -> None:
+        before = dict(record["properties"])
         for key, value in props.items():
             if value == "":  # "Properties values can be cleared by passing an empty string."
                 record["properties"].pop(key, None)
@@ -431,11 +480,22 @@ class HubSpotSimulator(Simulator):
         stamp = iso_ms(self.clock.now())
         record["updatedAt"] = record["properties"]["lastmodifieddate"] = stamp
         self._reindex(record)
+        # HubSpot sends propertyChange only for a value that changed, one event per property.
+        for key in props:
+            after = record["properties"].get(key)
+            if before.get(key) != after:
+                self._event(
+                    "contact.propertyChange",
+                    record["id"],
+                    propertyName=key,
+                    propertyValue=after or "",
+                )
 
     def _archive(self, record: dict[str, Any]) -> None:
         record["archived"] = True
         record["archivedAt"] = iso_ms(self.clock.now())
         self._reindex(record)
+        self._event("contact.deletion", record["id"])
 
     def _merge(self, primary_id: str, secondary_id: str) -> dict[str, Any]:
         primary, secondary = self._live(primary_id), self._live(secondary_id)
@@ -459,6 +519,13 @@ class HubSpotSimulator(Simulator):
         del self.records[secondary_id]
         self._index[secondary_id] = [(self.clock.monotonic(), None)]
         self._update(primary, {})
+        self._event(
+            "contact.merge",
+            primary_id,
+            primaryObjectId=int(primary_id),
+            mergedObjectIds=[int(secondary_id)],
+            newObjectId=int(primary_id),
+        )
         return primary
 
     def _live(self, contact_id: str) -> dict[str, Any] | None:
