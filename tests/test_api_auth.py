@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from daemon.api.webhooks import SIGNED_BY_PLATFORM
 from daemon.foundation import log as logging_setup
 from daemon.hub.apitokens import ApiToken, Role, create_token, revoke_token
 from daemon.hub.database import make_engine
@@ -39,6 +40,11 @@ def operations(api: RunningApi) -> list[tuple[str, str, Role]]:
             if method in item:
                 role = item[method].get("x-role")
                 assert role is not None, f"{method.upper()} {path} names no role"
+                if role == SIGNED_BY_PLATFORM:
+                    # No token: the platform signs the request (tests/test_webhooks.py
+                    # refuses a bad signature); only the webhook route may say so.
+                    assert (method, path) == ("post", "/webhooks/{instance}"), (method, path)
+                    continue
                 found.append((method, path, Role(role)))
     assert len(found) >= 8
     return found
@@ -97,6 +103,7 @@ def test_openapi_document_is_served(api: RunningApi) -> None:
     document = api.client(None).get("/openapi.json").json()
     assert document["info"]["title"] == "contactsync"
     assert "/api/v1/contacts:batch" in document["paths"]
+    assert document["paths"]["/webhooks/{instance}"]["post"]["x-role"] == SIGNED_BY_PLATFORM
     schemes = document["components"]["securitySchemes"]
     assert any(s.get("scheme") == "bearer" for s in schemes.values())
 

@@ -219,6 +219,11 @@ class HintQueue:
             entry = self._pending.get(instance)
             return len(entry.ids) if entry else 0
 
+    def empty(self) -> bool:
+        """Whether no instance has anything queued."""
+        with self._cond:
+            return not self._pending
+
     def wait(self, now: float, default: float) -> float:
         """Seconds until some instance's batch is due, at most ``default``."""
         with self._cond:

@@ -75,6 +75,7 @@ class Intake:
         self._written: dict[str, float] = {}  # instance -> monotonic time of the last write
         self._lock = threading.Lock()
         self.served = 0  # batches served by a pull that ended well (tests read it)
+        self._serving = False
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -84,6 +85,11 @@ class Intake:
     @property
     def running(self) -> bool:
         return self._pump.is_alive()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch being served."""
+        return not self._serving and self.queue.empty()
 
     def shutdown(self, timeout: float = 2.0) -> None:
         """Stop the pump and every stream (a batch in flight finishes its pull)."""
@@ -142,15 +148,19 @@ class Intake:
     def _pump_loop(self) -> None:
         while not self.stop.is_set():
             try:
+                self._serving = True
                 batches = self.queue.take(time.monotonic(), BATCH_IDS)
-                for batch in batches:
+                for index, batch in enumerate(batches):
                     if self.stop.is_set():
-                        self.queue.put_back(batch, time.monotonic())
+                        for left in batches[index:]:
+                            self.queue.put_back(left, time.monotonic())
                         break
                     self._serve(batch)
+                self._serving = False
                 if not batches:
                     self.queue.sleep(self.queue.wait(time.monotonic(), 0.5))
             except Exception:  # never silently: a dead pump means hints wait for the schedule
+                self._serving = False
                 log.exception("hint_pump_failed")
                 self.stop.wait(RETRY_DELAY)
 

@@ -63,6 +63,7 @@ class WebhookSender:
         self._cond = threading.Condition()
         self._stop = False
         self._next_event = 1
+        self._duplicated: set[int] = set()
         self.counters = {"requests": 0, "failed": 0, "events": 0, "dropped": 0}
         self._thread: threading.Thread | None = None
         self._client = httpx.Client(timeout=TIMEOUT_SECONDS)
@@ -166,7 +167,14 @@ class WebhookSender:
         if ok:
             self.counters["events"] += len(events)
             if self.duplicate_rate:
-                again = [e for e in delivery.events if self._rng.random() < self.duplicate_rate]
+                # Each event at most once more: a duplicate is not duplicated again.
+                again = [
+                    e
+                    for e in delivery.events
+                    if e["eventId"] not in self._duplicated
+                    and self._rng.random() < self.duplicate_rate
+                ]
+                self._duplicated.update(e["eventId"] for e in again)
                 if again:
                     with self._cond:
                         self._queue.extend(again)
