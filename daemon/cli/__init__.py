@@ -35,6 +35,7 @@ from daemon.cli import (
     sync,
     synclog,
     tokens,
+    webhooks,
 )
 from daemon.cli.app import App
 from daemon.cli.plugins import add_plugin_commands, plugins_command
@@ -143,6 +144,7 @@ for _command in (
     simulate.simulate_command,
     demo.demo_command,
     messages.messages_group,
+    webhooks.webhooks_command,
 ):
     cli.add_command(_command)
 

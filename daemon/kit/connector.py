@@ -348,6 +348,13 @@ class Connector:
         raise NotImplementedError(f"{type(self).__name__} does not read records by id")
 
     @classmethod
+    def webhook_subscriptions_for(cls, settings: Any) -> list[str]:
+        """What the operator subscribes to on the platform for an instance with these
+        ``settings`` (``contactsync webhooks INSTANCE`` prints it): :attr:`webhook_subscriptions`
+        unless the settings change it (HubSpot: one propertyChange per property read)."""
+        return list(cls.webhook_subscriptions)
+
+    @classmethod
     def receive_webhook(cls, settings: Any, request: WebhookRequest) -> WebhookDelivery:
         """Verify one webhook of the platform and say what changed (``capabilities.webhooks``).
 

@@ -311,6 +311,18 @@ class HubSpotConnector(ClientConnector):
     # --- webhooks -----------------------------------------------------------------------------
 
     @classmethod
+    def webhook_subscriptions_for(cls, settings: HubSpotConfig) -> list[str]:
+        """HubSpot has no wildcard for property changes: one subscription per property the
+        instance reads, beside creation, deletion, merge and restore."""
+        out = []
+        for kind in cls.webhook_subscriptions:
+            if kind == "contact.propertyChange":
+                out += [f"{kind} ({name})" for name in settings.properties]
+            else:
+                out.append(kind)
+        return out
+
+    @classmethod
     def receive_webhook(cls, settings: HubSpotConfig, request: WebhookRequest) -> WebhookDelivery:
         """A HubSpot webhook, signed v3: the records its events name. The daemon refuses one
         signed over 5 minutes ago (``webhook_max_age``) or received before (the key is the
