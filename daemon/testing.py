@@ -70,6 +70,7 @@ from daemon.foundation import log as daemon_log
 from daemon.foundation.clock import FakeClock
 from daemon.foundation.dictionary import Code
 from daemon.hub.database import make_engine
+from daemon.kit.changes import WebhookRefused, WebhookRequest
 from daemon.kit.connector import (
     AuthFailed,
     Connector,
@@ -345,6 +346,14 @@ class ConnectorContract:
         """Have the platform process pending uploads (``confirms_later`` connectors only)."""
         raise ContractSetupError(
             self._missing("confirm_pending(self)", "its capabilities say confirms_later")
+        )
+
+    def webhook_for(self, remote_id: str, *, forged: bool = False) -> WebhookRequest:
+        """Only for ``capabilities.webhooks``: the webhook the platform sends once
+        ``remote_id`` changed, signed as the platform signs it for the connector's settings
+        (``forged``: signed with another secret)."""
+        raise ContractSetupError(
+            self._missing("webhook_for(self, remote_id, *, forged=False)", "it takes webhooks")
         )
 
     def values_match(self, field: str, pushed: Any, pulled: Any) -> bool:
@@ -812,6 +821,38 @@ class ConnectorContract:
             )
         if connector.capabilities.modified_at and records[ids[0]].modified_at is None:
             _broken(f"{name}.read() gave no modified_at, though its capabilities claim it")
+
+    def test_a_webhook_names_the_changed_record_and_a_forgery_is_refused(self) -> None:
+        """``receive_webhook(settings, request)`` (``capabilities.webhooks``) turns the
+        platform's webhook into hints naming the changed record, gives the daemon a key or a
+        signing time to refuse replays with, and refuses a forged signature or a garbled body
+        with ``WebhookRefused`` (never another exception, never the secret in its message)."""
+        connector = self._connector()
+        self._needs(connector, "webhooks")
+        name = self._name(connector)
+        ids = self.seed_remote(1)
+        self.edit_remote(ids[0], self.push_fields(997))
+        kind = type(connector)
+        good = self.webhook_for(ids[0])
+        delivery = kind.receive_webhook(connector.config, good)
+        named = {i for hint in delivery.hints for i in hint.remote_ids}
+        if ids[0] not in named and not any(h.everything for h in delivery.hints):
+            _broken(f"{name}.receive_webhook() did not name the changed record {ids[0]}")
+        if delivery.key is None and delivery.signed_at is None:
+            _broken(f"{name}.receive_webhook() gave no key nor signing time: replays pass")
+        forged = self.webhook_for(ids[0], forged=True)
+        garbled = WebhookRequest(
+            good.method, good.url, good.headers, b"\x00garbled", good.received_at
+        )
+        for what, request in (("a forged", forged), ("a garbled", garbled)):
+            try:
+                kind.receive_webhook(connector.config, request)
+            except WebhookRefused as exc:
+                for secret in self.secrets:
+                    if secret and secret in exc.message:
+                        _broken(f"{name} quoted a secret refusing {what} webhook")
+            else:
+                _broken(f"{name}.receive_webhook() accepted {what} webhook")
 
     def test_lookup_finds_the_records_the_platform_holds(self) -> None:
         """``lookup(items)`` finds the records the platform already holds for unlinked items

@@ -6,11 +6,13 @@ token expiry and the connector's pacing all run on the same time, and no wait is
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import pytest
 from contractkit import SimulatorContract
 
+from daemon.sdk import WebhookRequest
 from plugins.hubspot.connector import HubSpotConnector
 from plugins.hubspot.simulator import HubSpotSimulator
 
@@ -29,7 +31,19 @@ class TestHubSpotContract(SimulatorContract):
 
     def settings(self, *, bad_credentials: bool = False) -> dict[str, Any]:
         token = "pat-na1-wrong" if bad_credentials else self.sim.private_app_token
-        return {"base_url": self.sim.url, "access_token": token, "page_size": self.page_size}
+        return {
+            "base_url": self.sim.url,
+            "access_token": token,
+            "page_size": self.page_size,
+            "webhook_secret": self.sim.client_secret,  # the app's, which signs its webhooks
+        }
+
+    def webhook_for(self, remote_id: str, *, forged: bool = False) -> WebhookRequest:
+        url = "https://sync.example.edu/webhooks/hubspot-test"
+        event = self.sim.webhooks.make_event("contact.propertyChange", remote_id, "CRM")
+        body, headers = self.sim.webhooks.signed([event], url, forged=forged)
+        lower = {k.lower(): v for k, v in headers.items()}
+        return WebhookRequest("POST", url, lower, body, datetime.now(UTC))
 
     def seed_remote(self, count: int) -> list[str]:
         return [

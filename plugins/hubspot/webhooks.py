@@ -75,6 +75,13 @@ class WebhookSender:
         if not self.url:
             return
         with self._cond:
+            self._queue.append(self.make_event(kind, object_id, source, **more))
+            self._start()
+            self._cond.notify_all()
+
+    def make_event(self, kind: str, object_id: str, source: str, **more: Any) -> dict[str, Any]:
+        """One event as HubSpot writes it, with the next ``eventId``."""
+        with self._cond:
             event = {
                 "eventId": self._next_event,
                 "subscriptionId": SUBSCRIPTION_IDS.get(kind, 1000),
@@ -88,9 +95,7 @@ class WebhookSender:
                 **more,
             }
             self._next_event += 1
-            self._queue.append(event)
-            self._start()
-            self._cond.notify_all()
+            return event
 
     def stop(self) -> None:
         with self._cond:
@@ -146,19 +151,26 @@ class WebhookSender:
             return None
         return max(0.0, min(d.due for d in self._retries) - time.monotonic())
 
-    def _send(self, delivery: _Delivery) -> None:
-        events = [{**e, "attemptNumber": delivery.attempt} for e in delivery.events]
+    def signed(
+        self, events: list[dict[str, Any]], url: str, *, forged: bool = False
+    ) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of one webhook request of ``events`` to ``url``, signed v3
+        now (``forged``: with a wrong secret)."""
         body = json.dumps(events).encode()
         stamp = str(int(time.time() * 1000))
-        secret = self.secret
-        if self._rng.random() < self.bad_signature_rate:
-            secret = "not-" + secret
+        secret = "not-" + self.secret if forged else self.secret
         headers = {
             "Content-Type": "application/json",
-            "X-HubSpot-Signature-v3": webhook_signature(secret, "POST", self.url, body, stamp),
+            "X-HubSpot-Signature-v3": webhook_signature(secret, "POST", url, body, stamp),
             "X-HubSpot-Request-Timestamp": stamp,
             "X-HubSpot-Signature-Version": "v3",
         }
+        return body, headers
+
+    def _send(self, delivery: _Delivery) -> None:
+        events = [{**e, "attemptNumber": delivery.attempt} for e in delivery.events]
+        forged = self._rng.random() < self.bad_signature_rate
+        body, headers = self.signed(events, self.url, forged=forged)
         self.counters["requests"] += 1
         try:
             ok = self._client.post(self.url, content=body, headers=headers).is_success
