@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from daemon.config.instances import load_instance
+from daemon.config.settings import DaemonSettings
 from daemon.engine.status import CHANGES_STREAM, instance_status
 from daemon.hub import runs
 from daemon.hub.store import utcnow
@@ -27,6 +29,9 @@ from daemon.kit.changes import (
 )
 from daemon.kit.connector import Capabilities, Connector, ConnectorConfig, Unavailable
 from daemon.runtime.intake import Intake
+from daemon.runtime.scheduler import HINTED_PULL, Scheduler, job_id
+from tests.daemonkit import instance_toml
+from tests.memremote import MemoryConnector
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -222,3 +227,34 @@ def test_a_stream_resumes_from_the_position_whose_pull_committed(engine, monkeyp
         assert runs.get_cursor(conn, "sf", CHANGES_STREAM) == "6"
     assert {f"r{n}" for n in range(1, 7)} <= set(served)  # nothing lost
     assert instance_status(engine, {"sf": "sf"})["sf"]["events"]["stream_connected"] is False
+
+
+def _memory_instance(tmp_path, name: str, *, pull: str | None):  # type: ignore[no-untyped-def]
+    text = instance_toml(tmp_path / f"{name}.json", settings="", push="every 1h")
+    lines = [line for line in text.splitlines() if not line.startswith("pull =")]
+    if pull is not None:
+        lines.insert(lines.index("[schedule]") + 1, f'pull = "{pull}"')
+    path = tmp_path / f"{name}.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return load_instance(path, {"memory": MemoryConnector})
+
+
+def test_hints_slow_the_default_pull_but_not_one_the_file_sets(tmp_path, sqlite_engine):
+    default = _memory_instance(tmp_path, "quiet", pull=None)
+    explicit = _memory_instance(tmp_path, "busy", pull="every 15m")
+    sched = Scheduler(sqlite_engine, DaemonSettings(workers=1), lambda name, direction: "ok")
+    sched.start()
+    try:
+        for instance in (default, explicit):
+            sched.schedule(instance)
+        assert sched._specs[job_id("quiet", "pull")][0] == "every 15m"
+        for name in ("quiet", "busy"):
+            sched.hints_flow(name)
+        assert sched._specs[job_id("quiet", "pull")][0] == HINTED_PULL
+        assert sched._specs[job_id("busy", "pull")][0] == "every 15m"
+        later = sched.next_run_of("quiet", "pull")
+        assert later is not None and later > utcnow() + timedelta(minutes=50)
+        sched.schedule(default)  # a reload keeps it slowed
+        assert sched._specs[job_id("quiet", "pull")][0] == HINTED_PULL
+    finally:
+        sched.shutdown()

@@ -62,6 +62,7 @@ class Intake:
         queue: HintQueue | None = None,
         guard: ReplayGuard | None = None,
         has_deletion_scan: Callable[[Instance], bool] = lambda _i: False,
+        on_hints: Callable[[str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.instances = instances
@@ -69,6 +70,9 @@ class Intake:
         self.queue = queue or HintQueue()
         self.guard = guard or ReplayGuard()
         self.has_deletion_scan = has_deletion_scan
+        # Told the first time each instance gets a hint (the scheduler slows its pull).
+        self.on_hints = on_hints
+        self._heard: set[str] = set()
         self.stop = threading.Event()
         self._pump = threading.Thread(target=self._pump_loop, name="hint-pump", daemon=True)
         self._streams: dict[str, _StreamRunner] = {}
@@ -117,6 +121,13 @@ class Intake:
         """Queue hints (a stream's, or a verified webhook's)."""
         hints = list(hints)
         self.queue.offer(instance, hints, time.monotonic())
+        if instance not in self._heard:
+            self._heard.add(instance)
+            if self.on_hints is not None:
+                try:
+                    self.on_hints(instance)
+                except Exception:  # a schedule not slowed is only rate limit spent
+                    log.exception("hints_flow_not_noted", instance=instance)
         self._note(instance, source=source, occurred=[h.occurred_at for h in hints])
 
     # --- streams -----------------------------------------------------------------------------

@@ -59,6 +59,13 @@ def has_deletion_scan(instance: Instance) -> bool:
     return instance.connector_class.scan_deletes is not Connector.scan_deletes
 
 
+HINTED_PULL = "every 1h"
+"""The pull schedule of an instance whose platform sends change hints (webhooks, a stream)
+and whose file sets no ``schedule.pull`` of its own: the hints bring changes within seconds,
+so the scheduled pull only catches what a lost hint missed, and spends less of the rate
+limit on empty polls. It takes effect once a hint has arrived, so an instance whose webhooks
+were never registered keeps the ordinary default."""
+
 BUSY_RETRY = timedelta(seconds=1)
 """A cycle that found its connection busy (the pull and push of one connection exclude each
 other) tries again this soon: a woken push until it runs, a scheduled cycle a few times."""
@@ -125,6 +132,7 @@ class Scheduler:
         self._woken: set[str] = set()
         self._retry: set[str] = set()
         self._busy: dict[str, int] = {}  # job id -> busy outcomes in a row
+        self._hinted: set[str] = set()  # instances that received a change hint
         # Work for the aftercare thread: jobs to run again after a delay, and instances
         # whose next run times changed and are not yet copied to the hub.
         self._follow_ups: dict[str, timedelta] = {}
@@ -188,7 +196,7 @@ class Scheduler:
             if not allowed:
                 self._remove(jid)
                 continue
-            line = getattr(instance.config.schedule, direction)
+            line = self._line(instance, direction)
             spec = (line, instance.config.schedule.timezone)
             trigger = make_trigger(*spec)
             # A push new to this process runs at once: hub writes made while no daemon ran
@@ -212,6 +220,30 @@ class Scheduler:
             )
             with self._lock:
                 self._specs[jid] = spec
+
+    def _line(self, instance: Instance, direction: str) -> str:
+        """The schedule line of ``direction``: the file's, or :data:`HINTED_PULL` for the
+        pull of an instance that receives hints and sets none."""
+        schedule = instance.config.schedule
+        if (
+            direction == CycleKind.PULL
+            and "pull" not in schedule.model_fields_set
+            and instance.name in self._hinted
+        ):
+            return HINTED_PULL
+        return str(getattr(schedule, direction))
+
+    def hints_flow(self, name: str) -> None:
+        """Instance ``name`` received a change hint: its pull moves to :data:`HINTED_PULL`
+        unless its file sets one (once; a later hint changes nothing)."""
+        with self._lock:
+            if name in self._hinted:
+                return
+            self._hinted.add(name)
+            instance = self._instances.get(name)
+        if instance is not None and "pull" not in instance.config.schedule.model_fields_set:
+            log.info("pull_slowed_by_hints", instance=name, schedule=HINTED_PULL)
+            self.schedule(instance)
 
     def unschedule(self, name: str) -> None:
         """Remove the jobs of instance ``name`` (removed or disabled); a running cycle is

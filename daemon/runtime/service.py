@@ -165,6 +165,7 @@ class Service:
             lambda: self.config.instances if self.config is not None else {},
             self._run_hinted,
             has_deletion_scan=has_deletion_scan,
+            on_hints=self.scheduler.hints_flow,
         )
         self.intake.start()
         self._apply(self.config.reload(), previous={})
