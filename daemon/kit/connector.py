@@ -348,6 +348,13 @@ class Connector:
         raise NotImplementedError(f"{type(self).__name__} does not read records by id")
 
     @classmethod
+    def streams_for(cls, settings: Any) -> bool:
+        """Whether an instance with these ``settings`` holds a change stream open: the
+        capability, unless a setting turns it on or off (Colleague's
+        ``consume_interval_seconds``)."""
+        return cls.capabilities.streams
+
+    @classmethod
     def webhook_subscriptions_for(cls, settings: Any) -> list[str]:
         """What the operator subscribes to on the platform for an instance with these
         ``settings`` (``contactsync webhooks INSTANCE`` prints it): :attr:`webhook_subscriptions`

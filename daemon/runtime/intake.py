@@ -138,7 +138,10 @@ class Intake:
         wanted = {
             i.name: i
             for i in instances
-            if i.config.enabled and i.direction.pulls and i.connector_class.capabilities.streams
+            if i.config.enabled
+            and i.direction.pulls
+            and i.connector_class.capabilities.streams
+            and i.connector_class.streams_for(i.settings)
         }
         with self._lock:
             for name, runner in list(self._streams.items()):
@@ -271,5 +274,6 @@ class _StreamRunner(threading.Thread):
                     except Exception:
                         log.exception("connector_close_failed", instance=name)
                 self.intake.stream_status(name, connected=False)
-            if failures:
-                self.stop.wait(STREAM_BACKOFF[min(failures, len(STREAM_BACKOFF)) - 1])
+            # A stream that ended without being stopped is opened again, after a pause
+            # even when it ended well: a connector returning at once must not spin.
+            self.stop.wait(STREAM_BACKOFF[min(max(failures, 1), len(STREAM_BACKOFF)) - 1])

@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from threading import Event
 from typing import Any, ClassVar, TypeVar
 
 import phonenumbers
@@ -44,6 +45,7 @@ from pydantic import Field, field_validator
 
 from daemon.sdk import (
     Capabilities,
+    ChangeHint,
     ClientConnector,
     Code,
     ConnectorConfig,
@@ -93,6 +95,9 @@ class ColleagueConfig(ConnectorConfig):
     consume_limit: int = Field(default=MAX_CONSUME_LIMIT, ge=1, le=MAX_CONSUME_LIMIT)
     match_by_email: bool = True  # an unlinked contact updates the person with its email
     token_margin_seconds: float = Field(default=60.0, ge=0)
+    # Seconds between looks at the notification queue (HEAD /consume, one request, deleting
+    # nothing) that wake the pull when something waits; None: the pull's schedule alone.
+    consume_interval_seconds: float | None = Field(default=None, ge=1, le=3600)
 
     @field_validator("roles")
     @classmethod
@@ -135,6 +140,8 @@ class ColleagueConnector(ClientConnector):
         deletes=True,
         modified_at=False,
         concurrent_push=True,  # push() keeps no state between calls
+        # With consume_interval_seconds: a look at the queue every few seconds wakes the pull.
+        streams=True,
     )
     # A person is created with a legal name, which needs a last name (names[].fullName is
     # required; push builds it from the first and last names).
@@ -452,6 +459,29 @@ class ColleagueConnector(ClientConnector):
     @staticmethod
     def _rejected(item: PushItem, message: str, code: Code) -> PushResult:
         return PushResult(item.contact_id, PushStatus.REJECTED, item.remote_id, message, code)
+
+    # --- the short consume interval ----------------------------------------------------------
+
+    @classmethod
+    def streams_for(cls, settings: ColleagueConfig) -> bool:
+        """Only an instance with ``consume_interval_seconds`` watches its queue."""
+        return settings.consume_interval_seconds is not None
+
+    def stream(self, position: str | None, emit: Callable[[ChangeHint], None], stop: Event) -> None:
+        """Look at the notification queue every ``consume_interval_seconds``: one
+        ``HEAD /consume`` (it reads the count and deletes nothing), and when anything waits,
+        a hint that wakes the ordinary pull, which consumes from its committed checkpoint.
+
+        Ethos deletes consumed messages only at the next ``/consume``, so the count stays up
+        until the pull after the one that applied them: that second pull costs one request
+        and finds nothing. Idle, the cost is one request per interval (and a token renewal
+        every few minutes). There is no position: the pull's cursor is the checkpoint."""
+        interval = float(self.settings.consume_interval_seconds or 60)
+        while not stop.is_set():
+            remaining = self.client.queue_remaining()
+            if remaining:
+                emit(ChangeHint(everything=True))
+            stop.wait(interval)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
