@@ -11,7 +11,13 @@ cannot. An implementation may accept only the arguments it needs, which is also 
 arguments can be added to a hook without breaking existing plugins.
 
 Per-instance pulls and pushes are methods of the connector class, not hooks: one instance's
-work never fans out to every plugin.
+work never fans out to every plugin. So are change hints (SDK 1.3): a webhook is verified by the
+instance's connector class (``Connector.receive_webhook``, ``capabilities.webhooks``) and a
+change stream is held open by its connector (``Connector.stream``, ``capabilities.streams``);
+a hook would hand one platform's signed request to every plugin. Both only name records: the
+daemon reads them through ``Connector.read`` and the ordinary pull path (see
+:mod:`daemon.kit.changes`). The observers see the targeted pull as a ``pull`` whose
+``counts`` carry ``hinted``, the number of ids it was woken for.
 
 ``HOOKSPEC_VERSION`` changes when this contract does: the minor number when a hook or an
 argument is added or a doc is corrected to what the daemon already did (old plugins keep
