@@ -26,13 +26,13 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from daemon.config.instances import Instance
 from daemon.engine.status import CHANGES_STREAM, EVENTS_STREAM
 from daemon.foundation.log import get_logger
 from daemon.hub import runs
-from daemon.hub.store import utcnow
+from daemon.hub.store import InstanceState, utcnow
 from daemon.kit.changes import ChangeHint, HintBatch, HintQueue, ReplayGuard, WebhookDelivery
 from daemon.kit.connector import ConnectorContext, ConnectorError
 
@@ -44,6 +44,7 @@ RETRY_DELAY = 1.0
 """Seconds before a batch that could not run (busy, failed, backing off) is tried again."""
 EVENT_WRITE_EVERY = 1.0
 STREAM_BACKOFF = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0)
+_STATE = InstanceState.__table__
 
 CycleRunner = Callable[[Instance, str, list[str] | None], str | None]
 """Runs one cycle now: ``(instance, "pull" | "deletes", remote ids or None) -> outcome``."""
@@ -249,10 +250,15 @@ class _StreamRunner(threading.Thread):
         while not self.stop.is_set() and not self.intake.stop.is_set():
             with self.intake.engine.connect() as conn:
                 position = runs.get_cursor(conn, name, CHANGES_STREAM)
+                # The instance's state as its cycles left it (a rotated refresh token), as a
+                # copy: a stream holds no lease, so what it changes there is not saved.
+                state = conn.execute(
+                    select(_STATE.c.connector_state).where(_STATE.c.instance == name)
+                ).scalar()
             connector = None
             try:
                 connector = self.instance.connector_class(
-                    self.instance.settings, ConnectorContext(name, {})
+                    self.instance.settings, ConnectorContext(name, dict(state or {}))
                 )
                 self.intake.stream_status(name, connected=True)
                 connector.stream(
