@@ -35,7 +35,7 @@ import-example: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest -n auto --dist loadfile
+	$(BIN)/pytest -n auto --dist loadfile --durations=15
 
 bench: setup
 	$(BIN)/python bench/import_csv.py
