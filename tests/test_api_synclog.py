@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import update
 
 from daemon.foundation.dictionary import ENTRIES
 from daemon.hub import links, outbox
 from daemon.hub.store import utcnow
 from tests.apikit import CONNECTION, RunningApi, running_api
-from tests.hubkit import ADA_E164, ADA_PHONE, OUTBOX, SYNC_LOG, outbox_rows, seed
+from tests.hubkit import ADA_E164, ADA_PHONE, OUTBOX, outbox_rows, seed
+from tests.webkit import log_row, write_log
 
 ADA = {"first_name": "Ada", "last_name": "Lovelace", "phone": ADA_PHONE, "crm_id": "S-1"}
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -25,27 +26,6 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 def api(engine) -> Iterator[RunningApi]:
     with running_api(engine) as served:
         yield served
-
-
-def log_row(at: datetime, **values: Any) -> dict[str, Any]:
-    row = {
-        "timestamp": at,
-        "integration": "hubspot",
-        "direction": "incoming",
-        "contact_id": None,
-        "code": "invalid-email",
-        "instance": "crm",
-        "run_id": "r1",
-        "remote_id": None,
-        "message": "email is not an address",
-        "details": {"field": "email"},
-    }
-    return {**row, **values}
-
-
-def write_log(api: RunningApi, rows: list[dict[str, Any]]) -> None:
-    with api.engine.begin() as conn:
-        conn.execute(insert(SYNC_LOG), rows)
 
 
 def pages(client, path: str, **params: Any) -> list[list[dict[str, Any]]]:  # type: ignore[no-untyped-def]
