@@ -30,15 +30,17 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
+from threading import Event
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictBool, field_validator, model_validator
 
 from daemon.sdk import (
     Capabilities,
+    ChangeHint,
     ClientConnector,
     Code,
     ConnectorConfig,
@@ -67,6 +69,8 @@ from plugins.salesforce.client import (
     SalesforceClient,
     error_text,
 )
+from plugins.salesforce.pubsub import RESYNC, ClientAuth, SalesforceChangeStream
+from plugins.salesforce.pubsub.changeevent import topic_name
 from plugins.salesforce.soql import parse_datetime
 
 AUTHORIZE_PATH = "/services/oauth2/authorize"
@@ -127,6 +131,11 @@ class SalesforceConfig(ConnectorConfig):
     bulk_page_size: int = Field(default=50_000, ge=1)
     bulk_poll_seconds: float = Field(default=2.0, gt=0)
     bulk_timeout_seconds: float = Field(default=1800.0, gt=0)
+    # Change Data Capture: hold a Pub/Sub API stream of the object's change events open, so
+    # an edit in Salesforce reaches the hub in seconds (the scheduled pull still runs).
+    cdc: StrictBool = False
+    # Where the Pub/Sub API answers (gRPC over TLS); http:// only to loopback (the simulator).
+    pubsub_url: PlatformUrl = "https://api.pubsub.salesforce.com:7443"
 
     @field_validator("fields")
     @classmethod
@@ -236,6 +245,8 @@ class SalesforceConnector(ClientConnector):
         concurrent_push=True,
         looks_up=True,
         reads_before_write=True,
+        # With cdc = true: the object's Change Data Capture events, over the Pub/Sub API.
+        streams=True,
     )
     # A Contact is refused without LastName (REQUIRED_FIELD_MISSING); a Lead also needs Company.
     required_mappings: ClassVar[RequiredMappings] = RequiredMappings(outgoing=("LastName",))
@@ -658,5 +669,73 @@ class SalesforceConnector(ClientConnector):
             for item in items
         ]
 
+    # --- Change Data Capture -----------------------------------------------------------------
+
+    @classmethod
+    def streams_for(cls, settings: SalesforceConfig) -> bool:
+        """Only an instance with ``cdc = true`` holds a change stream open."""
+        return settings.cdc
+
+    def stream(self, position: str | None, emit: Callable[[ChangeHint], None], stop: Event) -> None:
+        """Follow the object's change events (``/data/ContactChangeEvent`` or
+        ``/data/LeadChangeEvent``) through the Pub/Sub API until ``stop``.
+
+        ``position`` is the replay id (hex) of the last event whose pull committed; the
+        subscription resumes after it. ``None`` (never checkpointed, or cleared) subscribes
+        at ``LATEST``: what changed before is the scheduled pull's, which runs from its own
+        cursor. Each event becomes a hint naming its record ids, with the event's replay id
+        as the position; an event naming no record (a ``GAP_*`` event, an undecodable one, a
+        replay id Salesforce no longer holds: ``RESYNC``) asks for the instance's ordinary
+        incremental pull. A delete also asks for the deletion scan. The session is the
+        connector's own (renewed on refusal like any REST 401); ``AuthFailed`` ends the
+        stream and the daemon reopens it after a back-off."""
+        replay_id = _replay_id(position)
+        target, secure = _grpc_target(self.settings.pubsub_url)
+        changes = SalesforceChangeStream(
+            ClientAuth(self.client),
+            topic_name(self.object),
+            replay_id,
+            target=target,
+            secure=secure,
+            stop=stop,
+            clock=self.clock,
+        )
+        for event in changes:
+            everything = event.everything or event.change_type == RESYNC
+            emit(
+                ChangeHint(
+                    () if everything else event.record_ids,
+                    everything=everything,
+                    deletes=event.change_type == "DELETE",
+                    occurred_at=event.commit_timestamp,
+                    # A RESYNC carries no replay id: the checkpoint keeps its old value until
+                    # an event after it is served (resubscribing from it is refused again and
+                    # falls back at once, costing one more full pull, never a change).
+                    position=event.replay_id.hex() if event.replay_id else None,
+                )
+            )
+
     def close(self) -> None:
         self.client.close()
+
+
+def _replay_id(position: str | None) -> bytes | None:
+    """The replay id of a checkpointed position; ``None`` when it is not hex (a damaged
+    hub row), so the stream starts at ``LATEST`` and the scheduled pull covers the gap."""
+    if not position:
+        return None
+    try:
+        return bytes.fromhex(position)
+    except ValueError:
+        return None
+
+
+def _grpc_target(url: str) -> tuple[str, bool]:
+    """``host:port`` and whether TLS is used, from ``pubsub_url`` (already a PlatformUrl:
+    ``http://`` reaches only loopback)."""
+    parts = urlsplit(url)
+    secure = parts.scheme.lower() == "https"
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address goes in brackets
+        host = f"[{host}]"
+    return f"{host}:{parts.port or (443 if secure else 80)}", secure
