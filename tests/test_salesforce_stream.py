@@ -10,6 +10,7 @@ subscription every 0.3 s (its keepalive), so a stopped stream ends at once.
 
 from __future__ import annotations
 
+import io
 import textwrap
 import threading
 import time
@@ -24,7 +25,8 @@ from sqlalchemy import Engine, select
 
 from daemon.config.instances import Instance
 from daemon.engine.cycle import SyncEngine
-from daemon.engine.status import CHANGES_STREAM
+from daemon.engine.status import CHANGES_STREAM, instance_status
+from daemon.foundation import log as logging_setup
 from daemon.hub import runs
 from daemon.hub.store import Contact
 from daemon.kit.changes import ChangeHint, HintQueue
@@ -115,18 +117,28 @@ def setup(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
 def test_an_edit_in_salesforce_reaches_the_hub_through_the_stream(setup: Setup) -> None:
     s = setup
     some = next(iter(s.first_names()))
+    logs = io.StringIO()
+    logging_setup.configure(level="debug", stream=logs, json=True)
     intake = s.intake()
     try:
+        assert instance_status(s.engine, {NAME: NAME})[NAME]["events"]["stream_connected"]
         s.sim.edit_record(some, FirstName="Streamed")
         wait_for(lambda: s.first_names().get(some) == "Streamed")
+        # The replay id of the event is checkpointed once that pull committed (after the
+        # runner returned: only then is the run recorded here).
+        wait_for(lambda: s.position() is not None)
+        assert bytes.fromhex(s.position() or "")
         # A targeted pull of that one record, not the scheduled pull.
         assert ("pull", [some], "ok") in s.runs
         assert all(ids is not None for _, ids, _ in s.runs)
-        # The replay id of the event is checkpointed once that pull committed.
-        wait_for(lambda: s.position() is not None)
-        assert bytes.fromhex(s.position() or "")
     finally:
         intake.shutdown()
+    # The stream logged (its subscription), but no secret and no personal data.
+    text = logs.getvalue()
+    assert "cdc_subscribed" in text
+    assert s.sim.client_secret not in text and "Streamed" not in text
+    issued = list(s.sim.sessions._expiry)  # the access tokens the org handed out
+    assert issued and not any(token in text for token in issued)
 
 
 def test_a_restart_resumes_from_the_saved_position_and_loses_no_change(setup: Setup) -> None:
