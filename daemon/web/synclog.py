@@ -162,19 +162,40 @@ def _render(request: Request, session: Session, filters: Filters, cursor: str | 
     )
 
 
-@router.get("/sync-log", response_class=HTMLResponse)
-def sync_log(
-    request: Request,
-    session: Annotated[Session, Depends(signed_in)],
+def _query_filters(
     integration: Text = None,
     direction: Literal["incoming", "outgoing", ""] | None = None,
     code: Text = None,
     since: Text = None,
     until: Text = None,
+) -> Filters:
+    """The view's filters as the query string gives them (the page and its export)."""
+    return Filters(integration or None, direction or None, code or None, since, until)
+
+
+def _form_filters(
+    search: Annotated[str, Form(max_length=320)] = "",
+    integration: Annotated[str, Form(max_length=64)] = "",
+    direction: Annotated[Literal["incoming", "outgoing", ""], Form()] = "",
+    code: Annotated[str, Form(max_length=64)] = "",
+    since: Annotated[str, Form(max_length=64)] = "",
+    until: Annotated[str, Form(max_length=64)] = "",
+) -> Filters:
+    """The view's filters and its search as a form's body gives them: a search for one
+    contact (by id, CRM id, phone or email) comes only in a body, so it is in no URL or log."""
+    return Filters(
+        integration or None, direction or None, code or None, since, until, search.strip() or None
+    )
+
+
+@router.get("/sync-log", response_class=HTMLResponse)
+def sync_log(
+    request: Request,
+    session: Annotated[Session, Depends(signed_in)],
+    filters: Annotated[Filters, Depends(_query_filters)],
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Any:
     """The Sync Log, newest first, filtered by the query string."""
-    filters = Filters(integration or None, direction or None, code or None, since, until)
     return _render(request, session, filters, cursor)
 
 
@@ -182,19 +203,11 @@ def sync_log(
 def sync_log_search(
     request: Request,
     session: Annotated[Session, Depends(signed_in)],
-    search: Annotated[str, Form(max_length=320)] = "",
-    integration: Annotated[str, Form(max_length=64)] = "",
-    direction: Annotated[Literal["incoming", "outgoing", ""], Form()] = "",
-    code: Annotated[str, Form(max_length=64)] = "",
-    since: Annotated[str, Form(max_length=64)] = "",
-    until: Annotated[str, Form(max_length=64)] = "",
+    filters: Annotated[Filters, Depends(_form_filters)],
     cursor: Annotated[str, Form(max_length=512)] = "",
 ) -> Any:
-    """The Sync Log searched for one contact (by id, CRM id, phone or email): the search
-    comes in the body, so it is in no URL or log. A read changes nothing: no form token."""
-    filters = Filters(
-        integration or None, direction or None, code or None, since, until, search.strip() or None
-    )
+    """The Sync Log searched for one contact, the search in the body. A read changes
+    nothing: no form token."""
     return _render(request, session, filters, cursor or None)
 
 
@@ -229,14 +242,9 @@ def _csv(hub: Hub, filters: Filters) -> StreamingResponse:
 def export_csv(
     request: Request,
     session: Annotated[Session, Depends(signed_in)],
-    integration: Text = None,
-    direction: Literal["incoming", "outgoing", ""] | None = None,
-    code: Text = None,
-    since: Text = None,
-    until: Text = None,
+    filters: Annotated[Filters, Depends(_query_filters)],
 ) -> StreamingResponse:
     """The filtered rows as a CSV file, streamed."""
-    filters = Filters(integration or None, direction or None, code or None, since, until)
     return _csv(hub_of(request), filters)
 
 
@@ -244,15 +252,7 @@ def export_csv(
 def export_csv_search(
     request: Request,
     session: Annotated[Session, Depends(signed_in)],
-    search: Annotated[str, Form(max_length=320)] = "",
-    integration: Annotated[str, Form(max_length=64)] = "",
-    direction: Annotated[Literal["incoming", "outgoing", ""], Form()] = "",
-    code: Annotated[str, Form(max_length=64)] = "",
-    since: Annotated[str, Form(max_length=64)] = "",
-    until: Annotated[str, Form(max_length=64)] = "",
+    filters: Annotated[Filters, Depends(_form_filters)],
 ) -> StreamingResponse:
     """The searched view's rows as CSV (the search in the body, as for the page)."""
-    filters = Filters(
-        integration or None, direction or None, code or None, since, until, search.strip() or None
-    )
     return _csv(hub_of(request), filters)
